@@ -1,0 +1,251 @@
+"""Typed schema of the composed config, and the checks Hydra's types cannot express.
+
+The dataclasses are registered in Hydra's ConfigStore as ``hpsearch_schema``; ``conf/config.yaml``
+lists it first in its defaults, so a value of the wrong type (``hp.epochs=abc``) fails at compose
+time with the key named. ``validate_config`` then checks ranges and cross-field rules (ε in [0, 1),
+``layers_copied`` within the backbone's stages, ...) before any work starts.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
+
+from hpsearch.errors import ConfigError
+
+MODES = ("search",)
+DATA_FORMATS = ("synthetic", "cifar10", "cifar100", "imagefolder")
+ARCHS = ("linear", "mlp", "resnet18", "resnet34", "resnet50")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "constant")
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("none", "median", "hyperband")
+
+# Stages a backbone is cut into for `backbone.layers_copied`; the vector backbones have one stage
+# per linear layer.
+RESNET_STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
+
+
+def backbone_stage_count(arch: str, mlp_depth: int = 2) -> int:
+    if arch == "linear":
+        return 1
+    if arch == "mlp":
+        return mlp_depth
+    return len(RESNET_STAGES)
+
+
+@dataclass
+class SyntheticConfig:
+    """The toy task: Gaussian classes in input space, related to a source task by shared directions."""
+
+    input_dim: int = 32
+    shared_dim: int = 8  # latent directions that both the source and the target classes use
+    target_only_dim: int = 4  # directions only the target task needs: FT must find them
+    n_classes: int = 5
+    class_separation: float = 2.0
+    noise: float = 1.0
+    source_per_class: int = 400
+    source_epochs: int = 30
+    seed: int = 1234
+
+
+@dataclass
+class DataConfig:
+    format: str = "synthetic"
+    root: Optional[str] = None
+    download: bool = False
+    classes: Optional[List[str]] = None
+    train_per_class: int = 200
+    val_per_class: int = 100
+    test_per_class: Optional[int] = None  # None: the whole test split
+    split_seed: int = 0
+    image_size: int = 32
+    cache_size: Optional[int] = None  # resolution kept in the uint8 cache; None: image_size
+    mean: List[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])
+    std: List[float] = field(default_factory=lambda: [0.2470, 0.2435, 0.2616])
+    crop_padding: int = 4
+    flip: bool = True
+    eval_batch_size: int = 500
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class BackboneConfig:
+    arch: str = "linear"
+    weights: str = "source"  # imagenet | none | source (synthetic only) | path to a state_dict
+    layers_copied: int = 1
+    feature_dim: int = 16  # width of the vector backbones (linear, mlp)
+    mlp_depth: int = 2
+
+
+@dataclass
+class HeadConfig:
+    depth: int = 1
+    hidden: int = 256
+
+
+@dataclass
+class HPConfig:
+    epochs: int = 4
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    label_smoothing: float = 0.0
+    augment: bool = False
+    feature_cache: bool = True
+    cache_max_gb: float = 4.0
+
+
+@dataclass
+class FTConfig:
+    epochs: int = 8
+    lr: float = 0.01
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    schedule: str = "cosine"
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class StudyConfig:
+    name: str = "toy"
+    n_trials: int = 20
+    sampler: str = "tpe"
+    seed: int = 0
+    n_startup_trials: int = 8
+    enqueue: List[Dict[str, Any]] = field(default_factory=list)
+    top_k: int = 5
+
+
+@dataclass
+class StorageConfig:
+    url: str = "sqlite:///storage/hpsearch.db"
+    artifacts: str = "storage/artifacts"
+    cache_dir: str = "storage/cache"
+
+
+@dataclass
+class PrunerConfig:
+    name: str = "none"
+    n_startup_trials: int = 4
+    n_warmup_steps: int = 1
+    min_resource: int = 1
+    reduction_factor: int = 3
+
+
+@dataclass
+class HpsearchConfig:
+    mode: str = "search"
+    experiment: str = "toy"
+    device: str = "auto"
+    seed: int = 0
+    progress: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    hp: HPConfig = field(default_factory=HPConfig)
+    ft: FTConfig = field(default_factory=FTConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    search_space: Dict[str, Any] = field(default_factory=dict)
+
+
+def register_schema() -> None:
+    ConfigStore.instance().store(name="hpsearch_schema", node=HpsearchConfig)
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: must be {allowed}")
+
+
+def _one_of(cfg: DictConfig, key: str, choices: tuple[str, ...]) -> None:
+    value = _select(cfg, key)
+    _require(value in choices, key, value, "one of " + ", ".join(choices))
+
+
+def _select(cfg: DictConfig, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check ranges and cross-field rules; raise ConfigError naming the first bad key."""
+    _one_of(cfg, "mode", MODES)
+    _one_of(cfg, "data.format", DATA_FORMATS)
+    _one_of(cfg, "backbone.arch", ARCHS)
+    _one_of(cfg, "hp.optimizer", OPTIMIZERS)
+    _one_of(cfg, "ft.optimizer", OPTIMIZERS)
+    _one_of(cfg, "ft.schedule", SCHEDULES)
+    _one_of(cfg, "study.sampler", SAMPLERS)
+    _one_of(cfg, "pruner.name", PRUNERS)
+    device = cfg.device
+    _require(device in ("auto", "cpu", "cuda") or str(device).startswith("cuda:"), "device", device,
+             "auto, cpu, cuda or cuda:N")
+
+    for key in ("hp.epochs", "ft.epochs", "hp.weight_decay", "ft.weight_decay", "hp.momentum",
+                "ft.momentum", "data.split_seed", "data.crop_padding"):
+        value = _select(cfg, key)
+        _require(value >= 0, key, value, ">= 0")
+    for key in ("hp.lr", "ft.lr"):
+        value = _select(cfg, key)
+        _require(value > 0 and math.isfinite(value), key, value, "a finite number > 0")
+    for key in ("hp.batch_size", "ft.batch_size", "data.eval_batch_size", "data.train_per_class",
+                "data.val_per_class", "data.image_size", "study.n_trials", "head.hidden",
+                "backbone.feature_dim", "study.top_k"):
+        value = _select(cfg, key)
+        _require(value >= 1, key, value, ">= 1")
+    for key in ("hp.label_smoothing", "ft.label_smoothing"):
+        value = _select(cfg, key)
+        _require(0.0 <= value < 1.0, key, value, "in [0, 1)")
+    _require(1 <= cfg.head.depth <= 3, "head.depth", cfg.head.depth, "1 (linear), 2 or 3 (MLP)")
+    _require(cfg.backbone.mlp_depth >= 1, "backbone.mlp_depth", cfg.backbone.mlp_depth, ">= 1")
+    n_stages = backbone_stage_count(cfg.backbone.arch, cfg.backbone.mlp_depth)
+    _require(0 <= cfg.backbone.layers_copied <= n_stages, "backbone.layers_copied",
+             cfg.backbone.layers_copied,
+             f"in [0, {n_stages}] for {cfg.backbone.arch} (stages: {_stage_names(cfg)})")
+    if cfg.data.test_per_class is not None:
+        _require(cfg.data.test_per_class >= 1, "data.test_per_class", cfg.data.test_per_class,
+                 ">= 1 or null (whole test split)")
+    if cfg.data.cache_size is not None:
+        _require(cfg.data.cache_size >= 1, "data.cache_size", cfg.data.cache_size,
+                 ">= 1 or null (= data.image_size)")
+    _require(len(cfg.data.mean) == 3 and len(cfg.data.std) == 3 and min(cfg.data.std) > 0,
+             "data.std", list(cfg.data.std), "3 channel means and 3 positive channel stds")
+
+    vector_data = cfg.data.format == "synthetic"
+    vector_arch = cfg.backbone.arch in ("linear", "mlp")
+    _require(vector_data == vector_arch, "backbone.arch", cfg.backbone.arch,
+             "linear or mlp for data.format=synthetic, a resnet for image data")
+    if cfg.data.format == "imagefolder":
+        _require(bool(cfg.data.root), "data.root", cfg.data.root,
+                 "the path of an ImageFolder directory (with train/ and test/ or class folders)")
+    weights = str(cfg.backbone.weights)
+    if weights == "source":
+        _require(vector_data, "backbone.weights", weights,
+                 "imagenet, none or a state_dict path for a resnet ('source' is the toy's "
+                 "in-process pretraining)")
+    if weights == "imagenet":
+        _require(not vector_arch, "backbone.weights", weights,
+                 "source, none or a state_dict path for a vector backbone")
+    synth = cfg.data.synthetic
+    for key in ("input_dim", "shared_dim", "n_classes", "source_per_class"):
+        _require(synth[key] >= 1, f"data.synthetic.{key}", synth[key], ">= 1")
+    _require(synth.n_classes >= 2, "data.synthetic.n_classes", synth.n_classes, ">= 2")
+
+
+def _stage_names(cfg: DictConfig) -> str:
+    if cfg.backbone.arch.startswith("resnet"):
+        return ", ".join(RESNET_STAGES)
+    n = backbone_stage_count(cfg.backbone.arch, cfg.backbone.mlp_depth)
+    return ", ".join(f"linear{i + 1}" for i in range(n))
