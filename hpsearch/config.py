@@ -22,7 +22,8 @@ ARCHS = ("linear", "mlp", "resnet18", "resnet34", "resnet50")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "constant")
 SAMPLERS = ("tpe", "random")
-PRUNERS = ("none", "median", "hyperband")
+PRUNERS = ("none", "median", "hyperband", "energy")
+FT_PRUNERS = ("none", "median", "hyperband")  # what pruner.ft may wrap under pruner=energy
 
 # Stages a backbone is cut into for `backbone.layers_copied`; the vector backbones have one stage
 # per linear layer.
@@ -138,6 +139,13 @@ class PrunerConfig:
     n_warmup_steps: int = 1
     min_resource: int = 1
     reduction_factor: int = 3
+    # pruner=energy (hpsearch.pruners.EnergyPruner): the gate between HP and FT
+    ft: str = "none"  # the pruner it hands the FT epochs to
+    top_k: int = 1
+    kappa: float = 2.0
+    energy_min: Optional[float] = None
+    energy_max: Optional[float] = None
+    signals: Optional[List[str]] = None  # None: every signal in hpsearch.pruners.SIGNALS
 
 
 @dataclass
@@ -189,6 +197,9 @@ def validate_config(cfg: DictConfig) -> None:
     _one_of(cfg, "ft.schedule", SCHEDULES)
     _one_of(cfg, "study.sampler", SAMPLERS)
     _one_of(cfg, "pruner.name", PRUNERS)
+    _one_of(cfg, "pruner.ft", FT_PRUNERS)
+    if cfg.pruner.name == "energy":
+        _check_energy_pruner(cfg.pruner)
     device = cfg.device
     _require(device in ("auto", "cpu", "cuda") or str(device).startswith("cuda:"), "device", device,
              "auto, cpu, cuda or cuda:N")
@@ -242,6 +253,28 @@ def validate_config(cfg: DictConfig) -> None:
     for key in ("input_dim", "shared_dim", "n_classes", "source_per_class"):
         _require(synth[key] >= 1, f"data.synthetic.{key}", synth[key], ">= 1")
     _require(synth.n_classes >= 2, "data.synthetic.n_classes", synth.n_classes, ">= 2")
+
+
+def _check_energy_pruner(p: DictConfig) -> None:
+    from hpsearch.pruners import SIGNALS
+
+    _require(p.n_startup_trials >= 2, "pruner.n_startup_trials", p.n_startup_trials,
+             ">= 2 for pruner=energy (the predictor needs two completed trials)")
+    _require(1 <= p.top_k <= p.n_startup_trials, "pruner.top_k", p.top_k,
+             f"in [1, pruner.n_startup_trials={p.n_startup_trials}]")
+    _require(math.isfinite(p.kappa) and p.kappa >= 0, "pruner.kappa", p.kappa,
+             "a finite number >= 0")
+    for key in ("energy_min", "energy_max"):
+        value = p[key]
+        _require(value is None or (math.isfinite(value) and value >= 0), f"pruner.{key}", value,
+                 "null or a finite number >= 0")
+    if p.energy_min is not None and p.energy_max is not None:
+        _require(p.energy_min < p.energy_max, "pruner.energy_min", p.energy_min,
+                 f"< pruner.energy_max={p.energy_max}")
+    if p.signals is not None:
+        unknown = [s for s in p.signals if s not in SIGNALS]
+        _require(len(p.signals) > 0 and not unknown, "pruner.signals", list(p.signals),
+                 "null or a non-empty list of " + ", ".join(SIGNALS))
 
 
 def _stage_names(cfg: DictConfig) -> str:

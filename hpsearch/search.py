@@ -6,7 +6,9 @@ import logging
 import optuna
 from omegaconf import DictConfig
 
+from hpsearch.bound import record_bound_estimate
 from hpsearch.config import validate_config
+from hpsearch.pruners import InvalidSignalError
 from hpsearch.space import parse_search_space
 from hpsearch.study import (best_trials_table, check_enqueue, create_study, make_pruner,
                             make_sampler, open_storage, safe_url, trial_line)
@@ -41,7 +43,8 @@ def run_search(cfg: DictConfig) -> optuna.Study:
         log.info(trial_line(study, trial))
 
     study.optimize(Objective(cfg, distributions, workspace), n_trials=int(cfg.study.n_trials),
-                   callbacks=[report])
+                   callbacks=[record_bound_estimate, report],
+                   catch=(InvalidSignalError,))  # NaN HP signals fail that trial, not the study
     log.info("best trials of study %r:\n%s", study.study_name,
              best_trials_table(study, int(cfg.study.top_k)))
     log.info("storage: %s", safe_url(str(cfg.storage.url)))

@@ -66,12 +66,29 @@ def make_sampler(study_cfg: DictConfig, worker_offset: int = 0) -> optuna.sample
 
 
 def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
-    """The study's pruner; its FT-epoch pruners see FT validation accuracy at steps 1..ft.epochs."""
+    """The study's pruner; its FT-epoch pruners see FT validation accuracy at steps 1..ft.epochs.
+
+    ``pruner=energy`` decides at the gate before FT and hands the FT epochs to ``pruner.ft``.
+    """
     p = cfg.pruner
-    if p.name == "median":
+    if p.name == "energy":
+        from hpsearch.pruners import SIGNALS, EnergyPruner
+
+        return EnergyPruner(epoch_pruner(str(p.ft), cfg),
+                            n_startup_trials=int(p.n_startup_trials), top_k=int(p.top_k),
+                            kappa=float(p.kappa), energy_min=p.energy_min,
+                            energy_max=p.energy_max,
+                            signals=tuple(p.signals) if p.signals is not None else tuple(SIGNALS))
+    return epoch_pruner(str(p.name), cfg)
+
+
+def epoch_pruner(name: str, cfg: DictConfig) -> optuna.pruners.BasePruner:
+    """A pruner of FT epochs by name (none, median, hyperband), set from ``cfg.pruner``."""
+    p = cfg.pruner
+    if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=int(p.n_startup_trials),
                                            n_warmup_steps=int(p.n_warmup_steps))
-    if p.name == "hyperband":
+    if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=int(p.min_resource),
                                               max_resource=max(1, int(cfg.ft.epochs)),
                                               reduction_factor=int(p.reduction_factor))
@@ -150,6 +167,8 @@ def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
         outcome = f"ft_val_acc={trial.value:.4f}"
     elif state == optuna.trial.TrialState.PRUNED:
         outcome = f"pruned ({a.get('prune_reason') or a.get('pruned_at', 'pruned')})"
+    elif a.get("fail_reason"):
+        outcome = f"failed ({a['fail_reason']})"
     else:
         outcome = state.name.lower()
     try:

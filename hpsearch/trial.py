@@ -25,6 +25,7 @@ from hpsearch.inputs import InputPipeline
 from hpsearch.metrics import feature_adaptation
 from hpsearch.models import Pretrained, TransferNet, build_transfer_net, load_pretrained
 from hpsearch.probing import head_probe
+from hpsearch.pruners import DECISION_ATTRS, EnergyPruner
 from hpsearch.space import apply_params, suggest
 from hpsearch.toy import pretrain_source_backbone
 
@@ -60,6 +61,7 @@ METRICS = {
     "wall_hp_s": "seconds of HP",
     "wall_ft_s": "seconds of FT",
     "pruned_at": "where a pruned trial stopped: gate (before FT) or ft_epoch_N",
+    **DECISION_ATTRS,
 }
 
 
@@ -238,7 +240,18 @@ class Objective:
     def gate(self, trial: optuna.Trial) -> None:
         """The decision point between HP and FT: the study's pruner sees the HP signals (user
         attrs) before any FT step is reported. Pruners that only judge FT epochs (median,
-        hyperband) have no reported step yet and keep the trial."""
-        if trial.should_prune():
+        hyperband) have no reported step yet and keep the trial. The energy pruner's decision is
+        recorded on the trial whatever it is; on NaN/inf signals it raises InvalidSignalError and
+        the trial fails with that reason."""
+        pruner = trial.study.pruner
+        try:
+            pruned = trial.should_prune()
+        finally:
+            decision = (pruner.take_decision(trial.number) if isinstance(pruner, EnergyPruner)
+                        else None)
+            if decision is not None:
+                set_attrs(trial, decision.user_attrs())
+        if pruned:
             set_attrs(trial, {"pruned_at": "gate", "ft_epochs_run": 0})
-            raise optuna.TrialPruned("pruned at the gate before FT")
+            raise optuna.TrialPruned(decision.reason if decision is not None
+                                     else "pruned at the gate before FT")

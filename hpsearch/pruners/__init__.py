@@ -1,0 +1,10 @@
+"""Pruners of hpsearch studies, in Optuna's style: one class per private module.
+
+``EnergyPruner`` decides at the gate between head probing and finetuning, from the HP-phase
+signals (energy, HP accuracy and loss, head norm, schedule), and hands the FT epochs to a wrapped
+Optuna pruner.
+"""
+from hpsearch.pruners._energy import (DECISION_ATTRS, SIGNALS, EnergyPruner, GateDecision,
+                                      InvalidSignalError)
+
+__all__ = ["DECISION_ATTRS", "SIGNALS", "EnergyPruner", "GateDecision", "InvalidSignalError"]

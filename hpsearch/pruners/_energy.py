@@ -1,0 +1,263 @@
+"""The energy pruner: decide at the gate between head probing and finetuning."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import optuna
+from optuna.pruners import BasePruner, NopPruner
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from hpsearch.pruners._gp import GaussianProcess
+
+# HP-phase signal (a trial user attr set before the gate) -> how the predictor sees it. The
+# learning rates are searched on a log scale, so the predictor sees them on one too.
+SIGNALS: dict[str, Callable[[float], float]] = {
+    "energy": float,
+    "hp_train_acc": float,
+    "hp_train_loss": float,
+    "hp_val_acc": float,
+    "head_norm": float,
+    "tau": float,
+    "label_smoothing": float,
+    "head_depth": float,
+    "layers_copied": float,
+    "hp_lr": lambda v: math.log(v) if v > 0 else math.nan,
+    "ft_lr": lambda v: math.log(v) if v > 0 else math.nan,
+}
+
+# The user attrs a gate decision writes on its trial, and what they mean.
+DECISION_ATTRS = {
+    "gate_decision": "the energy pruner's decision at the gate: keep, prune or fail",
+    "gate_reason": "why, in words (also prune_reason / fail_reason when it pruned / failed)",
+    "gate_predicted_objective": "predicted FT objective from the HP signals (GP mean)",
+    "gate_predicted_std": "standard deviation of that prediction (one new observation)",
+    "gate_bound": "the optimistic prediction: mean + kappa * std (UCB)",
+    "gate_threshold": "the top_k-th best completed objective the bound had to reach",
+    "gate_history_trials": "completed trials the predictor was fitted on",
+    "prune_reason": "why the trial was pruned",
+    "fail_reason": "why the trial failed",
+}
+
+
+class InvalidSignalError(ValueError):
+    """A trial's HP signals cannot be judged: one is missing, NaN or infinite.
+
+    Raised from ``EnergyPruner.prune`` so that the trial FAILS with this message as its reason;
+    pass it in ``study.optimize(..., catch=(InvalidSignalError,))`` to let the study go on.
+    """
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """What the energy pruner decided for one trial at the gate, and from what."""
+
+    trial_number: int
+    action: str  # "keep", "prune" or "fail"
+    reason: str
+    predicted: float | None = None  # GP mean of the FT objective
+    predicted_std: float | None = None
+    bound: float | None = None  # predicted + kappa * std (maximize) or - (minimize)
+    threshold: float | None = None  # the top_k-th best completed objective
+    history_trials: int = 0
+
+    @property
+    def prune(self) -> bool:
+        return self.action == "prune"
+
+    def user_attrs(self) -> dict[str, Any]:
+        """The decision as trial user attrs (see ``DECISION_ATTRS``); unset values are left out."""
+        attrs: dict[str, Any] = {"gate_decision": self.action, "gate_reason": self.reason,
+                                 "gate_history_trials": self.history_trials}
+        for key, value in (("gate_predicted_objective", self.predicted),
+                           ("gate_predicted_std", self.predicted_std),
+                           ("gate_bound", self.bound), ("gate_threshold", self.threshold)):
+            if value is not None:
+                attrs[key] = value
+        if self.action == "prune":
+            attrs["prune_reason"] = self.reason
+        elif self.action == "fail":
+            attrs["fail_reason"] = self.reason
+        return attrs
+
+
+def _signal_vector(attrs: Mapping[str, Any], signals: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """The transformed signals, and the names of those missing or not finite."""
+    values, bad = [], []
+    for name in signals:
+        raw = attrs.get(name)
+        try:
+            value = SIGNALS[name](float(raw)) if raw is not None else math.nan
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value):
+            bad.append(f"{name}={raw!r}" if name in attrs else f"{name} missing")
+        values.append(value)
+    return np.asarray(values, dtype=np.float64), bad
+
+
+class EnergyPruner(BasePruner):
+    """Prune a trial after head probing, before it pays for finetuning, when its HP-phase signals
+    predict an FT objective that cannot reach the ``top_k``-th best completed trial.
+
+    The pruner is consulted twice in a trial's life. At the *gate* (``trial.should_prune()``
+    called after HP has set the signal user attrs and before any FT step is reported, so
+    ``trial.last_step is None``) it decides, in this order:
+
+    1. any signal missing, NaN or infinite: raise ``InvalidSignalError`` — the trial fails with
+       that reason (an energy of NaN means HP diverged; keeping or pruning it would both hide it);
+    2. energy outside ``[energy_min, energy_max]``: prune. The band is the user's rule (too little
+       energy leaves the features where they are, too much distorts them), not a learned one, so
+       it applies from the first trial;
+    3. fewer than ``n_startup_trials`` completed trials with valid signals: keep;
+    4. otherwise fit the predictor on the completed trials, signals -> objective, and prune when
+       the optimistic prediction ``mean + kappa * std`` is below the ``top_k``-th best completed
+       objective (for a minimised objective: ``mean - kappa * std`` above it); keep otherwise.
+
+    After the gate, FT epochs are judged by ``ft_pruner`` (e.g. ``MedianPruner`` or
+    ``HyperbandPruner``; ``None`` never prunes an FT epoch).
+
+    Why a Gaussian process: the completed trials are few (tens) and costly, the map from schedule
+    and HP signals to the FT objective is smooth but not monotone (too small and too large FT
+    learning rates both hurt), and the rule needs an honest uncertainty that grows away from the
+    trials seen — a trial unlike any completed one keeps a wide bound and is not pruned. An ARD
+    kernel lets the data decide which signals matter (energy, HP accuracy, FT learning rate, ...);
+    the std includes the observation noise, because the threshold is itself a noisy observation.
+
+    Every decision is kept as a ``GateDecision``; the objective fetches it with
+    ``take_decision(trial.number)`` and records it as trial user attrs (``DECISION_ATTRS``),
+    since a pruner cannot write on the ``FrozenTrial`` it is given.
+
+    Example:
+
+        .. code::
+
+            import optuna
+            from hpsearch.pruners import EnergyPruner, InvalidSignalError
+
+            pruner = EnergyPruner(optuna.pruners.MedianPruner(), n_startup_trials=5)
+            study = optuna.create_study(direction="maximize", pruner=pruner)
+
+            def objective(trial):
+                ...  # suggest a schedule, run head probing
+                for key, value in hp_signals.items():  # energy, hp_train_acc, ..., ft_lr
+                    trial.set_user_attr(key, value)
+                try:
+                    pruned = trial.should_prune()  # the gate: no FT step reported yet
+                finally:
+                    decision = pruner.take_decision(trial.number)
+                    for key, value in decision.user_attrs().items():
+                        trial.set_user_attr(key, value)
+                if pruned:
+                    raise optuna.TrialPruned(decision.reason)
+                for epoch in range(1, n_epochs + 1):
+                    ...  # one FT epoch
+                    trial.report(val_acc, epoch)
+                    if trial.should_prune():  # judged by the MedianPruner
+                        raise optuna.TrialPruned()
+                return val_acc
+
+            study.optimize(objective, n_trials=30, catch=(InvalidSignalError,))
+
+    Args:
+        ft_pruner:
+            Pruner for the FT epochs (steps reported after the gate); ``None``: never prune them.
+        n_startup_trials:
+            The gate prunes by prediction only once this many trials completed (at least 2).
+        top_k:
+            Prune when the bound cannot reach the ``top_k``-th best completed objective; 1 asks
+            "could it become the best?", larger values keep more trials (``<= n_startup_trials``).
+        kappa:
+            Width of the optimistic bound in standard deviations (>= 0); larger prunes less.
+        energy_min, energy_max:
+            Optional hard band on the energy; ``None`` leaves that side open.
+        signals:
+            Names of the user attrs the predictor reads (keys of ``SIGNALS``).
+    """
+
+    def __init__(self, ft_pruner: BasePruner | None = None, *, n_startup_trials: int = 5,
+                 top_k: int = 1, kappa: float = 2.0, energy_min: float | None = None,
+                 energy_max: float | None = None,
+                 signals: Sequence[str] = tuple(SIGNALS)) -> None:
+        if n_startup_trials < 2:
+            raise ValueError(f"n_startup_trials must be >= 2 but got {n_startup_trials}.")
+        if not 1 <= top_k <= n_startup_trials:
+            raise ValueError(f"top_k must be in [1, n_startup_trials={n_startup_trials}] but got "
+                             f"{top_k}.")
+        if not (math.isfinite(kappa) and kappa >= 0):
+            raise ValueError(f"kappa must be a finite number >= 0 but got {kappa}.")
+        for name, value in (("energy_min", energy_min), ("energy_max", energy_max)):
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be None or a finite number >= 0 but got {value}.")
+        if energy_min is not None and energy_max is not None and energy_min >= energy_max:
+            raise ValueError(f"energy_min={energy_min} must be < energy_max={energy_max}.")
+        unknown = [s for s in signals if s not in SIGNALS]
+        if not signals or unknown:
+            raise ValueError(f"signals must be a non-empty subset of {', '.join(SIGNALS)}; "
+                             f"unknown: {unknown}.")
+        self._ft_pruner = ft_pruner if ft_pruner is not None else NopPruner()
+        self._n_startup_trials = n_startup_trials
+        self._top_k = top_k
+        self._kappa = kappa
+        self._energy_min, self._energy_max = energy_min, energy_max
+        self._signals = tuple(signals)
+        self._decisions: dict[int, GateDecision] = {}
+
+    def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
+        if trial.last_step is not None:  # an FT epoch: not the gate
+            return self._ft_pruner.prune(study, trial)
+        decision = self.decide(study, trial)
+        self._decisions[trial.number] = decision
+        if decision.action == "fail":
+            raise InvalidSignalError(decision.reason)
+        return decision.prune
+
+    def take_decision(self, trial_number: int) -> GateDecision | None:
+        """The gate decision this pruner made for the trial (once; None if there was none)."""
+        return self._decisions.pop(trial_number, None)
+
+    def decide(self, study: optuna.study.Study, trial: FrozenTrial) -> GateDecision:
+        """The gate decision for ``trial`` given the study's completed trials; no side effects."""
+        x, bad = _signal_vector(trial.user_attrs, self._signals + ("energy",))
+        if bad:
+            return GateDecision(trial.number, "fail", "HP signals not finite: " + ", ".join(
+                dict.fromkeys(bad)) + "; the energy pruner cannot judge this trial")
+        x = x[:-1]
+        energy = float(trial.user_attrs["energy"])
+        if self._energy_min is not None and energy < self._energy_min:
+            return GateDecision(trial.number, "prune", f"energy {energy:.4g} < energy_min "
+                                f"{self._energy_min:.4g} (too little to adapt the features)")
+        if self._energy_max is not None and energy > self._energy_max:
+            return GateDecision(trial.number, "prune", f"energy {energy:.4g} > energy_max "
+                                f"{self._energy_max:.4g} (enough to distort the features)")
+
+        xs, ys = self._history(study)
+        n = len(ys)
+        if n < self._n_startup_trials:
+            return GateDecision(trial.number, "keep", f"startup: {n} of {self._n_startup_trials} "
+                                "completed trials needed before predicting", history_trials=n)
+        sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
+        mean, std = (float(v[0]) for v in GaussianProcess(xs, ys).predict(x[None, :]))
+        bound = mean + sign * self._kappa * std
+        threshold = float(sorted(ys, key=lambda v: -sign * v)[self._top_k - 1])
+        numbers = dict(predicted=mean, predicted_std=std, bound=bound, threshold=threshold,
+                       history_trials=n)
+        words = (f"bound {bound:.4f} (predicted {mean:.4f} {'+' if sign > 0 else '-'} "
+                 f"{self._kappa:g} x {std:.4f}) vs {self._top_k}-th best {threshold:.4f} of {n} "
+                 "completed trials")
+        if sign * (bound - threshold) < 0:
+            return GateDecision(trial.number, "prune", "cannot reach the top: " + words, **numbers)
+        return GateDecision(trial.number, "keep", "may reach the top: " + words, **numbers)
+
+    def _history(self, study: optuna.study.Study) -> tuple[np.ndarray, np.ndarray]:
+        """Signals and objective of the completed trials whose signals are all finite."""
+        rows, values = [], []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            x, bad = _signal_vector(t.user_attrs, self._signals)
+            if not bad and t.value is not None and math.isfinite(t.value):
+                rows.append(x)
+                values.append(float(t.value))
+        return np.asarray(rows).reshape(len(rows), len(self._signals)), np.asarray(values)
