@@ -1,0 +1,345 @@
+"""Pruning benchmark: what each pruner saves in FT epochs, and what it costs in accuracy.
+
+For every seed, the same study (search space, sampler seed, trial budget) runs once per arm:
+
+    none           no pruning
+    median         MedianPruner on FT epochs
+    hyperband      HyperbandPruner on FT epochs
+    energy         EnergyPruner at the gate between HP and FT
+    energy+median  EnergyPruner at the gate, MedianPruner on the FT epochs after it
+
+Per run it records the best validation accuracy, the test accuracy of that trial, the FT epochs
+run by all trials together and the wall time; per arm it reports mean ± std over seeds and the
+paired comparison with `none`. Output: a JSON file and a markdown table.
+
+The split-CIFAR benchmark (../shared/BENCHMARK.md):
+
+    python benchmarks/pruning.py --data-root ../shared/data/cifar10 \
+        --weights ../shared/weights/resnet18_cifar10_src5.pt \
+        --out-json benchmarks/results/pruning.json --out-md benchmarks/results/pruning.md \
+        --trials 10 --ft-epochs 3 --seeds 0 1 --device cpu
+
+`--smoke` runs the whole pipeline (every arm) on generated tiny images and a random ResNet-18 in
+under a minute; its numbers mean nothing. Arms of one seed are interleaved, so a change in the
+machine's load over the run hits every arm alike; the data is decoded and the copied-part
+features cached once before any arm is timed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import optuna  # noqa: E402
+import torch  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from hpsearch.app import compose_config  # noqa: E402
+from hpsearch.errors import HpsearchError  # noqa: E402
+from hpsearch.models import build_transfer_net  # noqa: E402
+from hpsearch.search import run_search  # noqa: E402
+from hpsearch.space import apply_params, parse_search_space  # noqa: E402
+from hpsearch.trial import Workspace  # noqa: E402
+
+log = logging.getLogger("benchmarks.pruning")
+
+ARMS: dict[str, list[str]] = {
+    "none": ["pruner=none"],
+    "median": ["pruner=median"],
+    "hyperband": ["pruner=hyperband"],
+    "energy": ["pruner=energy"],
+    "energy+median": ["pruner=energy", "pruner.ft=median"],
+}
+SMOKE_CLASSES = ("dog", "frog", "horse", "ship", "truck")  # the split_cifar experiment's classes
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-root", help="ImageFolder root with train/ and test/ (CIFAR-10)")
+    ap.add_argument("--weights", help="ResNet-18 state_dict pretrained on the source classes")
+    ap.add_argument("--out-json", required=True, help="where the JSON results go")
+    ap.add_argument("--out-md", required=True, help="where the markdown table goes")
+    ap.add_argument("--trials", type=int, default=10, help="trial budget per study")
+    ap.add_argument("--ft-epochs", type=int, default=3, help="FT epochs of an unpruned trial")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+                    help="study seeds (sampler and trials); every arm runs every seed")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--search-space", default="resnet_pruning",
+                    help="conf/search_space/NAME.yaml, the same for every arm")
+    ap.add_argument("--pruner-startup", type=int, default=4,
+                    help="completed trials before any pruner prunes (median, energy)")
+    ap.add_argument("--sampler-startup", type=int, default=5,
+                    help="random trials before TPE models the space")
+    ap.add_argument("--kappa", type=float, default=2.0, help="energy pruner: UCB width")
+    ap.add_argument("--top-k", type=int, default=1, help="energy pruner: rank to reach")
+    ap.add_argument("--workdir", default=None,
+                    help="storage and caches (default: a fresh temporary directory)")
+    ap.add_argument("--override", nargs="*", default=[],
+                    help="extra Hydra overrides for every run, e.g. ft.batch_size=256")
+    ap.add_argument("--smoke", action="store_true",
+                    help="generated tiny data and a random ResNet-18: checks the pipeline only")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.trials, args.ft_epochs, args.seeds = min(args.trials, 3), 2, args.seeds[:1]
+        args.pruner_startup, args.sampler_startup = 2, 2
+    elif not (args.data_root and args.weights):
+        ap.error("--data-root and --weights are required (or --smoke)")
+    if args.trials < 1 or args.ft_epochs < 1:
+        ap.error("--trials and --ft-epochs must be >= 1")
+    return args
+
+
+def make_smoke_inputs(root: Path) -> tuple[Path, Path]:
+    """Tiny random JPEGs in ImageFolder layout and a random ResNet-18 state_dict."""
+    import torchvision
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(0)
+    data = root / "smoke_data"
+    for split, n in (("train", 12), ("test", 4)):
+        for c, name in enumerate(SMOKE_CLASSES):
+            folder = data / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                # a class-dependent colour plus noise, so there is something to learn
+                base = torch.full((32, 32, 3), 40.0 * c + 30)
+                pixels = (base + 40 * torch.randn(32, 32, 3, generator=gen)).clamp(0, 255)
+                Image.fromarray(pixels.to(torch.uint8).numpy()).save(folder / f"{i:04d}.jpg")
+    weights = root / "smoke_resnet18.pt"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(num_classes=5).state_dict(), weights)
+    return data, weights
+
+
+def base_overrides(args: argparse.Namespace, workdir: Path) -> list[str]:
+    out = ["+experiment=split_cifar", f"data.root={args.data_root}",
+           f"backbone.weights={args.weights}", f"study.n_trials={args.trials}",
+           f"ft.epochs={args.ft_epochs}", f"device={args.device}", "progress=false",
+           f"search_space={args.search_space}",
+           f"study.n_startup_trials={args.sampler_startup}",
+           f"pruner.n_startup_trials={args.pruner_startup}",
+           f"storage.url=sqlite:///{workdir / 'pruning.db'}",
+           f"storage.cache_dir={workdir / 'cache'}"]
+    if args.smoke:
+        out += ["data.train_per_class=8", "data.val_per_class=4", "data.image_size=16",
+                "data.eval_batch_size=64", "hp.batch_size=20", "ft.batch_size=20"]
+    return out + list(args.override)
+
+
+def arm_overrides(arm: str, args: argparse.Namespace) -> list[str]:
+    out = list(ARMS[arm])
+    if arm.startswith("energy"):
+        out += [f"pruner.kappa={args.kappa}", f"pruner.top_k={args.top_k}"]
+    return out
+
+
+def compose(overrides: list[str], smoke: bool) -> DictConfig:
+    """The run's config; the smoke run also caps HP at 2 epochs (its numbers mean nothing)."""
+    cfg = compose_config(overrides)
+    if smoke:
+        cfg.search_space["hp.epochs"] = {"type": "int", "low": 0, "high": 2}
+    return cfg
+
+
+def warm_caches(cfg: DictConfig) -> None:
+    """Decode the data and cache the copied-part outputs of every layers_copied in the space,
+    so that no arm pays for them inside its timed run."""
+    ws = Workspace(cfg)
+    space = parse_search_space(cfg.search_space, cfg)
+    dist = space.get("backbone.layers_copied")
+    if dist is None:
+        choices = [int(cfg.backbone.layers_copied)]
+    elif hasattr(dist, "choices"):
+        choices = [int(c) for c in dist.choices]
+    else:
+        choices = list(range(int(dist.low), int(dist.high) + 1, int(dist.step or 1)))
+    for k in choices:
+        cfg_k = apply_params(cfg, {"backbone.layers_copied": k})
+        task = ws.task(cfg_k)
+        net = build_transfer_net(task.pretrained, cfg_k.backbone, cfg_k.head, task.input_dim,
+                                 task.splits.n_classes, 0).to(ws.device)
+        ws.copied_outputs(cfg_k, task, net)
+
+
+def summarize(study: optuna.Study, wall_s: float) -> dict[str, Any]:
+    """The run's numbers, and one compact record per trial (to see what each pruner did)."""
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = max(done, key=lambda t: t.value) if done else None
+    records = []
+    for t in trials:
+        a = t.user_attrs
+        records.append({
+            "number": t.number, "state": t.state.name, "value": t.value,
+            "ft_epochs_run": int(a.get("ft_epochs_run", len(t.intermediate_values))),
+            "pruned_at": a.get("pruned_at"), "test_acc": a.get("test_acc"),
+            "energy": a.get("energy"), "hp_val_acc": a.get("hp_val_acc"),
+            "adaptation_l2": a.get("adaptation_l2"), "gate_decision": a.get("gate_decision"),
+            "gate_predicted_objective": a.get("gate_predicted_objective"),
+            "gate_bound": a.get("gate_bound"), "gate_threshold": a.get("gate_threshold"),
+            "params": t.params, "wall_s": t.duration.total_seconds() if t.duration else None,
+        })
+    return {
+        "best_val_acc": best.value if best else None,
+        "best_test_acc": best.user_attrs.get("test_acc") if best else None,
+        "best_trial": best.number if best else None,
+        "ft_epochs": sum(r["ft_epochs_run"] for r in records),
+        "complete": len(done),
+        "pruned_at_gate": sum(r["pruned_at"] == "gate" for r in records),
+        "pruned_in_ft": sum(r["state"] == "PRUNED" and r["pruned_at"] != "gate"
+                            for r in records),
+        "failed": sum(r["state"] == "FAIL" for r in records),
+        "wall_s": wall_s,
+        "bound_c_hat": study.user_attrs.get("bound_c_hat"),
+        "spearman_energy_adaptation": study.user_attrs.get("bound_spearman_energy_adaptation"),
+        "trials": records,
+    }
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def aggregate(runs: list[dict[str, Any]], arms: list[str]) -> dict[str, dict[str, Any]]:
+    """Per arm: mean ± std over seeds, and the paired comparison with `none` (same seed)."""
+    by = {(r["arm"], r["seed"]): r for r in runs}
+    out = {}
+    for arm in arms:
+        mine = [r for r in runs if r["arm"] == arm]
+        row: dict[str, Any] = {"seeds": [r["seed"] for r in mine]}
+        for key in ("best_val_acc", "best_test_acc", "ft_epochs", "wall_s", "pruned_at_gate",
+                    "pruned_in_ft", "failed"):
+            row[key], row[key + "_std"] = _mean_std([r[key] for r in mine])
+        base = [(r, by.get(("none", r["seed"]))) for r in mine]
+        base = [(r, b) for r, b in base if b is not None and b["best_val_acc"] is not None
+                and r["best_val_acc"] is not None]
+        row["delta_val_vs_none"], _ = _mean_std([r["best_val_acc"] - b["best_val_acc"]
+                                                 for r, b in base])
+        row["ft_epochs_vs_none"], _ = _mean_std([r["ft_epochs"] / b["ft_epochs"]
+                                                 for r, b in base if b["ft_epochs"]])
+        out[arm] = row
+    return out
+
+
+def targets(arms: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The issue's targets: energy within 0.3 points of none at <= 1/3 of its FT epochs, and
+    fewer FT epochs than hyperband at equal accuracy (within 0.3 points)."""
+    energy, hyperband = arms.get("energy"), arms.get("hyperband")
+    out: dict[str, Any] = {}
+    if energy and energy["delta_val_vs_none"] is not None:
+        out["energy_within_0.3_points_of_none"] = energy["delta_val_vs_none"] >= -0.003
+        out["energy_at_most_a_third_of_none_ft_epochs"] = energy["ft_epochs_vs_none"] <= 1 / 3
+    if energy and hyperband and None not in (energy["best_val_acc"], hyperband["best_val_acc"]):
+        out["energy_fewer_ft_epochs_than_hyperband"] = energy["ft_epochs"] < hyperband["ft_epochs"]
+        out["energy_accuracy_vs_hyperband_points"] = 100 * (energy["best_val_acc"]
+                                                            - hyperband["best_val_acc"])
+    return out
+
+
+def _pct(mean: float | None, std: float | None) -> str:
+    return "-" if mean is None else f"{100 * mean:.2f} ± {100 * (std or 0):.2f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    s = result["settings"]
+    lines = [
+        f"### Pruning benchmark: {s['experiment']}, {s['trials']} trials × {s['ft_epochs']} FT "
+        f"epochs, seeds {', '.join(map(str, s['seeds']))}, device {s['device']}, search space "
+        f"{s['search_space']}" + ("" if s["complete"] else " (INCOMPLETE: runs still missing)"),
+        "",
+        "| arm | best val acc (%) | its test acc (%) | Δ val vs none (pts) | FT epochs "
+        "| FT epochs vs none | wall (s) | pruned gate / FT |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for arm, a in result["arms"].items():
+        delta = "-" if a["delta_val_vs_none"] is None else f"{100 * a['delta_val_vs_none']:+.2f}"
+        ratio = "-" if a["ft_epochs_vs_none"] is None else f"{a['ft_epochs_vs_none']:.2f}"
+        lines.append(
+            f"| {arm} | {_pct(a['best_val_acc'], a['best_val_acc_std'])} "
+            f"| {_pct(a['best_test_acc'], a['best_test_acc_std'])} | {delta} "
+            f"| {a['ft_epochs']:.1f} ± {a['ft_epochs_std']:.1f} | {ratio} "
+            f"| {a['wall_s']:.0f} ± {a['wall_s_std']:.0f} "
+            f"| {a['pruned_at_gate']:.1f} / {a['pruned_in_ft']:.1f} |")
+    lines += ["", "Mean ± std over seeds; Δ and ratios are paired by seed. "
+              f"Pruners start after {s['pruner_startup']} completed trials; energy: kappa="
+              f"{s['kappa']}, top_k={s['top_k']}. Targets: "
+              + ", ".join(f"{k}={v if not isinstance(v, float) else round(v, 2)}"
+                          for k, v in result["targets"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="hpsearch-pruning-")).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "pruning.db").unlink(missing_ok=True)  # fresh studies, never a resumed one
+    if args.smoke:
+        data, weights = make_smoke_inputs(workdir)
+        args.data_root, args.weights = str(data), str(weights)
+    base = base_overrides(args, workdir)
+    runs: list[dict[str, Any]] = []
+    try:
+        warm_caches(compose(base + ["pruner=none"], args.smoke))
+        for seed in args.seeds:
+            for arm in args.arms:
+                cfg = compose(base + arm_overrides(arm, args)
+                              + [f"seed={seed}", f"study.name=pruning-{arm}-seed{seed}"],
+                              args.smoke)
+                log.info("=== arm %s, seed %d ===", arm, seed)
+                start = time.perf_counter()
+                study = run_search(cfg)
+                runs.append({"arm": arm, "seed": seed,
+                             **summarize(study, time.perf_counter() - start)})
+                text = write_outputs(args, base, str(Workspace(cfg).device), runs)
+    except HpsearchError as err:
+        print(f"pruning benchmark: error: {err}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
+def write_outputs(args: argparse.Namespace, base: list[str], device: str,
+                  runs: list[dict[str, Any]]) -> str:
+    """Write the JSON and the markdown of the runs so far (after every run: a long benchmark
+    that stops early still leaves its results); returns the markdown."""
+    arm_names = [a for a in args.arms if any(r["arm"] == a for r in runs)]
+    arms = aggregate(runs, arm_names)
+    result = {
+        "settings": {"experiment": "smoke (generated data)" if args.smoke else "split_cifar",
+                     "trials": args.trials, "ft_epochs": args.ft_epochs, "seeds": args.seeds,
+                     "device": device, "arms": args.arms, "search_space": args.search_space,
+                     "pruner_startup": args.pruner_startup,
+                     "sampler_startup": args.sampler_startup, "kappa": args.kappa,
+                     "top_k": args.top_k, "overrides": base, "torch": torch.__version__,
+                     "optuna": optuna.__version__, "host": platform.node(),
+                     "complete": len(runs) == len(args.arms) * len(args.seeds)},
+        "arms": arms, "targets": targets(arms), "runs": runs,
+    }
+    text = markdown(result)
+    for path, content in ((args.out_json, json.dumps(result, indent=1)), (args.out_md, text)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(content)
+    return text
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""benchmarks/pruning.py --smoke: every arm of the pipeline on generated images, end to end."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO
+
+ARMS = ["none", "median", "hyperband", "energy", "energy+median"]
+
+
+def test_smoke_run_writes_json_and_markdown_for_every_arm(tmp_path: Path) -> None:
+    out_json, out_md = tmp_path / "out" / "pruning.json", tmp_path / "out" / "pruning.md"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "pruning.py"), "--smoke", "--out-json",
+         str(out_json), "--out-md", str(out_md), "--workdir", str(tmp_path / "work")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    data = json.loads(out_json.read_text())
+    assert list(data["arms"]) == ARMS and data["settings"]["complete"]
+    runs = {r["arm"]: r for r in data["runs"]}
+    assert set(runs) == set(ARMS)
+    none = runs["none"]
+    assert none["ft_epochs"] == 3 * 2 and none["complete"] == 3  # 3 trials x 2 FT epochs
+    assert none["best_val_acc"] is not None and none["best_test_acc"] is not None
+    for arm in ARMS:
+        assert runs[arm]["ft_epochs"] == sum(t["ft_epochs_run"] for t in runs[arm]["trials"])
+        assert runs[arm]["wall_s"] > 0
+    for arm in ("energy", "energy+median"):
+        decisions = [t["gate_decision"] for t in runs[arm]["trials"]]
+        assert all(d in ("keep", "prune") for d in decisions)
+        last = runs[arm]["trials"][-1]  # after the 2 startup trials: a GP prediction
+        assert last["gate_predicted_objective"] is not None
+    assert data["arms"]["none"]["ft_epochs_vs_none"] == 1.0
+
+    table = out_md.read_text()
+    for arm in ARMS:
+        assert f"| {arm} |" in table
+    assert table in result.stdout
