@@ -57,9 +57,11 @@ def check_composed(cfg: DictConfig) -> None:
         validate_config(cfg)
         if cfg.mode == "search":
             from hpsearch.space import parse_search_space
+            from hpsearch.storage import check_connection
             from hpsearch.study import check_enqueue
 
             check_enqueue(cfg, parse_search_space(cfg.search_space, cfg))
+            check_connection(str(cfg.storage.url))  # host, password, database: before torch
     except HpsearchError:
         raise
     except Exception as err:  # interpolation or type errors surfacing on access
@@ -86,7 +88,11 @@ def main() -> None:
     overrides = [a for a in sys.argv[1:] if not a.startswith("-") and not a.startswith("hydra")]
     if not any(a.startswith("-") for a in sys.argv[1:]):  # --help, --cfg, --multirun: Hydra's
         try:
-            compose_config(overrides)
+            cfg = compose_config(overrides)
+            if int(cfg.workers) > 1:  # the local launcher: N workers of this same command
+                from hpsearch.workers import launch_workers
+
+                sys.exit(launch_workers(cfg, sys.argv[1:]))
         except HpsearchError as err:
             _fail(err)
     _hydra_app()

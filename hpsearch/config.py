@@ -126,9 +126,15 @@ class StudyConfig:
 
 @dataclass
 class StorageConfig:
-    url: str = "sqlite:///storage/hpsearch.db"
-    artifacts: str = "storage/artifacts"
+    url: Optional[str] = "sqlite:///storage/hpsearch.db"  # storage=postgres: $HPSEARCH_STORAGE_URL
+    artifacts: str = "storage/artifacts"  # trial checkpoints; shared by all workers of a study
     cache_dir: str = "storage/cache"
+    logs: str = "storage/logs"  # per-worker logs of the local launcher (workers=N)
+    heartbeat_interval: int = 10  # s between heartbeats of a running trial
+    grace_period: int = 60  # s without a heartbeat before a trial is failed and retried
+    max_retry: int = 3  # retries of a trial whose worker died or was stopped
+    pool_size: int = 2  # database connections per worker (trial thread + heartbeat thread)
+    pool_recycle: int = 300  # s before a pooled connection is replaced
 
 
 @dataclass
@@ -147,6 +153,8 @@ class HpsearchConfig:
     device: str = "auto"
     seed: int = 0
     progress: bool = True
+    workers: int = 1  # > 1: start this many local worker processes of this command and wait
+    devices: Optional[List[str]] = None  # with workers: CUDA_VISIBLE_DEVICES of each worker
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
@@ -201,10 +209,25 @@ def validate_config(cfg: DictConfig) -> None:
         value = _select(cfg, key)
         _require(value > 0 and math.isfinite(value), key, value, "a finite number > 0")
     for key in ("hp.batch_size", "ft.batch_size", "data.eval_batch_size", "data.train_per_class",
-                "data.val_per_class", "data.image_size", "study.n_trials", "head.hidden",
-                "backbone.feature_dim", "study.top_k"):
+                "data.val_per_class", "data.image_size", "head.hidden",
+                "backbone.feature_dim", "study.top_k", "workers", "storage.heartbeat_interval",
+                "storage.pool_size", "storage.pool_recycle"):
         value = _select(cfg, key)
         _require(value >= 1, key, value, ">= 1")
+    for key in ("study.n_trials", "storage.max_retry"):  # n_trials=0: create the study only
+        value = _select(cfg, key)
+        _require(value >= 0, key, value, ">= 0")
+    _require(bool(cfg.storage.url), "storage.url", cfg.storage.url,
+             "a database URL: export HPSEARCH_STORAGE_URL=postgresql+psycopg2://user:pass@host:"
+             "5432/db (storage=postgres) or pass storage.url=...")
+    _require(cfg.storage.grace_period > cfg.storage.heartbeat_interval, "storage.grace_period",
+             cfg.storage.grace_period,
+             f"> storage.heartbeat_interval={cfg.storage.heartbeat_interval} (seconds)")
+    if cfg.devices is not None:
+        _require(len(cfg.devices) >= 1 and all(str(d).strip() for d in cfg.devices), "devices",
+                 list(cfg.devices), "a non-empty list of GPU ids, e.g. devices=[0,1]")
+        _require(device in ("auto", "cuda"), "device", device,
+                 "auto or cuda with devices=[...] (each worker sees its one GPU as cuda:0)")
     for key in ("hp.label_smoothing", "ft.label_smoothing"):
         value = _select(cfg, key)
         _require(0.0 <= value < 1.0, key, value, "in [0, 1)")
