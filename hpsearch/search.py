@@ -20,6 +20,7 @@ from hpsearch.space import parse_search_space
 from hpsearch.storage import Heartbeat, check_connection
 from hpsearch.study import best_trials_table, check_enqueue, prepare_study, safe_url, trial_line
 from hpsearch.trial import Objective, Workspace
+from hpsearch.workers import pin_to_free_gpu
 
 log = logging.getLogger("hpsearch")
 
@@ -36,6 +37,7 @@ def run_search(cfg: DictConfig) -> optuna.Study:
     fixed = check_enqueue(cfg, distributions)
     check_connection(str(cfg.storage.url))  # a bad URL fails here, before any data is loaded
     checkpoints = CheckpointStore.at(str(cfg.storage.artifacts))
+    cfg = pin_to_free_gpu(cfg)  # compose replicas: one GPU each
     workspace = Workspace(cfg)
     task = workspace.task(cfg)  # decodes data and loads weights now, so bad paths fail here
     log.info("data: %d train / %d val / %d test, classes %s; backbone %s (%s); device %s",

@@ -190,6 +190,9 @@ def _tune_sqlite(storage: optuna.storages.RDBStorage) -> None:
         dbapi_connection.isolation_level = None
         dbapi_connection.execute(f"PRAGMA busy_timeout = {SQLITE_TIMEOUT_S * 1000}")
         dbapi_connection.execute("PRAGMA journal_mode = WAL")  # persistent; readers never block
+        # In WAL mode NORMAL cannot corrupt the file; a power cut may lose the last commits. It
+        # saves an fsync per commit, and a trial makes dozens of commits.
+        dbapi_connection.execute("PRAGMA synchronous = NORMAL")
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:

@@ -31,6 +31,8 @@ from typing import IO, Any
 from omegaconf import DictConfig
 
 WORKER_INDEX_ENV = "HPSEARCH_WORKER_INDEX"
+GPU_LOCK_DIR_ENV = "HPSEARCH_GPU_LOCK_DIR"
+_claimed: list[IO[str]] = []  # open lock files: a GPU stays claimed while this process lives
 # Overrides the launcher consumes; the workers get the rest of the command line unchanged.
 _LAUNCHER_KEYS = re.compile(r"^[+~]{0,2}(workers|devices)(=|$)")
 
@@ -53,6 +55,50 @@ def worker_index(storage_url: str = "") -> int:
 
         raise HpsearchError(f"{WORKER_INDEX_ENV}={value!r} is invalid: must be an integer or "
                             "auto") from None
+
+
+def claim_gpu(lock_dir: str, n_devices: int) -> int:
+    """The first of this host's ``n_devices`` GPUs that no other worker holds: an exclusive
+    ``flock`` on ``<lock_dir>/gpu-<i>.lock``, kept until this process ends (the kernel releases
+    it even after kill -9). HpsearchError when every GPU is taken."""
+    import fcntl
+
+    from hpsearch.errors import HpsearchError
+
+    Path(lock_dir).mkdir(parents=True, exist_ok=True)
+    for i in range(n_devices):
+        handle = open(Path(lock_dir) / f"gpu-{i}.lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.uname().nodename} pid {os.getpid()}\n")
+        handle.flush()
+        _claimed.append(handle)
+        return i
+    raise HpsearchError(f"{GPU_LOCK_DIR_ENV}={lock_dir}: all {n_devices} GPUs of this host are "
+                        "taken by other workers; run at most one worker per GPU")
+
+
+def pin_to_free_gpu(cfg: DictConfig) -> DictConfig:
+    """With ``HPSEARCH_GPU_LOCK_DIR`` set (docker compose replicas, which all see every GPU),
+    give this worker a GPU of its own: ``device=cuda:<i>`` for the GPU it claimed. Without it,
+    or without CUDA, or with an explicit ``device=cuda:N``/``cpu``, ``cfg`` is returned as is."""
+    lock_dir = os.environ.get(GPU_LOCK_DIR_ENV, "").strip()
+    if not lock_dir or str(cfg.device) not in ("auto", "cuda"):
+        return cfg
+    import torch
+
+    if not torch.cuda.is_available():
+        return cfg
+    index = claim_gpu(lock_dir, torch.cuda.device_count())
+    torch.cuda.set_device(index)
+    pinned = cfg.copy()
+    pinned.device = f"cuda:{index}"
+    return pinned
 
 
 def worker_args(argv: list[str]) -> list[str]:

@@ -326,6 +326,22 @@ def test_launcher_options_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
         ["study.n_trials=4"]
 
 
+def test_gpu_claims_are_exclusive_per_host(tmp_path: Path) -> None:
+    """Compose replicas that all see every GPU each take a different one."""
+    from hpsearch import workers
+    from hpsearch.errors import HpsearchError
+
+    claimed = [workers.claim_gpu(str(tmp_path), 2) for _ in range(2)]
+    assert claimed == [0, 1]
+    with pytest.raises(HpsearchError, match="all 2 GPUs of this host are taken"):
+        workers.claim_gpu(str(tmp_path), 2)
+    workers._claimed.pop(0).close()  # the worker on GPU 0 ends
+    assert workers.claim_gpu(str(tmp_path), 2) == 0
+    for handle in workers._claimed:
+        handle.close()
+    workers._claimed.clear()
+
+
 # ----------------------------------------------------------------------------- compose, SQLite
 
 def compose_service(name: str) -> tuple[list[str], dict[str, str]]:
@@ -364,6 +380,7 @@ def test_compose_worker_command_runs_a_study(pg_url: str, tmp_path: Path) -> Non
 
     init_cmd, env = compose_service("init")
     worker_cmd, worker_env = compose_service("worker")
+    assert worker_env.pop("HPSEARCH_GPU_LOCK_DIR") == "/gpulocks"  # (no GPU here: unused)
     assert worker_env == env and worker_cmd[:2] == ["sh", "-c"]
     assert "storage=postgres" in worker_cmd[2] and "study.n_trials=0" in init_cmd[2]
     template = make_url(env["HPSEARCH_STORAGE_URL"])
