@@ -75,7 +75,7 @@ class DataConfig:
 @dataclass
 class BackboneConfig:
     arch: str = "linear"
-    weights: str = "source"  # imagenet | none | source (synthetic only) | path to a state_dict
+    weights: Optional[str] = "source"  # imagenet | none | source (synthetic only) | path to a state_dict
     layers_copied: int = 1
     feature_dim: int = 16  # width of the vector backbones (linear, mlp)
     mlp_depth: int = 2
@@ -227,9 +227,12 @@ def validate_config(cfg: DictConfig) -> None:
     vector_arch = cfg.backbone.arch in ("linear", "mlp")
     _require(vector_data == vector_arch, "backbone.arch", cfg.backbone.arch,
              "linear or mlp for data.format=synthetic, a resnet for image data")
-    if cfg.data.format == "imagefolder":
-        _require(bool(cfg.data.root), "data.root", cfg.data.root,
-                 "the path of an ImageFolder directory (with train/ and test/ or class folders)")
+    if cfg.data.format != "synthetic" and not cfg.data.root:
+        raise ConfigError(f"data.root is not set: experiment {cfg.experiment!r} needs "
+                          f"data.root=DIR ({_ROOT_HELP[cfg.data.format]})")
+    if cfg.backbone.weights is None or str(cfg.backbone.weights) == "":
+        raise ConfigError(f"backbone.weights is not set: experiment {cfg.experiment!r} needs "
+                          "backbone.weights=imagenet, none, or the path of a state_dict")
     weights = str(cfg.backbone.weights)
     if weights == "source":
         _require(vector_data, "backbone.weights", weights,
@@ -242,6 +245,13 @@ def validate_config(cfg: DictConfig) -> None:
     for key in ("input_dim", "shared_dim", "n_classes", "source_per_class"):
         _require(synth[key] >= 1, f"data.synthetic.{key}", synth[key], ">= 1")
     _require(synth.n_classes >= 2, "data.synthetic.n_classes", synth.n_classes, ">= 2")
+
+
+_ROOT_HELP = {
+    "imagefolder": "an ImageFolder directory: DIR/train/<class>/*.jpg and DIR/test/<class>/*.jpg",
+    "cifar10": "where CIFAR-10 is or is downloaded to",
+    "cifar100": "where CIFAR-100 is or is downloaded to",
+}
 
 
 def _stage_names(cfg: DictConfig) -> str:
