@@ -82,9 +82,18 @@ def check_composed(cfg: DictConfig) -> None:
 
 def run(cfg: DictConfig) -> None:
     """Dispatch on ``mode``."""
-    from hpsearch.search import run_search
+    if cfg.mode == "dashboard":
+        from hpsearch.dashboard import serve_dashboard
 
-    run_search(cfg)
+        serve_dashboard(cfg)
+    elif cfg.mode == "report":
+        from hpsearch.report import write_report
+
+        write_report(cfg)
+    else:
+        from hpsearch.search import run_search
+
+        run_search(cfg)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from hpsearch.errors import ConfigError
 
-MODES = ("search",)
+MODES = ("search", "dashboard", "report")
 DATA_FORMATS = ("synthetic", "cifar10", "cifar100", "imagefolder")
 ARCHS = ("linear", "mlp", "resnet18", "resnet34", "resnet50")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -129,6 +129,7 @@ class StorageConfig:
     url: str = "sqlite:///storage/hpsearch.db"
     artifacts: str = "storage/artifacts"
     cache_dir: str = "storage/cache"
+    reports: str = "storage/reports"  # mode=report writes <reports>/<study.name>/
 
 
 @dataclass
@@ -138,6 +139,14 @@ class PrunerConfig:
     n_warmup_steps: int = 1
     min_resource: int = 1
     reduction_factor: int = 3
+
+
+@dataclass
+class DashboardConfig:
+    """Where ``mode=dashboard`` listens; loopback by default, so nothing is exposed."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
 
 
 @dataclass
@@ -155,6 +164,7 @@ class HpsearchConfig:
     study: StudyConfig = field(default_factory=StudyConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     search_space: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -208,6 +218,10 @@ def validate_config(cfg: DictConfig) -> None:
     for key in ("hp.label_smoothing", "ft.label_smoothing"):
         value = _select(cfg, key)
         _require(0.0 <= value < 1.0, key, value, "in [0, 1)")
+    _require(1 <= cfg.dashboard.port <= 65535, "dashboard.port", cfg.dashboard.port,
+             "a TCP port in [1, 65535]")
+    _require(bool(str(cfg.dashboard.host).strip()), "dashboard.host", cfg.dashboard.host,
+             "a host name or IP address to bind (127.0.0.1: this machine only)")
     _require(1 <= cfg.head.depth <= 3, "head.depth", cfg.head.depth, "1 (linear), 2 or 3 (MLP)")
     _require(cfg.backbone.mlp_depth >= 1, "backbone.mlp_depth", cfg.backbone.mlp_depth, ">= 1")
     n_stages = backbone_stage_count(cfg.backbone.arch, cfg.backbone.mlp_depth)
