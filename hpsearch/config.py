@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from hpsearch.errors import ConfigError
 
-MODES = ("search",)
+MODES = ("search", "dashboard", "report")
 DATA_FORMATS = ("synthetic", "cifar10", "cifar100", "imagefolder")
 ARCHS = ("linear", "mlp", "resnet18", "resnet34", "resnet50")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -75,7 +75,7 @@ class DataConfig:
 @dataclass
 class BackboneConfig:
     arch: str = "linear"
-    weights: str = "source"  # imagenet | none | source (synthetic only) | path to a state_dict
+    weights: Optional[str] = "source"  # imagenet | none | source (synthetic only) | path to a state_dict
     layers_copied: int = 1
     feature_dim: int = 16  # width of the vector backbones (linear, mlp)
     mlp_depth: int = 2
@@ -129,6 +129,7 @@ class StorageConfig:
     url: Optional[str] = "sqlite:///storage/hpsearch.db"  # storage=postgres: $HPSEARCH_STORAGE_URL
     artifacts: str = "storage/artifacts"  # trial checkpoints; shared by all workers of a study
     cache_dir: str = "storage/cache"
+    reports: str = "storage/reports"  # mode=report writes <reports>/<study.name>/
     logs: str = "storage/logs"  # per-worker logs of the local launcher (workers=N)
     heartbeat_interval: int = 10  # s between heartbeats of a running trial
     grace_period: int = 60  # s without a heartbeat before a trial is failed and retried
@@ -144,6 +145,14 @@ class PrunerConfig:
     n_warmup_steps: int = 1
     min_resource: int = 1
     reduction_factor: int = 3
+
+
+@dataclass
+class DashboardConfig:
+    """Where ``mode=dashboard`` listens; loopback by default, so nothing is exposed."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
 
 
 @dataclass
@@ -163,6 +172,7 @@ class HpsearchConfig:
     study: StudyConfig = field(default_factory=StudyConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     search_space: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -231,6 +241,10 @@ def validate_config(cfg: DictConfig) -> None:
     for key in ("hp.label_smoothing", "ft.label_smoothing"):
         value = _select(cfg, key)
         _require(0.0 <= value < 1.0, key, value, "in [0, 1)")
+    _require(1 <= cfg.dashboard.port <= 65535, "dashboard.port", cfg.dashboard.port,
+             "a TCP port in [1, 65535]")
+    _require(bool(str(cfg.dashboard.host).strip()), "dashboard.host", cfg.dashboard.host,
+             "a host name or IP address to bind (127.0.0.1: this machine only)")
     _require(1 <= cfg.head.depth <= 3, "head.depth", cfg.head.depth, "1 (linear), 2 or 3 (MLP)")
     _require(cfg.backbone.mlp_depth >= 1, "backbone.mlp_depth", cfg.backbone.mlp_depth, ">= 1")
     n_stages = backbone_stage_count(cfg.backbone.arch, cfg.backbone.mlp_depth)
@@ -250,9 +264,12 @@ def validate_config(cfg: DictConfig) -> None:
     vector_arch = cfg.backbone.arch in ("linear", "mlp")
     _require(vector_data == vector_arch, "backbone.arch", cfg.backbone.arch,
              "linear or mlp for data.format=synthetic, a resnet for image data")
-    if cfg.data.format == "imagefolder":
-        _require(bool(cfg.data.root), "data.root", cfg.data.root,
-                 "the path of an ImageFolder directory (with train/ and test/ or class folders)")
+    if cfg.data.format != "synthetic" and not cfg.data.root:
+        raise ConfigError(f"data.root is not set: experiment {cfg.experiment!r} needs "
+                          f"data.root=DIR ({_ROOT_HELP[cfg.data.format]})")
+    if cfg.backbone.weights is None or str(cfg.backbone.weights) == "":
+        raise ConfigError(f"backbone.weights is not set: experiment {cfg.experiment!r} needs "
+                          "backbone.weights=imagenet, none, or the path of a state_dict")
     weights = str(cfg.backbone.weights)
     if weights == "source":
         _require(vector_data, "backbone.weights", weights,
@@ -265,6 +282,13 @@ def validate_config(cfg: DictConfig) -> None:
     for key in ("input_dim", "shared_dim", "n_classes", "source_per_class"):
         _require(synth[key] >= 1, f"data.synthetic.{key}", synth[key], ">= 1")
     _require(synth.n_classes >= 2, "data.synthetic.n_classes", synth.n_classes, ">= 2")
+
+
+_ROOT_HELP = {
+    "imagefolder": "an ImageFolder directory: DIR/train/<class>/*.jpg and DIR/test/<class>/*.jpg",
+    "cifar10": "where CIFAR-10 is or is downloaded to",
+    "cifar100": "where CIFAR-100 is or is downloaded to",
+}
 
 
 def _stage_names(cfg: DictConfig) -> str:

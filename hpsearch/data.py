@@ -241,6 +241,14 @@ def _image_files(class_dir: Path) -> list[Path]:
 
 
 def _decode_folder(split_dir: Path, classes: list[str], size: int) -> Pool:
+    import warnings
+
+    with warnings.catch_warnings():  # torchvision 0.29 announces its decoders' move to TorchCodec
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _decode_files(split_dir, classes, size)
+
+
+def _decode_files(split_dir: Path, classes: list[str], size: int) -> Pool:
     from torchvision.io import ImageReadMode, decode_image
 
     images, labels = [], []

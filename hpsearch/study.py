@@ -121,6 +121,21 @@ def best_trials_table(study: optuna.Study, top_k: int) -> str:
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
 
 
+def prune_reason(trial: optuna.trial.FrozenTrial) -> str:
+    """Where a pruned trial stopped and on what: its ``prune_reason`` attr when set, else its
+    ``pruned_at`` and the last FT validation accuracy it reported."""
+    a = trial.user_attrs
+    if a.get("prune_reason"):
+        return str(a["prune_reason"])
+    if trial.intermediate_values:
+        epoch = max(trial.intermediate_values)
+        return (f"{a.get('pruned_at', f'ft_epoch_{epoch}')}: FT val acc "
+                f"{trial.intermediate_values[epoch]:.4f} after epoch {epoch}")
+    if a.get("pruned_at") == "gate":
+        return "gate: after HP, before FT"
+    return str(a.get("pruned_at", "no reason recorded"))
+
+
 def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     """One progress line for a finished trial: schedule, energy, outcome, best so far."""
     a = trial.user_attrs
@@ -131,7 +146,7 @@ def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     if state == optuna.trial.TrialState.COMPLETE:
         outcome = f"ft_val_acc={trial.value:.4f}"
     elif state == optuna.trial.TrialState.PRUNED:
-        outcome = f"pruned ({a.get('prune_reason') or a.get('pruned_at', 'pruned')})"
+        outcome = f"pruned ({prune_reason(trial)})"
     else:
         outcome = state.name.lower()
     try:
