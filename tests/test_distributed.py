@@ -27,7 +27,8 @@ from conftest import REPO, run_cli
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_ADMIN_URL = f"postgresql+psycopg2://postgres@{PG_HOST}:{PG_PORT}/postgres"
 # A toy task small enough that a worker's time is mostly its start-up (importing torch).
-TINY = ["progress=false", "device=cpu", "study.sampler=random", "data.train_per_class=40",
+DEVICE = os.environ.get("HPSEARCH_TEST_DEVICE", "cpu")  # cuda: the same tests on a GPU machine
+TINY = ["progress=false", f"device={DEVICE}", "study.sampler=random", "data.train_per_class=40",
         "data.val_per_class=20", "data.test_per_class=20", "data.synthetic.source_per_class=100",
         "data.synthetic.source_epochs=3", "ft.epochs=3"]
 SHORT_HP = "hp.epochs:{type:int,low:1,high:2}"  # search space entry: 1-2 HP epochs, not 0-32
