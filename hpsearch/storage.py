@@ -131,7 +131,7 @@ def describe_error(url: str, err: BaseException) -> str:
     reason = lines[0] if lines else type(raw).__name__
     text = " ".join(lines).lower()
     where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
-    prefix = f"storage.url={safe_url(url)}"
+    prefix = f"storage.url={safe_url(url)}: cannot open storage"
     if isinstance(err, ImportError) or isinstance(raw, ImportError):
         return (f"{prefix}: the database driver is not installed ({reason}); for PostgreSQL "
                 "run: pip install 'hpsearch[postgres]'")
@@ -146,9 +146,9 @@ def describe_error(url: str, err: BaseException) -> str:
     if any(s in text for s in ("connection refused", "could not translate host name",
                                "timeout expired", "no route to host", "network is unreachable",
                                "name or service not known", "could not connect")):
-        return (f"{prefix}: cannot reach the database server at {where} ({_scrub(reason, parsed)}):"
-                " is it running, and are host and port right?")
-    return f"{prefix}: cannot open storage ({type(raw).__name__}: {_scrub(reason, parsed)[:200]})"
+        return (f"{prefix}: no database server reachable at {where} "
+                f"({_scrub(reason, parsed)}): is it running, and are host and port right?")
+    return f"{prefix} ({type(raw).__name__}: {_scrub(reason, parsed)[:200]})"
 
 
 def _scrub(text: str, parsed) -> str:

@@ -276,9 +276,9 @@ def test_bad_storage_is_one_line_and_exit_2(password_server: tuple[int, str],
     secret = "Sekr3t-" + uuid.uuid4().hex[:6]
     cases = {
         "unreachable": (f"postgresql+psycopg2://postgres:{secret}@{PG_HOST}:1/db",
-                        "cannot reach the database server at 127.0.0.1:1"),
+                        "cannot open storage: no database server reachable at 127.0.0.1:1"),
         "wrong password": (f"postgresql+psycopg2://hps:{secret}@{PG_HOST}:{port}/postgres",
-                           "authentication failed for user 'hps'"),
+                           "cannot open storage: authentication failed for user 'hps'"),
         "unknown database": (f"postgresql+psycopg2://postgres:{secret}@{PG_HOST}:{PG_PORT}/"
                              f"no_such_db_{uuid.uuid4().hex[:6]}", "does not exist"),
     }
