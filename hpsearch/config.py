@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from hpsearch.errors import ConfigError
 
 MODES = ("search", "dashboard", "report")
-DATA_FORMATS = ("synthetic", "cifar10", "cifar100", "imagefolder")
+DATA_FORMATS = ("synthetic", "cifar10", "cifar100", "imagefolder", "tensors")
 ARCHS = ("linear", "mlp", "resnet18", "resnet34", "resnet50")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "constant")
@@ -288,6 +288,7 @@ _ROOT_HELP = {
     "imagefolder": "an ImageFolder directory: DIR/train/<class>/*.jpg and DIR/test/<class>/*.jpg",
     "cifar10": "where CIFAR-10 is or is downloaded to",
     "cifar100": "where CIFAR-100 is or is downloaded to",
+    "tensors": "a .pt file of decoded splits, as written to storage/cache/data",
 }
 
 

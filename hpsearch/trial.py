@@ -41,6 +41,7 @@ METRICS = {
     "ft_lr": "FT learning rate",
     "seed": "the trial's seed (head init, batch order, augmentation)",
     "hp_features": "how HP got the copied part's outputs: cache, cache-disk or frozen",
+    "hp_epochs_run": "HP epochs actually run",
     "energy": "mean ||e_y - q_0||_2 on the train split at the start of FT",
     "hp_train_acc": "train accuracy at the end of HP (eval mode, no augmentation)",
     "hp_train_loss": "train cross-entropy (unsmoothed) at the end of HP",

@@ -10,7 +10,7 @@ import torch
 from conftest import run_cli
 from imagedata import make_imagefolder
 
-TINY_TOY = ["study.n_trials=1", "ft.epochs=1", "hp.epochs=1", "search_space={}", "progress=false"]
+TINY_TOY = ["study.n_trials=1", "ft.epochs=1", "hp.epochs=1", "search_space=none", "progress=false"]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def stored(work: Path) -> list[tuple[str, int]]:
 
 
 IMAGES = ["data=imagefolder", "backbone=resnet18", "backbone.weights=none",
-          "data.train_per_class=4", "data.val_per_class=2", "search_space={}"]
+          "data.train_per_class=4", "data.val_per_class=2", "search_space=none"]
 
 CASES = {
     "unknown experiment": (["+experiment=nope"], "Could not find 'experiment/nope'"),

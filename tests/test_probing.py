@@ -19,7 +19,7 @@ def resnet_setup(tmp_path, layers_copied: int, extra: list[str] = ()):
         "data=imagefolder", f"data.root={root}", "data.train_per_class=10",
         "data.val_per_class=4", "data.image_size=32", "backbone=resnet18",
         "backbone.weights=none", f"backbone.layers_copied={layers_copied}",
-        "search_space={}", "hp.epochs=2", "hp.batch_size=8", "hp.lr=0.05",
+        "search_space=none", "hp.epochs=2", "hp.batch_size=8", "hp.lr=0.05",
         "progress=false", f"storage.cache_dir={tmp_path / 'cache'}", "device=cpu", *extra])
     ws = Workspace(cfg)
     task = ws.task(cfg)
