@@ -51,8 +51,8 @@ METRICS = {
     "hp_train_acc_curve": "train accuracy after 0, 1, ..., τ HP epochs",
     "ft_epochs_run": "FT epochs this trial actually ran",
     "ft_resumed_from_epoch": "FT epochs done before this trial started (0 unless it resumed)",
-    "resumed_from_trial": "the failed trial whose checkpoint this retry continued",
-    "resumed_from_checkpoint": "where it continued: hp (after HP) or ft_epoch_N",
+    "resumed_from_trial": "the failed trial whose checkpoint this retry continued (null: fresh)",
+    "resumed_from_checkpoint": "where it continued: hp (after HP), ft_epoch_N, or null",
     "ft_val_acc_curve": "validation accuracy after each FT epoch",
     "ft_val_acc": "validation accuracy after FT (the objective)",
     "test_acc": "test accuracy after FT (recorded, never used to select)",
@@ -195,7 +195,9 @@ class Objective:
         saved = self.checkpoints.for_trial(trial) if self.checkpoints else None
         resume = saved.latest() if saved else None
         seed = resume.seed if resume else trial_seed(cfg.seed, trial.number)
-        set_attrs(trial, {**schedule_attrs(cfg), "seed": seed})
+        set_attrs(trial, {**schedule_attrs(cfg), "seed": seed,
+                          "resumed_from_trial": resume.trial_number if resume else None,
+                          "resumed_from_checkpoint": resume.phase if resume else None})
         task = ws.task(cfg)
         net = build_transfer_net(task.pretrained, cfg.backbone, cfg.head, task.input_dim,
                                  task.splits.n_classes, seed).to(ws.device)
@@ -231,8 +233,7 @@ class Objective:
         from the epoch after the checkpoint's."""
         log.info("trial %d resumes trial %d from its checkpoint %s", trial.number,
                  resume.trial_number, resume.phase)
-        set_attrs(trial, {**resume.hp_attrs, "resumed_from_trial": resume.trial_number,
-                          "resumed_from_checkpoint": resume.phase})
+        set_attrs(trial, resume.hp_attrs)
         if resume.net is not None:
             net.load_state_dict(resume.net)
         return self.finetune(trial, cfg, resume.seed, resume.hp_attrs, saved, task, net, resume)
