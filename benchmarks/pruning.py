@@ -133,7 +133,8 @@ def base_overrides(args: argparse.Namespace, workdir: Path) -> list[str]:
            f"study.n_startup_trials={args.sampler_startup}",
            f"pruner.n_startup_trials={args.pruner_startup}",
            f"storage.url=sqlite:///{workdir / 'pruning.db'}",
-           f"storage.cache_dir={workdir / 'cache'}"]
+           f"storage.cache_dir={workdir / 'cache'}",
+           f"storage.artifacts={workdir / 'artifacts'}"]
     if args.smoke:
         out += ["data.train_per_class=8", "data.val_per_class=4", "data.image_size=16",
                 "data.eval_batch_size=64", "hp.batch_size=20", "ft.batch_size=20"]

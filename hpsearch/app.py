@@ -25,9 +25,23 @@ def _fail(err: Exception) -> None:
     sys.exit(EXIT_BAD_INPUT)
 
 
-def _one_line(err: Exception) -> str:
+def _one_line(err: BaseException) -> str:
+    """Hydra/OmegaConf errors as one line: the message, its cause, and the allowed options."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
+    text = lines[0] if lines else type(err).__name__
+    if "Available options" in str(err):
+        options = []
+        for line in lines[lines.index(next(l for l in lines if l.startswith("Available"))) + 1:]:
+            if line.startswith("Config search path"):
+                break
+            options.append(line)
+        text += "; available: " + ", ".join(options)
+    cause = err.__cause__ or err.__context__
+    if cause is not None and str(cause).strip():
+        first = str(cause).strip().splitlines()[0]
+        if first not in text:
+            text += f": {first}"
+    return text
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
@@ -57,9 +71,11 @@ def check_composed(cfg: DictConfig) -> None:
         validate_config(cfg)
         if cfg.mode == "search":
             from hpsearch.space import parse_search_space
+            from hpsearch.storage import check_connection
             from hpsearch.study import check_enqueue
 
             check_enqueue(cfg, parse_search_space(cfg.search_space, cfg))
+            check_connection(str(cfg.storage.url))  # host, password, database: before torch
     except HpsearchError:
         raise
     except Exception as err:  # interpolation or type errors surfacing on access
@@ -68,9 +84,18 @@ def check_composed(cfg: DictConfig) -> None:
 
 def run(cfg: DictConfig) -> None:
     """Dispatch on ``mode``."""
-    from hpsearch.search import run_search
+    if cfg.mode == "dashboard":
+        from hpsearch.dashboard import serve_dashboard
 
-    run_search(cfg)
+        serve_dashboard(cfg)
+    elif cfg.mode == "report":
+        from hpsearch.report import write_report
+
+        write_report(cfg)
+    else:
+        from hpsearch.search import run_search
+
+        run_search(cfg)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
@@ -86,7 +111,11 @@ def main() -> None:
     overrides = [a for a in sys.argv[1:] if not a.startswith("-") and not a.startswith("hydra")]
     if not any(a.startswith("-") for a in sys.argv[1:]):  # --help, --cfg, --multirun: Hydra's
         try:
-            compose_config(overrides)
+            cfg = compose_config(overrides)
+            if int(cfg.workers) > 1:  # the local launcher: N workers of this same command
+                from hpsearch.workers import launch_workers
+
+                sys.exit(launch_workers(cfg, sys.argv[1:]))
         except HpsearchError as err:
             _fail(err)
     _hydra_app()

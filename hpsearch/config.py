@@ -16,8 +16,8 @@ from omegaconf import DictConfig
 
 from hpsearch.errors import ConfigError
 
-MODES = ("search",)
-DATA_FORMATS = ("synthetic", "cifar10", "cifar100", "imagefolder")
+MODES = ("search", "dashboard", "report")
+DATA_FORMATS = ("synthetic", "cifar10", "cifar100", "imagefolder", "tensors")
 ARCHS = ("linear", "mlp", "resnet18", "resnet34", "resnet50")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "constant")
@@ -76,7 +76,7 @@ class DataConfig:
 @dataclass
 class BackboneConfig:
     arch: str = "linear"
-    weights: str = "source"  # imagenet | none | source (synthetic only) | path to a state_dict
+    weights: Optional[str] = "source"  # imagenet | none | source (synthetic only) | path to a state_dict
     layers_copied: int = 1
     feature_dim: int = 16  # width of the vector backbones (linear, mlp)
     mlp_depth: int = 2
@@ -127,9 +127,16 @@ class StudyConfig:
 
 @dataclass
 class StorageConfig:
-    url: str = "sqlite:///storage/hpsearch.db"
-    artifacts: str = "storage/artifacts"
+    url: Optional[str] = "sqlite:///storage/hpsearch.db"  # storage=postgres: $HPSEARCH_STORAGE_URL
+    artifacts: str = "storage/artifacts"  # trial checkpoints; shared by all workers of a study
     cache_dir: str = "storage/cache"
+    reports: str = "storage/reports"  # mode=report writes <reports>/<study.name>/
+    logs: str = "storage/logs"  # per-worker logs of the local launcher (workers=N)
+    heartbeat_interval: int = 10  # s between heartbeats of a running trial
+    grace_period: int = 60  # s without a heartbeat before a trial is failed and retried
+    max_retry: int = 3  # retries of a trial whose worker died or was stopped
+    pool_size: int = 2  # database connections per worker (trial thread + heartbeat thread)
+    pool_recycle: int = 300  # s before a pooled connection is replaced
 
 
 @dataclass
@@ -149,12 +156,22 @@ class PrunerConfig:
 
 
 @dataclass
+class DashboardConfig:
+    """Where ``mode=dashboard`` listens; loopback by default, so nothing is exposed."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass
 class HpsearchConfig:
     mode: str = "search"
     experiment: str = "toy"
     device: str = "auto"
     seed: int = 0
     progress: bool = True
+    workers: int = 1  # > 1: start this many local worker processes of this command and wait
+    devices: Optional[List[str]] = None  # with workers: CUDA_VISIBLE_DEVICES of each worker
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
@@ -163,6 +180,7 @@ class HpsearchConfig:
     study: StudyConfig = field(default_factory=StudyConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     search_space: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -212,13 +230,32 @@ def validate_config(cfg: DictConfig) -> None:
         value = _select(cfg, key)
         _require(value > 0 and math.isfinite(value), key, value, "a finite number > 0")
     for key in ("hp.batch_size", "ft.batch_size", "data.eval_batch_size", "data.train_per_class",
-                "data.val_per_class", "data.image_size", "study.n_trials", "head.hidden",
-                "backbone.feature_dim", "study.top_k"):
+                "data.val_per_class", "data.image_size", "head.hidden",
+                "backbone.feature_dim", "study.top_k", "workers", "storage.heartbeat_interval",
+                "storage.pool_size", "storage.pool_recycle"):
         value = _select(cfg, key)
         _require(value >= 1, key, value, ">= 1")
+    for key in ("study.n_trials", "storage.max_retry"):  # n_trials=0: create the study only
+        value = _select(cfg, key)
+        _require(value >= 0, key, value, ">= 0")
+    _require(bool(cfg.storage.url), "storage.url", cfg.storage.url,
+             "a database URL: export HPSEARCH_STORAGE_URL=postgresql+psycopg2://user:pass@host:"
+             "5432/db (storage=postgres) or pass storage.url=...")
+    _require(cfg.storage.grace_period > cfg.storage.heartbeat_interval, "storage.grace_period",
+             cfg.storage.grace_period,
+             f"> storage.heartbeat_interval={cfg.storage.heartbeat_interval} (seconds)")
+    if cfg.devices is not None:
+        _require(len(cfg.devices) >= 1 and all(str(d).strip() for d in cfg.devices), "devices",
+                 list(cfg.devices), "a non-empty list of GPU ids, e.g. devices=[0,1]")
+        _require(device in ("auto", "cuda"), "device", device,
+                 "auto or cuda with devices=[...] (each worker sees its one GPU as cuda:0)")
     for key in ("hp.label_smoothing", "ft.label_smoothing"):
         value = _select(cfg, key)
         _require(0.0 <= value < 1.0, key, value, "in [0, 1)")
+    _require(1 <= cfg.dashboard.port <= 65535, "dashboard.port", cfg.dashboard.port,
+             "a TCP port in [1, 65535]")
+    _require(bool(str(cfg.dashboard.host).strip()), "dashboard.host", cfg.dashboard.host,
+             "a host name or IP address to bind (127.0.0.1: this machine only)")
     _require(1 <= cfg.head.depth <= 3, "head.depth", cfg.head.depth, "1 (linear), 2 or 3 (MLP)")
     _require(cfg.backbone.mlp_depth >= 1, "backbone.mlp_depth", cfg.backbone.mlp_depth, ">= 1")
     n_stages = backbone_stage_count(cfg.backbone.arch, cfg.backbone.mlp_depth)
@@ -238,9 +275,12 @@ def validate_config(cfg: DictConfig) -> None:
     vector_arch = cfg.backbone.arch in ("linear", "mlp")
     _require(vector_data == vector_arch, "backbone.arch", cfg.backbone.arch,
              "linear or mlp for data.format=synthetic, a resnet for image data")
-    if cfg.data.format == "imagefolder":
-        _require(bool(cfg.data.root), "data.root", cfg.data.root,
-                 "the path of an ImageFolder directory (with train/ and test/ or class folders)")
+    if cfg.data.format != "synthetic" and not cfg.data.root:
+        raise ConfigError(f"data.root is not set: experiment {cfg.experiment!r} needs "
+                          f"data.root=DIR ({_ROOT_HELP[cfg.data.format]})")
+    if cfg.backbone.weights is None or str(cfg.backbone.weights) == "":
+        raise ConfigError(f"backbone.weights is not set: experiment {cfg.experiment!r} needs "
+                          "backbone.weights=imagenet, none, or the path of a state_dict")
     weights = str(cfg.backbone.weights)
     if weights == "source":
         _require(vector_data, "backbone.weights", weights,
@@ -275,6 +315,14 @@ def _check_energy_pruner(p: DictConfig) -> None:
         unknown = [s for s in p.signals if s not in SIGNALS]
         _require(len(p.signals) > 0 and not unknown, "pruner.signals", list(p.signals),
                  "null or a non-empty list of " + ", ".join(SIGNALS))
+
+
+_ROOT_HELP = {
+    "imagefolder": "an ImageFolder directory: DIR/train/<class>/*.jpg and DIR/test/<class>/*.jpg",
+    "cifar10": "where CIFAR-10 is or is downloaded to",
+    "cifar100": "where CIFAR-100 is or is downloaded to",
+    "tensors": "a .pt file of decoded splits, as written to storage/cache/data",
+}
 
 
 def _stage_names(cfg: DictConfig) -> str:

@@ -104,6 +104,8 @@ def load_splits(data_cfg: DictConfig, cache_dir: str | os.PathLike) -> Splits:
     """Load the configured dataset as ``Splits`` (decoding images once into the cache)."""
     if data_cfg.format == "synthetic":
         return make_synthetic_tasks(data_cfg).target
+    if data_cfg.format == "tensors":
+        return load_tensor_file(data_cfg)
     key = _digest(json.dumps({**_plain(data_cfg), "root": _abs(data_cfg.root),
                               "listing": _listing_fingerprint(data_cfg)}, sort_keys=True))
     path = Path(cache_dir) / "data" / f"{data_cfg.format}-{key[:16]}.pt"
@@ -121,6 +123,40 @@ def load_splits(data_cfg: DictConfig, cache_dir: str | os.PathLike) -> Splits:
     atomic_save(blob, path)
     log.info("decoded %d/%d/%d images into %s", len(train), len(val), len(test), path)
     return _from_blob(blob, fingerprint=key)
+
+
+TENSOR_FILE_KEYS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y", "classes")
+
+
+def load_tensor_file(data_cfg: DictConfig) -> Splits:
+    """A dataset already decoded and split: the format of the decode cache (``storage/cache/data``).
+
+    The file fixes the splits, so its classes and per-class counts must agree with the config.
+    """
+    path = Path(str(data_cfg.root)).expanduser()
+    if not path.is_file():
+        raise HpsearchError(f"data.root={str(path)!r}: file not found; data.format=tensors needs "
+                            f"a .pt file with {', '.join(TENSOR_FILE_KEYS)}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise HpsearchError(f"data.root={str(path)!r}: not a loadable tensor file "
+                            f"({type(err).__name__})") from None
+    if not isinstance(blob, dict) or any(k not in blob for k in TENSOR_FILE_KEYS):
+        raise HpsearchError(f"data.root={str(path)!r}: expected a mapping with keys "
+                            + ", ".join(TENSOR_FILE_KEYS))
+    splits = _from_blob(blob, fingerprint=_digest(f"tensors|{path.resolve()}|"
+                                                  f"{path.stat().st_size}|{path.stat().st_mtime_ns}"))
+    if data_cfg.classes and list(data_cfg.classes) != splits.classes:
+        raise HpsearchError(f"data.classes={list(data_cfg.classes)} but {str(path)!r} holds "
+                            f"{splits.classes}")
+    for name, want in (("train", data_cfg.train_per_class), ("val", data_cfg.val_per_class),
+                       ("test", data_cfg.test_per_class)):
+        counts = torch.bincount(getattr(splits, name).y, minlength=splits.n_classes).tolist()
+        if want is not None and any(c != int(want) for c in counts):
+            raise HpsearchError(f"data.{name}_per_class={want} but {str(path)!r} holds "
+                                f"{counts} {name} images per class")
+    return splits
 
 
 def atomic_save(obj: object, path: Path) -> None:
@@ -241,6 +277,14 @@ def _image_files(class_dir: Path) -> list[Path]:
 
 
 def _decode_folder(split_dir: Path, classes: list[str], size: int) -> Pool:
+    import warnings
+
+    with warnings.catch_warnings():  # torchvision 0.29 announces its decoders' move to TorchCodec
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _decode_files(split_dir, classes, size)
+
+
+def _decode_files(split_dir: Path, classes: list[str], size: int) -> Pool:
     from torchvision.io import ImageReadMode, decode_image
 
     images, labels = [], []

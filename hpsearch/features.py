@@ -20,6 +20,7 @@ from torch import nn
 
 from hpsearch.data import Splits, atomic_save
 from hpsearch.inputs import InputPipeline
+from hpsearch.models import eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +78,8 @@ class FeatureCache:
 
     @staticmethod
     def estimated_bytes(copied: nn.Module, splits: Splits, pipeline: InputPipeline) -> int:
-        with torch.no_grad():
-            probe = pipeline(splits.train.x[:1])
-            was_training = copied.training
-            copied.eval()
-            shape = copied(probe).shape[1:]
-            copied.train(was_training)
+        with torch.no_grad(), eval_mode(copied):
+            shape = copied(pipeline(splits.train.x[:1])).shape[1:]
         total = len(splits.train) + len(splits.val) + len(splits.test)
         return total * math.prod(shape) * 4
 
@@ -97,19 +94,17 @@ class FeatureCache:
             except Exception as err:
                 log.warning("feature cache %s unreadable (%s); recomputing", path, err)
         frozen = FrozenOutputs(copied, splits, pipeline, augment=False, autocast=autocast)
-        was_training = copied.training
-        copied.eval()
         outputs: dict[str, torch.Tensor] = {}
         from tqdm import tqdm
 
         total = sum(math.ceil(len(getattr(splits, s)) / batch_size) for s in SPLITS)
-        with tqdm(total=total, desc="features", disable=None if progress else True, leave=False) as bar:
+        with tqdm(total=total, desc="features", disable=None if progress else True,
+                  leave=False) as bar, eval_mode(copied):
             for split in SPLITS:
                 parts = []
                 for chunk in frozen.chunks(split, batch_size):
                     parts.append(chunk.cpu())
                     bar.update(1)
                 outputs[split] = torch.cat(parts) if parts else torch.zeros(0)
-        copied.train(was_training)
         atomic_save(outputs, path)
         return outputs, False

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from hpsearch.data import Split
 from hpsearch.inputs import InputPipeline
 from hpsearch.metrics import batched
-from hpsearch.models import TransferNet
+from hpsearch.models import TransferNet, eval_mode
 from hpsearch.training import epoch_batches, make_optimizer, steps_per_epoch
 
 
@@ -29,11 +29,9 @@ def accuracy(net: TransferNet, split: Split, pipeline: InputPipeline, batch_size
     """Top-1 accuracy in eval mode without augmentation (NaN for an empty split)."""
     if len(split) == 0:
         return float("nan")
-    was_training = net.training
-    net.eval()
-    with torch.autocast(pipeline.device.type, dtype=torch.bfloat16, enabled=autocast):
+    with eval_mode(net), torch.autocast(pipeline.device.type, dtype=torch.bfloat16,
+                                        enabled=autocast):
         logits = batched(lambda x: net(pipeline(x)).float(), split.x, batch_size)
-    net.train(was_training)
     return float((logits.argmax(1).cpu() == split.y.cpu()).float().mean())
 
 
@@ -41,11 +39,8 @@ def accuracy(net: TransferNet, split: Split, pipeline: InputPipeline, batch_size
 def features(net: TransferNet, split: Split, pipeline: InputPipeline,
              batch_size: int) -> torch.Tensor:
     """z = pooled copied-part output, eval mode, no augmentation, float32 on the CPU."""
-    was_training = net.training
-    net.eval()
-    z = batched(lambda x: net.features(pipeline(x)).float().cpu(), split.x, batch_size)
-    net.train(was_training)
-    return z
+    with eval_mode(net):
+        return batched(lambda x: net.features(pipeline(x)).float().cpu(), split.x, batch_size)
 
 
 @dataclass

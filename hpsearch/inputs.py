@@ -48,8 +48,8 @@ class InputPipeline:
     def __call__(self, x: torch.Tensor, augment: bool = False,
                  gen: torch.Generator | None = None) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
-        if self.kind == "vector":
-            return x.float()
+        if self.kind == "vector":  # float64 stays float64 (the first-order checks use it)
+            return x if x.is_floating_point() else x.float()
         if augment:
             assert gen is not None, "augmentation needs a generator"
             x = random_crop_flip(x, self.padding, self.flip, gen)

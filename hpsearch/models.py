@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from omegaconf import DictConfig
@@ -89,8 +91,24 @@ def build_head(in_dim: int, n_classes: int, depth: int, hidden: int) -> nn.Seque
 
 
 def pool(h: torch.Tensor) -> torch.Tensor:
-    """Global average pool of a feature map; vectors pass through."""
-    return h.float().mean(dim=(2, 3)) if h.dim() == 4 else h.float()
+    """Global average pool of a feature map; vectors pass through. Half precision (autocast)
+    is lifted to float32; float64 stays float64."""
+    if h.dtype not in (torch.float32, torch.float64):
+        h = h.float()
+    return h.mean(dim=(2, 3)) if h.dim() == 4 else h
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode inside the block; afterwards every submodule gets its own earlier mode back
+    (a frozen copied part stays in eval mode while the stages above it train)."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 class TransferNet(nn.Module):

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from hpsearch.metrics import HeadEval, evaluate_logits
-from hpsearch.models import TransferNet
+from hpsearch.models import TransferNet, eval_mode
 from hpsearch.training import epoch_batches, make_optimizer
 
 
@@ -39,17 +39,14 @@ def freeze_copied(net: TransferNet) -> None:
 def evaluate_split(net: TransferNet, outputs, y: torch.Tensor, split: str,
                    batch_size: int) -> HeadEval:
     """The network in eval mode on one split, from copied-part outputs."""
-    was_training = net.training
-    net.eval()
     chunks = []
     start = 0
-    for h in outputs.chunks(split, batch_size):
-        logits = net.from_copied(h)
-        chunks.append((logits, y[start:start + len(h)].to(logits.device)))
-        start += len(h)
-    result = evaluate_logits(chunks)
-    net.train(was_training)
-    return result
+    with eval_mode(net):
+        for h in outputs.chunks(split, batch_size):
+            logits = net.from_copied(h)
+            chunks.append((logits, y[start:start + len(h)].to(logits.device)))
+            start += len(h)
+    return evaluate_logits(chunks)
 
 
 def head_probe(net: TransferNet, outputs, y_train: torch.Tensor, y_val: torch.Tensor,

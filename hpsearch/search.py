@@ -1,4 +1,11 @@
-"""A search worker: validate everything, open the shared study, run trials, print the best."""
+"""A search worker: validate everything, open the shared study, run trials, print the best.
+
+Every worker of a study runs this same code, on one machine (``workers=N``) or many
+(``storage=postgres``): it pulls trials from the shared study until it has run ``study.n_trials``
+of them. A trial whose worker died is failed and re-queued by the next worker (heartbeat); a
+stopped worker fails and re-queues its trial itself (``hpsearch.shutdown``); either way the
+retry resumes from the trial's newest checkpoint (``hpsearch.checkpoint``).
+"""
 from __future__ import annotations
 
 import logging
@@ -7,18 +14,22 @@ import optuna
 from omegaconf import DictConfig
 
 from hpsearch.bound import record_bound_estimate
+from hpsearch.checkpoint import CheckpointStore
 from hpsearch.config import validate_config
 from hpsearch.pruners import InvalidSignalError
+from hpsearch.shutdown import GracefulShutdown, WorkerStopped, exit_stopped, requeue_stopped_trial
 from hpsearch.space import parse_search_space
-from hpsearch.study import (best_trials_table, check_enqueue, create_study, make_pruner,
-                            make_sampler, open_storage, safe_url, trial_line)
+from hpsearch.storage import Heartbeat, check_connection
+from hpsearch.study import best_trials_table, check_enqueue, prepare_study, safe_url, trial_line
 from hpsearch.trial import Objective, Workspace
+from hpsearch.workers import pin_to_free_gpu
 
 log = logging.getLogger("hpsearch")
 
 
 def run_search(cfg: DictConfig) -> optuna.Study:
-    """Run ``study.n_trials`` trials of the configured study in this process.
+    """Run ``study.n_trials`` trials of the configured study in this process (0: only create
+    the study and enqueue its fixed trials).
 
     Every input is checked before the study is created or touched: the config, the search space,
     the fixed trials, the storage URL, the dataset and the backbone weights.
@@ -26,7 +37,9 @@ def run_search(cfg: DictConfig) -> optuna.Study:
     validate_config(cfg)
     distributions = parse_search_space(cfg.search_space, cfg)
     fixed = check_enqueue(cfg, distributions)
-    storage = open_storage(str(cfg.storage.url))
+    check_connection(str(cfg.storage.url))  # a bad URL fails here, before any data is loaded
+    checkpoints = CheckpointStore.at(str(cfg.storage.artifacts))
+    cfg = pin_to_free_gpu(cfg)  # compose replicas: one GPU each
     workspace = Workspace(cfg)
     task = workspace.task(cfg)  # decodes data and loads weights now, so bad paths fail here
     log.info("data: %d train / %d val / %d test, classes %s; backbone %s (%s); device %s",
@@ -34,17 +47,33 @@ def run_search(cfg: DictConfig) -> optuna.Study:
              task.splits.classes, cfg.backbone.arch, task.pretrained.description,
              workspace.device)
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = create_study(cfg, storage, make_sampler(cfg.study), make_pruner(cfg))
-    for params in fixed:
-        study.enqueue_trial(params, skip_if_exists=True)
+    study = prepare_study(cfg, fixed)
+    n_trials = int(cfg.study.n_trials)
+    if n_trials == 0:
+        log.info("study %r is ready in %s (%d trials so far)", study.study_name,
+                 safe_url(str(cfg.storage.url)), len(study.get_trials(deepcopy=False)))
+        return study
 
     def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         log.info(trial_line(study, trial))
 
-    study.optimize(Objective(cfg, distributions, workspace), n_trials=int(cfg.study.n_trials),
-                   callbacks=[record_bound_estimate, report],
-                   catch=(InvalidSignalError,))  # NaN HP signals fail that trial, not the study
+    objective = Objective(cfg, distributions, workspace, checkpoints)
+    with GracefulShutdown() as shutdown:
+        try:
+            study.optimize(shutdown.objective(objective), n_trials=n_trials,
+                           callbacks=[record_bound_estimate, report, checkpoints.on_trial_finished,
+                                      shutdown.callback],
+                           catch=(InvalidSignalError,))  # NaN HP signals fail that trial only
+        except WorkerStopped as err:
+            failed = requeue_stopped_trial(study, shutdown.current_trial_id,
+                                           Heartbeat.from_config(cfg.storage).retry_callback())
+            if failed is not None:
+                log.warning("%s: trial %d marked FAIL and re-queued; it resumes from its last "
+                            "checkpoint", err, failed.number)
+            exit_stopped(err)
+    if shutdown.stopping:
+        log.warning("stopped by signal %s between trials", shutdown.signum)
+        exit_stopped(WorkerStopped(shutdown.signum))  # type: ignore[arg-type]
     log.info("best trials of study %r:\n%s", study.study_name,
              best_trials_table(study, int(cfg.study.top_k)))
     log.info("storage: %s", safe_url(str(cfg.storage.url)))

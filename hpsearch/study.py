@@ -1,62 +1,24 @@
-"""Storage, sampler, pruner and study setup, and the table of best trials.
+"""Sampler, pruner and study setup, and the table of best trials.
 
 Storage is any SQLAlchemy URL (``storage.url``); the default is a SQLite file under ``storage/``.
-Opening it is checked before any work starts: an unreachable server, a wrong password or an
-unknown database becomes one line that names the URL with its password hidden.
+Opening it (``hpsearch.storage.open_storage``, re-exported here) is checked before any work
+starts: an unreachable server, a wrong password or an unknown database becomes one line that
+names the URL with its password hidden.
 """
 from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from typing import Any, Mapping
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from hpsearch.errors import ConfigError, HpsearchError
+from hpsearch.errors import ConfigError
+from hpsearch.storage import (Heartbeat, Pool, engine_kwargs, open_storage,  # noqa: F401
+                              safe_url, setup_lock)
 
 log = logging.getLogger(__name__)
-
-SQLITE_TIMEOUT_S = 60  # seconds a writer waits for the file lock before "database is locked"
-
-
-def safe_url(url: str) -> str:
-    """The URL with its password replaced by ***, for messages and logs."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1] if "@" in url else url
-
-
-def engine_kwargs(url: str) -> dict[str, Any]:
-    if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
-    return {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2, "pool_recycle": 300}
-
-
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """An RDBStorage for ``url``; any failure to connect becomes an HpsearchError."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        parsed = make_url(url)
-    except Exception:
-        raise HpsearchError(f"storage.url={url!r} is not a database URL; expected e.g. "
-                            "sqlite:///storage/hpsearch.db or "
-                            "postgresql+psycopg2://user:pass@host:5432/db") from None
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
-    except Exception as err:
-        reason = str(getattr(err, "orig", None) or err).strip().splitlines()
-        reason = reason[0] if reason else type(err).__name__
-        raise HpsearchError(f"storage.url={safe_url(url)}: cannot open storage "
-                            f"({type(err).__name__}: {reason[:200]})") from None
-
 
 def make_sampler(study_cfg: DictConfig, worker_offset: int = 0) -> optuna.samplers.BaseSampler:
     seed = int(study_cfg.seed) + worker_offset
@@ -102,7 +64,27 @@ def create_study(cfg: DictConfig, storage: optuna.storages.BaseStorage,
                                 direction="maximize", sampler=sampler, pruner=pruner,
                                 load_if_exists=True)
     if "config" not in study.user_attrs:
-        study.set_user_attr("config", OmegaConf.to_container(cfg, resolve=True))
+        config = OmegaConf.to_container(cfg, resolve=True)
+        config["storage"]["url"] = safe_url(str(cfg.storage.url))  # never store the password
+        study.set_user_attr("config", config)
+    return study
+
+
+def prepare_study(cfg: DictConfig, fixed: list[dict[str, Any]]) -> optuna.Study:
+    """Open the storage (heartbeat on), create or load the study and enqueue the fixed trials,
+    holding the storage's setup lock so that any number of workers may do it at the same moment
+    (a fixed trial is enqueued once, however many workers start together)."""
+    from hpsearch.workers import worker_index
+
+    url = str(cfg.storage.url)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with setup_lock(url):
+        storage = open_storage(url, Heartbeat.from_config(cfg.storage),
+                               Pool.from_config(cfg.storage))
+        study = create_study(cfg, storage, make_sampler(cfg.study, worker_index(url)),
+                             make_pruner(cfg))
+        for params in fixed:
+            study.enqueue_trial(params, skip_if_exists=True)
     return study
 
 
@@ -156,6 +138,21 @@ def best_trials_table(study: optuna.Study, top_k: int) -> str:
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
 
 
+def prune_reason(trial: optuna.trial.FrozenTrial) -> str:
+    """Where a pruned trial stopped and on what: its ``prune_reason`` attr when set, else its
+    ``pruned_at`` and the last FT validation accuracy it reported."""
+    a = trial.user_attrs
+    if a.get("prune_reason"):
+        return str(a["prune_reason"])
+    if trial.intermediate_values:
+        epoch = max(trial.intermediate_values)
+        return (f"{a.get('pruned_at', f'ft_epoch_{epoch}')}: FT val acc "
+                f"{trial.intermediate_values[epoch]:.4f} after epoch {epoch}")
+    if a.get("pruned_at") == "gate":
+        return "gate: after HP, before FT"
+    return str(a.get("pruned_at", "no reason recorded"))
+
+
 def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     """One progress line for a finished trial: schedule, energy, outcome, best so far."""
     a = trial.user_attrs
@@ -166,7 +163,7 @@ def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     if state == optuna.trial.TrialState.COMPLETE:
         outcome = f"ft_val_acc={trial.value:.4f}"
     elif state == optuna.trial.TrialState.PRUNED:
-        outcome = f"pruned ({a.get('prune_reason') or a.get('pruned_at', 'pruned')})"
+        outcome = f"pruned ({prune_reason(trial)})"
     elif a.get("fail_reason"):
         outcome = f"failed ({a['fail_reason']})"
     else:

@@ -17,6 +17,7 @@ import optuna
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from hpsearch.checkpoint import Checkpoint, CheckpointStore, TrialCheckpoints
 from hpsearch.config import validate_config
 from hpsearch.data import Splits, Split, load_splits
 from hpsearch.features import CachedOutputs, FeatureCache, FrozenOutputs
@@ -41,6 +42,7 @@ METRICS = {
     "ft_lr": "FT learning rate",
     "seed": "the trial's seed (head init, batch order, augmentation)",
     "hp_features": "how HP got the copied part's outputs: cache, cache-disk or frozen",
+    "hp_epochs_run": "HP epochs actually run",
     "energy": "mean ||e_y - q_0||_2 on the train split at the start of FT",
     "hp_train_acc": "train accuracy at the end of HP (eval mode, no augmentation)",
     "hp_train_loss": "train cross-entropy (unsmoothed) at the end of HP",
@@ -49,6 +51,9 @@ METRICS = {
     "energy_curve": "energy after 0, 1, ..., τ HP epochs",
     "hp_train_acc_curve": "train accuracy after 0, 1, ..., τ HP epochs",
     "ft_epochs_run": "FT epochs this trial actually ran",
+    "ft_resumed_from_epoch": "FT epochs done before this trial started (0 unless it resumed)",
+    "resumed_from_trial": "the failed trial whose checkpoint this retry continued (null: fresh)",
+    "resumed_from_checkpoint": "where it continued: hp (after HP), ft_epoch_N, or null",
     "ft_val_acc_curve": "validation accuracy after each FT epoch",
     "ft_val_acc": "validation accuracy after FT (the objective)",
     "test_acc": "test accuracy after FT (recorded, never used to select)",
@@ -177,8 +182,9 @@ class Objective:
     """``study.optimize`` target: runs one trial and returns its final validation accuracy."""
 
     def __init__(self, cfg: DictConfig, distributions: Mapping[str, Any],
-                 workspace: Workspace) -> None:
+                 workspace: Workspace, checkpoints: CheckpointStore | None = None) -> None:
         self.cfg, self.distributions, self.workspace = cfg, distributions, workspace
+        self.checkpoints = checkpoints  # None: no saving, no resuming
 
     def trial_config(self, trial: optuna.Trial) -> DictConfig:
         cfg = apply_params(self.cfg, suggest(trial, self.distributions))
@@ -188,14 +194,20 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         ws = self.workspace
         cfg = self.trial_config(trial)
-        seed = trial_seed(cfg.seed, trial.number)
-        set_attrs(trial, {**schedule_attrs(cfg), "seed": seed})
+        saved = self.checkpoints.for_trial(trial) if self.checkpoints else None
+        resume = saved.latest() if saved else None
+        seed = resume.seed if resume else trial_seed(cfg.seed, trial.number)
+        set_attrs(trial, {**schedule_attrs(cfg), "seed": seed,
+                          "resumed_from_trial": resume.trial_number if resume else None,
+                          "resumed_from_checkpoint": resume.phase if resume else None})
         task = ws.task(cfg)
         net = build_transfer_net(task.pretrained, cfg.backbone, cfg.head, task.input_dim,
                                  task.splits.n_classes, seed).to(ws.device)
         if task.pipeline.channels_last:
             net = net.to(memory_format=torch.channels_last)
         eval_bs = int(cfg.data.eval_batch_size)
+        if resume is not None:
+            return self.resume(trial, cfg, resume, saved, task, net)
 
         start = time.perf_counter()
         outputs, how = ws.copied_outputs(cfg, task, net)
@@ -203,26 +215,59 @@ class Objective:
         start = time.perf_counter()
         hp = head_probe(net, outputs, task.splits.train.y, task.splits.val.y, cfg.hp, seed,
                         eval_bs, ws.autocast, ws.progress)
-        set_attrs(trial, {
+        hp_attrs = {
             "hp_features": how, "wall_features_s": features_s,
             "wall_hp_s": time.perf_counter() - start, "hp_epochs_run": hp.epochs_run,
             "energy": hp.train.energy, "hp_train_acc": hp.train.accuracy,
             "hp_train_loss": hp.train.loss, "hp_val_acc": hp.val.accuracy,
             "head_norm": net.head_weight_norm(), "energy_curve": hp.energy_curve,
             "hp_train_acc_curve": hp.train_acc_curve,
-        })
+        }
+        set_attrs(trial, hp_attrs)
         self.gate(trial)
+        if saved:  # after the gate: a retry never re-decides it
+            saved.save(Checkpoint(trial.number, seed, hp_attrs, net=net.state_dict()))
+        return self.finetune(trial, cfg, seed, hp_attrs, saved, task, net)
 
+    def resume(self, trial: optuna.Trial, cfg: DictConfig, resume: Checkpoint,
+               saved: TrialCheckpoints | None, task: Task, net: TransferNet) -> float:
+        """Continue a failed trial from its newest checkpoint: HP is not run again, FT goes on
+        from the epoch after the checkpoint's."""
+        log.info("trial %d resumes trial %d from its checkpoint %s", trial.number,
+                 resume.trial_number, resume.phase)
+        set_attrs(trial, resume.hp_attrs)
+        if resume.net is not None:
+            net.load_state_dict(resume.net)
+        return self.finetune(trial, cfg, resume.seed, resume.hp_attrs, saved, task, net, resume)
+
+    def finetune(self, trial: optuna.Trial, cfg: DictConfig, seed: int,
+                 hp_attrs: Mapping[str, Any], saved: TrialCheckpoints | None, task: Task,
+                 net: TransferNet,
+                 resume: Checkpoint | None = None) -> float:
+        """FT with a checkpoint after every epoch, then the FT and adaptation attrs."""
+        ws = self.workspace
+        eval_bs = int(cfg.data.eval_batch_size)
+        # The copied part is frozen during HP, so z0 is the same before and after HP.
         z0 = features(net, task.splits.val, task.pipeline, eval_bs)
         tuner = Finetuner(net, task.splits.train, task.splits.val, task.pipeline, cfg.ft, seed,
                           eval_bs, ws.autocast)
+        if resume is not None and resume.finetuner is not None:
+            tuner.load_state_dict(resume.finetuner)
+            for step, acc in enumerate(tuner.val_acc_curve, start=1):
+                trial.report(acc, step=step)  # the retry shows the whole curve
+        resumed_from = tuner.epoch
+        trial.set_user_attr("ft_resumed_from_epoch", resumed_from)
 
         def on_epoch(epoch: int, acc: float) -> None:
             trial.report(acc, step=epoch)
             if trial.should_prune():
-                set_attrs(trial, {"pruned_at": f"ft_epoch_{epoch}", "ft_epochs_run": epoch,
+                set_attrs(trial, {"pruned_at": f"ft_epoch_{epoch}",
+                                  "ft_epochs_run": epoch - resumed_from,
                                   "ft_val_acc_curve": list(tuner.val_acc_curve)})
                 raise optuna.TrialPruned(f"pruned after FT epoch {epoch} (val acc {acc:.4f})")
+            if saved:
+                saved.save(Checkpoint(trial.number, seed, dict(hp_attrs),
+                                      finetuner=tuner.state_dict(), ft_epoch=epoch))
 
         result = tuner.run(on_epoch, ws.progress)
         val_acc = (result.val_acc_curve[-1] if result.val_acc_curve
