@@ -90,6 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="storage and caches (default: a fresh temporary directory)")
     ap.add_argument("--override", nargs="*", default=[],
                     help="extra Hydra overrides for every run, e.g. ft.batch_size=256")
+    ap.add_argument("--continue", dest="resume", action="store_true",
+                    help="keep the runs already in --out-json (same settings) and run only the "
+                         "missing (arm, seed) pairs: a stopped or timed-out run goes on")
     ap.add_argument("--smoke", action="store_true",
                     help="generated tiny data and a random ResNet-18: checks the pipeline only")
     args = ap.parse_args(argv)
@@ -297,11 +300,15 @@ def main(argv: list[str] | None = None) -> int:
         data, weights = make_smoke_inputs(workdir)
         args.data_root, args.weights = str(data), str(weights)
     base = base_overrides(args, workdir)
-    runs: list[dict[str, Any]] = []
+    runs = previous_runs(args) if args.resume else []
+    done = {(r["arm"], r["seed"]) for r in runs}
+    text = write_outputs(args, base, args.device, runs)
     try:
         warm_caches(compose(base + ["pruner=none"], args.smoke))
         for seed in args.seeds:
             for arm in args.arms:
+                if (arm, seed) in done:
+                    continue
                 cfg = compose(base + arm_overrides(arm, args)
                               + [f"seed={seed}", f"study.name=pruning-{arm}-seed{seed}"],
                               args.smoke)
@@ -316,6 +323,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(text)
     return 0
+
+
+def previous_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The runs of an earlier invocation with the same settings, from --out-json."""
+    path = Path(args.out_json)
+    if not path.exists():
+        return []
+    old = json.loads(path.read_text())
+    mine = {"trials": args.trials, "ft_epochs": args.ft_epochs, "search_space": args.search_space,
+            "pruner_startup": args.pruner_startup, "sampler_startup": args.sampler_startup,
+            "kappa": args.kappa, "top_k": args.top_k}
+    differ = {k: (old["settings"].get(k), v) for k, v in mine.items()
+              if old["settings"].get(k) != v}
+    if differ:
+        raise SystemExit(f"--continue: {path} was made with other settings {differ}")
+    return [r for r in old["runs"] if r["arm"] in args.arms and r["seed"] in args.seeds]
 
 
 def write_outputs(args: argparse.Namespace, base: list[str], device: str,

@@ -26,7 +26,7 @@ from hpsearch.inputs import InputPipeline
 from hpsearch.metrics import feature_adaptation
 from hpsearch.models import Pretrained, TransferNet, build_transfer_net, load_pretrained
 from hpsearch.probing import head_probe
-from hpsearch.pruners import DECISION_ATTRS, EnergyPruner
+from hpsearch.pruners import EnergyPruner
 from hpsearch.space import apply_params, suggest
 from hpsearch.toy import pretrain_source_backbone
 
@@ -66,7 +66,6 @@ METRICS = {
     "wall_hp_s": "seconds of HP",
     "wall_ft_s": "seconds of FT",
     "pruned_at": "where a pruned trial stopped: gate (before FT) or ft_epoch_N",
-    **DECISION_ATTRS,
 }
 
 
