@@ -54,13 +54,15 @@ def main() -> None:
     parser.add_argument("--ft-epochs", type=int, default=8)
     parser.add_argument("--cache-dir", default=None, help="default: a fresh temporary folder")
     parser.add_argument("--json", default=None, help="also write the numbers here")
+    parser.add_argument("--override", nargs="*", default=[],
+                        help="extra config overrides, e.g. data.format=tensors")
     args = parser.parse_args()
 
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="hpsearch-bench-")
     cfg = compose_config(["+experiment=split_cifar", f"data.root={args.data_root}",
                           f"backbone.weights={args.weights}", f"device={args.device}",
                           "search_space=none", "hp.epochs=4", f"ft.epochs={args.ft_epochs}",
-                          f"storage.cache_dir={cache_dir}", "progress=false"])
+                          f"storage.cache_dir={cache_dir}", "progress=false", *args.override])
     ws = Workspace(cfg)
     device = ws.device
     t_data, task = timed(lambda: ws.task(cfg), device)
