@@ -134,7 +134,8 @@ def test_non_finite_signal_fails_the_trial_with_its_reason_and_the_study_goes_on
     assert trial.state == TrialState.FAIL
     name = next(iter(bad))
     assert trial.user_attrs["gate_decision"] == "fail"
-    assert name in trial.user_attrs["fail_reason"] and "not finite" in trial.user_attrs["fail_reason"]
+    reason = trial.user_attrs["fail_reason"]
+    assert name in reason and "not finite" in reason
     assert "ft_epochs_run" not in trial.user_attrs and trial.intermediate_values == {}
     assert run_gated(study, signals(0.5)).state == TrialState.COMPLETE  # the study continues
 

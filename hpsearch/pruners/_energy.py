@@ -84,7 +84,8 @@ class GateDecision:
         return attrs
 
 
-def _signal_vector(attrs: Mapping[str, Any], signals: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+def _signal_vector(attrs: Mapping[str, Any],
+                   signals: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     """The transformed signals, and the names of those missing or not finite."""
     values, bad = [], []
     for name in signals:
@@ -221,11 +222,13 @@ class EnergyPruner(BasePruner):
 
     def decide(self, study: optuna.study.Study, trial: FrozenTrial) -> GateDecision:
         """The gate decision for ``trial`` given the study's completed trials; no side effects."""
-        x, bad = _signal_vector(trial.user_attrs, self._signals + ("energy",))
+        # energy is checked even when the predictor does not read it: the band needs it
+        needed = self._signals if "energy" in self._signals else self._signals + ("energy",)
+        _, bad = _signal_vector(trial.user_attrs, needed)
         if bad:
-            return GateDecision(trial.number, "fail", "HP signals not finite: " + ", ".join(
-                dict.fromkeys(bad)) + "; the energy pruner cannot judge this trial")
-        x = x[:-1]
+            return GateDecision(trial.number, "fail", "HP signals not finite: " + ", ".join(bad)
+                                + "; the energy pruner cannot judge this trial")
+        x, _ = _signal_vector(trial.user_attrs, self._signals)
         energy = float(trial.user_attrs["energy"])
         if self._energy_min is not None and energy < self._energy_min:
             return GateDecision(trial.number, "prune", f"energy {energy:.4g} < energy_min "
@@ -243,10 +246,11 @@ class EnergyPruner(BasePruner):
         mean, std = (float(v[0]) for v in GaussianProcess(xs, ys).predict(x[None, :]))
         bound = mean + sign * self._kappa * std
         threshold = float(sorted(ys, key=lambda v: -sign * v)[self._top_k - 1])
+        rank = "" if self._top_k == 1 else f"{self._top_k}-th "
         numbers = dict(predicted=mean, predicted_std=std, bound=bound, threshold=threshold,
                        history_trials=n)
         words = (f"bound {bound:.4f} (predicted {mean:.4f} {'+' if sign > 0 else '-'} "
-                 f"{self._kappa:g} x {std:.4f}) vs {self._top_k}-th best {threshold:.4f} of {n} "
+                 f"{self._kappa:g} x {std:.4f}) vs the {rank}best {threshold:.4f} of {n} "
                  "completed trials")
         if sign * (bound - threshold) < 0:
             return GateDecision(trial.number, "prune", "cannot reach the top: " + words, **numbers)
