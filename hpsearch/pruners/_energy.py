@@ -173,6 +173,10 @@ class EnergyPruner(BasePruner):
             "could it become the best?", larger values keep more trials (``<= n_startup_trials``).
         kappa:
             Width of the optimistic bound in standard deviations (>= 0); larger prunes less.
+        min_std:
+            Floor on the prediction's std, in objective units (>= 0): the objective's own
+            evaluation noise (about 0.01 for accuracy on 1,000 validation images). Guards against
+            a few early trials that happen to score alike making the predictor overconfident.
         energy_min, energy_max:
             Optional hard band on the energy; ``None`` leaves that side open.
         signals:
@@ -180,7 +184,8 @@ class EnergyPruner(BasePruner):
     """
 
     def __init__(self, ft_pruner: BasePruner | None = None, *, n_startup_trials: int = 5,
-                 top_k: int = 1, kappa: float = 2.0, energy_min: float | None = None,
+                 top_k: int = 1, kappa: float = 2.0, min_std: float = 0.0,
+                 energy_min: float | None = None,
                  energy_max: float | None = None,
                  signals: Sequence[str] = tuple(SIGNALS)) -> None:
         if n_startup_trials < 2:
@@ -190,6 +195,8 @@ class EnergyPruner(BasePruner):
                              f"{top_k}.")
         if not (math.isfinite(kappa) and kappa >= 0):
             raise ValueError(f"kappa must be a finite number >= 0 but got {kappa}.")
+        if not (math.isfinite(min_std) and min_std >= 0):
+            raise ValueError(f"min_std must be a finite number >= 0 but got {min_std}.")
         for name, value in (("energy_min", energy_min), ("energy_max", energy_max)):
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be None or a finite number >= 0 but got {value}.")
@@ -203,6 +210,7 @@ class EnergyPruner(BasePruner):
         self._n_startup_trials = n_startup_trials
         self._top_k = top_k
         self._kappa = kappa
+        self._min_std = min_std
         self._energy_min, self._energy_max = energy_min, energy_max
         self._signals = tuple(signals)
         self._decisions: dict[int, GateDecision] = {}
@@ -244,6 +252,7 @@ class EnergyPruner(BasePruner):
                                 "completed trials needed before predicting", history_trials=n)
         sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
         mean, std = (float(v[0]) for v in GaussianProcess(xs, ys).predict(x[None, :]))
+        std = max(std, self._min_std)
         bound = mean + sign * self._kappa * std
         threshold = float(sorted(ys, key=lambda v: -sign * v)[self._top_k - 1])
         rank = "" if self._top_k == 1 else f"{self._top_k}-th "
