@@ -86,6 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="random trials before TPE models the space")
     ap.add_argument("--kappa", type=float, default=2.0, help="energy pruner: UCB width")
     ap.add_argument("--top-k", type=int, default=1, help="energy pruner: rank to reach")
+    ap.add_argument("--min-std", type=float, default=0.01,
+                    help="energy pruner: floor on the prediction's std (validation noise)")
     ap.add_argument("--workdir", default=None,
                     help="storage and caches (default: a fresh temporary directory)")
     ap.add_argument("--override", nargs="*", default=[],
@@ -147,7 +149,8 @@ def base_overrides(args: argparse.Namespace, workdir: Path) -> list[str]:
 def arm_overrides(arm: str, args: argparse.Namespace) -> list[str]:
     out = list(ARMS[arm])
     if arm.startswith("energy"):
-        out += [f"pruner.kappa={args.kappa}", f"pruner.top_k={args.top_k}"]
+        out += [f"pruner.kappa={args.kappa}", f"pruner.top_k={args.top_k}",
+                f"pruner.min_std={args.min_std}"]
     return out
 
 
@@ -283,7 +286,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {a['pruned_at_gate']:.1f} / {a['pruned_in_ft']:.1f} |")
     lines += ["", "Mean ± std over seeds; Δ and ratios are paired by seed. "
               f"Pruners start after {s['pruner_startup']} completed trials; energy: kappa="
-              f"{s['kappa']}, top_k={s['top_k']}. Targets: "
+              f"{s['kappa']}, top_k={s['top_k']}, min_std={s['min_std']}. Targets: "
               + ", ".join(f"{k}={v if not isinstance(v, float) else round(v, 2)}"
                           for k, v in result["targets"].items())]
     return "\n".join(lines) + "\n"
@@ -333,7 +336,7 @@ def previous_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
     old = json.loads(path.read_text())
     mine = {"trials": args.trials, "ft_epochs": args.ft_epochs, "search_space": args.search_space,
             "pruner_startup": args.pruner_startup, "sampler_startup": args.sampler_startup,
-            "kappa": args.kappa, "top_k": args.top_k}
+            "kappa": args.kappa, "top_k": args.top_k, "min_std": args.min_std}
     differ = {k: (old["settings"].get(k), v) for k, v in mine.items()
               if old["settings"].get(k) != v}
     if differ:
@@ -353,8 +356,9 @@ def write_outputs(args: argparse.Namespace, base: list[str], device: str,
                      "device": device, "arms": args.arms, "search_space": args.search_space,
                      "pruner_startup": args.pruner_startup,
                      "sampler_startup": args.sampler_startup, "kappa": args.kappa,
-                     "top_k": args.top_k, "overrides": base, "torch": torch.__version__,
-                     "optuna": optuna.__version__, "host": platform.node(),
+                     "top_k": args.top_k, "min_std": args.min_std, "overrides": base,
+                     "torch": torch.__version__, "optuna": optuna.__version__,
+                     "host": platform.node(),
                      "complete": len(runs) == len(args.arms) * len(args.seeds)},
         "arms": arms, "targets": targets(arms), "runs": runs,
     }

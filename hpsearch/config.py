@@ -150,6 +150,7 @@ class PrunerConfig:
     ft: str = "none"  # the pruner it hands the FT epochs to
     top_k: int = 1
     kappa: float = 2.0
+    min_std: float = 0.0
     energy_min: Optional[float] = None
     energy_max: Optional[float] = None
     signals: Optional[List[str]] = None  # None: every signal in hpsearch.pruners.SIGNALS
@@ -303,6 +304,8 @@ def _check_energy_pruner(p: DictConfig) -> None:
     _require(1 <= p.top_k <= p.n_startup_trials, "pruner.top_k", p.top_k,
              f"in [1, pruner.n_startup_trials={p.n_startup_trials}]")
     _require(math.isfinite(p.kappa) and p.kappa >= 0, "pruner.kappa", p.kappa,
+             "a finite number >= 0")
+    _require(math.isfinite(p.min_std) and p.min_std >= 0, "pruner.min_std", p.min_std,
              "a finite number >= 0")
     for key in ("energy_min", "energy_max"):
         value = p[key]

@@ -38,7 +38,8 @@ def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
 
         return EnergyPruner(epoch_pruner(str(p.ft), cfg),
                             n_startup_trials=int(p.n_startup_trials), top_k=int(p.top_k),
-                            kappa=float(p.kappa), energy_min=p.energy_min,
+                            kappa=float(p.kappa), min_std=float(p.min_std),
+                            energy_min=p.energy_min,
                             energy_max=p.energy_max,
                             signals=tuple(p.signals) if p.signals is not None else tuple(SIGNALS))
     return epoch_pruner(str(p.name), cfg)

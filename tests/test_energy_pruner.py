@@ -107,6 +107,14 @@ def test_larger_kappa_and_top_k_prune_less() -> None:
     assert kept_wide.state == TrialState.COMPLETE
 
 
+def test_min_std_floors_the_prediction_std() -> None:
+    """A floor of 0.2 (20 points) makes even the worst corner look reachable: kept."""
+    study = study_with(EnergyPruner(n_startup_trials=5, min_std=0.2), 12)
+    trial = run_gated(study, signals(0.93))
+    assert trial.state == TrialState.COMPLETE
+    assert trial.user_attrs["gate_predicted_std"] == 0.2
+
+
 def test_nothing_is_pruned_during_startup() -> None:
     pruner = EnergyPruner(n_startup_trials=5)
     study = study_with(pruner, 4)  # one short of the startup count
@@ -134,7 +142,8 @@ def test_non_finite_signal_fails_the_trial_with_its_reason_and_the_study_goes_on
     assert trial.state == TrialState.FAIL
     name = next(iter(bad))
     assert trial.user_attrs["gate_decision"] == "fail"
-    assert name in trial.user_attrs["fail_reason"] and "not finite" in trial.user_attrs["fail_reason"]
+    reason = trial.user_attrs["fail_reason"]
+    assert name in reason and "not finite" in reason
     assert "ft_epochs_run" not in trial.user_attrs and trial.intermediate_values == {}
     assert run_gated(study, signals(0.5)).state == TrialState.COMPLETE  # the study continues
 
@@ -201,7 +210,7 @@ def test_minimized_objective_uses_the_lower_bound() -> None:
     assert decision.threshold == pytest.approx(-max(t.value for t in history(12)))
 
 
-@pytest.mark.parametrize("kwargs", [dict(n_startup_trials=1), dict(top_k=6), dict(kappa=-1.0),
+@pytest.mark.parametrize("kwargs", [dict(n_startup_trials=1), dict(top_k=6), dict(kappa=-1.0), dict(min_std=-0.1),
                                     dict(energy_min=0.5, energy_max=0.5),
                                     dict(energy_max=math.nan), dict(signals=("energy", "nope")),
                                     dict(signals=())])
@@ -212,11 +221,12 @@ def test_constructor_rejects_bad_arguments(kwargs) -> None:
 
 def test_config_builds_the_composed_pruner() -> None:
     cfg = compose_config(["pruner=energy", "pruner.ft=median", "pruner.kappa=1.5",
+                          "pruner.min_std=0.02",
                           "pruner.energy_max=0.9", "pruner.signals=[energy,ft_lr]"])
     pruner = make_pruner(cfg)
     assert isinstance(pruner, EnergyPruner)
     assert isinstance(pruner._ft_pruner, optuna.pruners.MedianPruner)
-    assert pruner._kappa == 1.5 and pruner._energy_max == 0.9
+    assert pruner._kappa == 1.5 and pruner._energy_max == 0.9 and pruner._min_std == 0.02
     assert pruner._signals == ("energy", "ft_lr")
     plain = make_pruner(compose_config(["pruner=energy"]))
     assert isinstance(plain._ft_pruner, optuna.pruners.NopPruner)
@@ -224,6 +234,7 @@ def test_config_builds_the_composed_pruner() -> None:
 
 @pytest.mark.parametrize("override, key", [
     ("pruner.top_k=0", "pruner.top_k"), ("pruner.kappa=-1", "pruner.kappa"),
+    ("pruner.min_std=-0.5", "pruner.min_std"),
     ("pruner.n_startup_trials=1", "pruner.n_startup_trials"), ("pruner.ft=energy", "pruner.ft"),
     ("pruner.signals=[energy,bogus]", "pruner.signals"),
     ("pruner.energy_min=2", "pruner.energy_min"),  # with energy_max=1 below

@@ -84,7 +84,8 @@ class GateDecision:
         return attrs
 
 
-def _signal_vector(attrs: Mapping[str, Any], signals: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+def _signal_vector(attrs: Mapping[str, Any],
+                   signals: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     """The transformed signals, and the names of those missing or not finite."""
     values, bad = [], []
     for name in signals:
@@ -172,6 +173,10 @@ class EnergyPruner(BasePruner):
             "could it become the best?", larger values keep more trials (``<= n_startup_trials``).
         kappa:
             Width of the optimistic bound in standard deviations (>= 0); larger prunes less.
+        min_std:
+            Floor on the prediction's std, in objective units (>= 0): the objective's own
+            evaluation noise (about 0.01 for accuracy on 1,000 validation images). Guards against
+            a few early trials that happen to score alike making the predictor overconfident.
         energy_min, energy_max:
             Optional hard band on the energy; ``None`` leaves that side open.
         signals:
@@ -179,7 +184,8 @@ class EnergyPruner(BasePruner):
     """
 
     def __init__(self, ft_pruner: BasePruner | None = None, *, n_startup_trials: int = 5,
-                 top_k: int = 1, kappa: float = 2.0, energy_min: float | None = None,
+                 top_k: int = 1, kappa: float = 2.0, min_std: float = 0.0,
+                 energy_min: float | None = None,
                  energy_max: float | None = None,
                  signals: Sequence[str] = tuple(SIGNALS)) -> None:
         if n_startup_trials < 2:
@@ -189,6 +195,8 @@ class EnergyPruner(BasePruner):
                              f"{top_k}.")
         if not (math.isfinite(kappa) and kappa >= 0):
             raise ValueError(f"kappa must be a finite number >= 0 but got {kappa}.")
+        if not (math.isfinite(min_std) and min_std >= 0):
+            raise ValueError(f"min_std must be a finite number >= 0 but got {min_std}.")
         for name, value in (("energy_min", energy_min), ("energy_max", energy_max)):
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be None or a finite number >= 0 but got {value}.")
@@ -202,6 +210,7 @@ class EnergyPruner(BasePruner):
         self._n_startup_trials = n_startup_trials
         self._top_k = top_k
         self._kappa = kappa
+        self._min_std = min_std
         self._energy_min, self._energy_max = energy_min, energy_max
         self._signals = tuple(signals)
         self._decisions: dict[int, GateDecision] = {}
@@ -221,11 +230,13 @@ class EnergyPruner(BasePruner):
 
     def decide(self, study: optuna.study.Study, trial: FrozenTrial) -> GateDecision:
         """The gate decision for ``trial`` given the study's completed trials; no side effects."""
-        x, bad = _signal_vector(trial.user_attrs, self._signals + ("energy",))
+        # energy is checked even when the predictor does not read it: the band needs it
+        needed = self._signals if "energy" in self._signals else self._signals + ("energy",)
+        _, bad = _signal_vector(trial.user_attrs, needed)
         if bad:
-            return GateDecision(trial.number, "fail", "HP signals not finite: " + ", ".join(
-                dict.fromkeys(bad)) + "; the energy pruner cannot judge this trial")
-        x = x[:-1]
+            return GateDecision(trial.number, "fail", "HP signals not finite: " + ", ".join(bad)
+                                + "; the energy pruner cannot judge this trial")
+        x, _ = _signal_vector(trial.user_attrs, self._signals)
         energy = float(trial.user_attrs["energy"])
         if self._energy_min is not None and energy < self._energy_min:
             return GateDecision(trial.number, "prune", f"energy {energy:.4g} < energy_min "
@@ -241,12 +252,14 @@ class EnergyPruner(BasePruner):
                                 "completed trials needed before predicting", history_trials=n)
         sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
         mean, std = (float(v[0]) for v in GaussianProcess(xs, ys).predict(x[None, :]))
+        std = max(std, self._min_std)
         bound = mean + sign * self._kappa * std
         threshold = float(sorted(ys, key=lambda v: -sign * v)[self._top_k - 1])
+        rank = "" if self._top_k == 1 else f"{self._top_k}-th "
         numbers = dict(predicted=mean, predicted_std=std, bound=bound, threshold=threshold,
                        history_trials=n)
         words = (f"bound {bound:.4f} (predicted {mean:.4f} {'+' if sign > 0 else '-'} "
-                 f"{self._kappa:g} x {std:.4f}) vs {self._top_k}-th best {threshold:.4f} of {n} "
+                 f"{self._kappa:g} x {std:.4f}) vs the {rank}best {threshold:.4f} of {n} "
                  "completed trials")
         if sign * (bound - threshold) < 0:
             return GateDecision(trial.number, "prune", "cannot reach the top: " + words, **numbers)
