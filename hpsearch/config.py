@@ -99,6 +99,10 @@ class HPConfig:
     augment: bool = False
     feature_cache: bool = True
     cache_max_gb: float = 4.0
+    until_converged: bool = False  # true: hp.epochs is ignored; HP stops by the rule below
+    max_epochs: int = 100  # cap on HP epochs when until_converged
+    converge_tol: float = 0.001  # converged: objective improved by < tol (relative) ...
+    converge_window: int = 5  # ... over the last this many epochs
 
 
 @dataclass
@@ -121,6 +125,7 @@ class StudyConfig:
     seed: int = 0
     n_startup_trials: int = 8
     enqueue: List[Dict[str, Any]] = field(default_factory=list)
+    baselines: List[str] = field(default_factory=list)  # schedule names enqueued as fixed trials
     top_k: int = 5
 
 
@@ -141,6 +146,15 @@ class PrunerConfig:
 
 
 @dataclass
+class ScheduleConfig:
+    """A named schedule (conf/schedule/): config values it fixes, as a nested mapping."""
+
+    name: str = "none"
+    about: str = ""
+    set: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class HpsearchConfig:
     mode: str = "search"
     experiment: str = "toy"
@@ -155,6 +169,7 @@ class HpsearchConfig:
     study: StudyConfig = field(default_factory=StudyConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     search_space: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -202,9 +217,10 @@ def validate_config(cfg: DictConfig) -> None:
         _require(value > 0 and math.isfinite(value), key, value, "a finite number > 0")
     for key in ("hp.batch_size", "ft.batch_size", "data.eval_batch_size", "data.train_per_class",
                 "data.val_per_class", "data.image_size", "study.n_trials", "head.hidden",
-                "backbone.feature_dim", "study.top_k"):
+                "backbone.feature_dim", "study.top_k", "hp.max_epochs", "hp.converge_window"):
         value = _select(cfg, key)
         _require(value >= 1, key, value, ">= 1")
+    _require(cfg.hp.converge_tol >= 0, "hp.converge_tol", cfg.hp.converge_tol, ">= 0")
     for key in ("hp.label_smoothing", "ft.label_smoothing"):
         value = _select(cfg, key)
         _require(0.0 <= value < 1.0, key, value, "in [0, 1)")

@@ -7,7 +7,7 @@ import optuna
 from omegaconf import DictConfig
 
 from hpsearch.config import validate_config
-from hpsearch.space import parse_search_space
+from hpsearch.schedules import baseline_schedules, enqueue_baselines, study_distributions
 from hpsearch.study import (best_trials_table, check_enqueue, create_study, make_pruner,
                             make_sampler, open_storage, safe_url, trial_line)
 from hpsearch.trial import Objective, Workspace
@@ -22,8 +22,9 @@ def run_search(cfg: DictConfig) -> optuna.Study:
     the fixed trials, the storage URL, the dataset and the backbone weights.
     """
     validate_config(cfg)
-    distributions = parse_search_space(cfg.search_space, cfg)
+    distributions = study_distributions(cfg)  # the search space less the schedule's keys
     fixed = check_enqueue(cfg, distributions)
+    baseline_schedules(cfg)
     storage = open_storage(str(cfg.storage.url))
     workspace = Workspace(cfg)
     task = workspace.task(cfg)  # decodes data and loads weights now, so bad paths fail here
@@ -36,6 +37,7 @@ def run_search(cfg: DictConfig) -> optuna.Study:
     study = create_study(cfg, storage, make_sampler(cfg.study), make_pruner(cfg))
     for params in fixed:
         study.enqueue_trial(params, skip_if_exists=True)
+    enqueue_baselines(study, cfg, distributions)
 
     def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         log.info(trial_line(study, trial))
