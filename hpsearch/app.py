@@ -70,11 +70,12 @@ def check_composed(cfg: DictConfig) -> None:
     try:
         validate_config(cfg)
         if cfg.mode == "search":
-            from hpsearch.space import parse_search_space
+            from hpsearch.schedules import baseline_schedules, study_distributions
             from hpsearch.storage import check_connection
             from hpsearch.study import check_enqueue
 
-            check_enqueue(cfg, parse_search_space(cfg.search_space, cfg))
+            check_enqueue(cfg, study_distributions(cfg))
+            baseline_schedules(cfg)
             check_connection(str(cfg.storage.url))  # host, password, database: before torch
     except HpsearchError:
         raise

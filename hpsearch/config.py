@@ -100,6 +100,10 @@ class HPConfig:
     augment: bool = False
     feature_cache: bool = True
     cache_max_gb: float = 4.0
+    until_converged: bool = False  # true: hp.epochs is ignored; HP stops by the rule below
+    max_epochs: int = 100  # cap on HP epochs when until_converged
+    converge_tol: float = 0.001  # converged: objective improved by < tol (relative) ...
+    converge_window: int = 5  # ... over the last this many epochs
 
 
 @dataclass
@@ -122,6 +126,7 @@ class StudyConfig:
     seed: int = 0
     n_startup_trials: int = 8
     enqueue: List[Dict[str, Any]] = field(default_factory=list)
+    baselines: List[str] = field(default_factory=list)  # schedule names enqueued as fixed trials
     top_k: int = 5
 
 
@@ -165,6 +170,15 @@ class DashboardConfig:
 
 
 @dataclass
+class ScheduleConfig:
+    """A named schedule (conf/schedule/): config values it fixes, as a nested mapping."""
+
+    name: str = "none"
+    about: str = ""
+    set: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class HpsearchConfig:
     mode: str = "search"
     experiment: str = "toy"
@@ -182,6 +196,7 @@ class HpsearchConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     search_space: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -233,12 +248,13 @@ def validate_config(cfg: DictConfig) -> None:
     for key in ("hp.batch_size", "ft.batch_size", "data.eval_batch_size", "data.train_per_class",
                 "data.val_per_class", "data.image_size", "head.hidden",
                 "backbone.feature_dim", "study.top_k", "workers", "storage.heartbeat_interval",
-                "storage.pool_size", "storage.pool_recycle"):
+                "storage.pool_size", "storage.pool_recycle", "hp.max_epochs", "hp.converge_window"):
         value = _select(cfg, key)
         _require(value >= 1, key, value, ">= 1")
     for key in ("study.n_trials", "storage.max_retry"):  # n_trials=0: create the study only
         value = _select(cfg, key)
         _require(value >= 0, key, value, ">= 0")
+    _require(cfg.hp.converge_tol >= 0, "hp.converge_tol", cfg.hp.converge_tol, ">= 0")
     _require(bool(cfg.storage.url), "storage.url", cfg.storage.url,
              "a database URL: export HPSEARCH_STORAGE_URL=postgresql+psycopg2://user:pass@host:"
              "5432/db (storage=postgres) or pass storage.url=...")

@@ -18,8 +18,8 @@ from hpsearch.checkpoint import CheckpointStore
 from hpsearch.config import validate_config
 from hpsearch.pruners import InvalidSignalError
 from hpsearch.shutdown import GracefulShutdown, WorkerStopped, exit_stopped, requeue_stopped_trial
-from hpsearch.space import parse_search_space
 from hpsearch.storage import Heartbeat, check_connection
+from hpsearch.schedules import baseline_schedules, enqueue_baselines, study_distributions
 from hpsearch.study import best_trials_table, check_enqueue, prepare_study, safe_url, trial_line
 from hpsearch.trial import Objective, Workspace
 from hpsearch.workers import pin_to_free_gpu
@@ -35,8 +35,9 @@ def run_search(cfg: DictConfig) -> optuna.Study:
     the fixed trials, the storage URL, the dataset and the backbone weights.
     """
     validate_config(cfg)
-    distributions = parse_search_space(cfg.search_space, cfg)
+    distributions = study_distributions(cfg)  # the search space less the schedule's keys
     fixed = check_enqueue(cfg, distributions)
+    baseline_schedules(cfg)  # unknown baseline names fail here
     check_connection(str(cfg.storage.url))  # a bad URL fails here, before any data is loaded
     checkpoints = CheckpointStore.at(str(cfg.storage.artifacts))
     cfg = pin_to_free_gpu(cfg)  # compose replicas: one GPU each
@@ -47,7 +48,8 @@ def run_search(cfg: DictConfig) -> optuna.Study:
              task.splits.classes, cfg.backbone.arch, task.pretrained.description,
              workspace.device)
 
-    study = prepare_study(cfg, fixed)
+    study = prepare_study(
+        cfg, fixed, setup=lambda study: enqueue_baselines(study, cfg, distributions))
     n_trials = int(cfg.study.n_trials)
     if n_trials == 0:
         log.info("study %r is ready in %s (%d trials so far)", study.study_name,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
@@ -71,10 +71,12 @@ def create_study(cfg: DictConfig, storage: optuna.storages.BaseStorage,
     return study
 
 
-def prepare_study(cfg: DictConfig, fixed: list[dict[str, Any]]) -> optuna.Study:
-    """Open the storage (heartbeat on), create or load the study and enqueue the fixed trials,
-    holding the storage's setup lock so that any number of workers may do it at the same moment
-    (a fixed trial is enqueued once, however many workers start together)."""
+def prepare_study(cfg: DictConfig, fixed: list[dict[str, Any]],
+                  setup: Callable[[optuna.Study], Any] | None = None) -> optuna.Study:
+    """Open the storage (heartbeat on), create or load the study, enqueue the fixed trials and
+    run ``setup(study)`` (the baselines), holding the storage's setup lock so that any number of
+    workers may do it at the same moment (a fixed trial is enqueued once, however many workers
+    start together)."""
     from hpsearch.workers import worker_index
 
     url = str(cfg.storage.url)
@@ -86,6 +88,8 @@ def prepare_study(cfg: DictConfig, fixed: list[dict[str, Any]]) -> optuna.Study:
                              make_pruner(cfg))
         for params in fixed:
             study.enqueue_trial(params, skip_if_exists=True)
+        if setup is not None:
+            setup(study)
     return study
 
 

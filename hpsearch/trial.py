@@ -27,6 +27,7 @@ from hpsearch.metrics import feature_adaptation
 from hpsearch.models import Pretrained, TransferNet, build_transfer_net, load_pretrained
 from hpsearch.probing import head_probe
 from hpsearch.pruners import EnergyPruner
+from hpsearch.schedules import configure_trial
 from hpsearch.space import apply_params, suggest
 from hpsearch.toy import pretrain_source_backbone
 
@@ -34,7 +35,12 @@ log = logging.getLogger(__name__)
 
 # user attr -> meaning; the README's metric reference is generated from the same words.
 METRICS = {
-    "tau": "HP epochs τ of this trial",
+    "schedule": "the named schedule the trial ran (conf/schedule/; none: the search space decides)",
+    "baseline": "true on a trial enqueued by study.baselines",
+    "tau": "HP epochs τ of this trial (the epochs HP ran when it ran until converged)",
+    "hp_until_converged": "whether HP ran until converged (capped by hp.max_epochs) instead of τ",
+    "hp_converged": "whether the convergence rule held at the end of HP",
+    "hp_stop_reason": "why HP stopped: tau, converged or max_epochs",
     "label_smoothing": "ε used in HP",
     "head_depth": "linear layers in the head",
     "layers_copied": "backbone stages that kept pretrained weights",
@@ -167,7 +173,9 @@ class Workspace:
 
 
 def schedule_attrs(cfg: DictConfig) -> dict[str, Any]:
-    return {"tau": int(cfg.hp.epochs), "label_smoothing": float(cfg.hp.label_smoothing),
+    return {"schedule": str(cfg.schedule.name), "tau": int(cfg.hp.epochs),
+            "hp_until_converged": bool(cfg.hp.until_converged),
+            "label_smoothing": float(cfg.hp.label_smoothing),
             "head_depth": int(cfg.head.depth), "layers_copied": int(cfg.backbone.layers_copied),
             "hp_lr": float(cfg.hp.lr), "ft_lr": float(cfg.ft.lr)}
 
@@ -186,9 +194,7 @@ class Objective:
         self.checkpoints = checkpoints  # None: no saving, no resuming
 
     def trial_config(self, trial: optuna.Trial) -> DictConfig:
-        cfg = apply_params(self.cfg, suggest(trial, self.distributions))
-        validate_config(cfg)
-        return cfg
+        return configure_trial(trial, self.cfg, self.distributions)
 
     def __call__(self, trial: optuna.Trial) -> float:
         ws = self.workspace
@@ -217,6 +223,8 @@ class Objective:
         hp_attrs = {
             "hp_features": how, "wall_features_s": features_s,
             "wall_hp_s": time.perf_counter() - start, "hp_epochs_run": hp.epochs_run,
+            "hp_converged": hp.converged, "hp_stop_reason": hp.stop_reason,
+            **({"tau": hp.epochs_run} if cfg.hp.until_converged else {}),
             "energy": hp.train.energy, "hp_train_acc": hp.train.accuracy,
             "hp_train_loss": hp.train.loss, "hp_val_acc": hp.val.accuracy,
             "head_norm": net.head_weight_norm(), "energy_curve": hp.energy_curve,

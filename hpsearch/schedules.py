@@ -1,0 +1,228 @@
+"""Named schedules: the recipes the literature compares (ft_only, lp_ft, early_hp, ...) as configs.
+
+A schedule is a file ``conf/schedule/NAME.yaml`` with a ``name``, a one-line ``about`` and ``set``,
+a nested mapping of config values applied over the composed config (after the experiment overlay,
+so the schedule wins). ``backbone.layers_copied`` may be the word ``all`` or ``all_but_last``,
+resolved against the backbone's stage count.
+
+How a schedule meets the search space:
+
+- ``schedule=NAME`` is the study's schedule. Every searched trial runs with its values; the keys
+  it fixes leave the search space, and so do the keys it makes moot (``hp.epochs`` when HP runs
+  until converged; every ``hp.*`` key when it fixes τ = 0). The search tunes what is left, so
+  ``schedule=lp_ft search_space=none study.n_trials=1`` is exactly one LP-FT trial with the
+  experiment's learning rates, and ``schedule=lp_ft`` alone tunes LP-FT's learning rates.
+- ``study.baselines=[A, B]`` enqueues each named schedule once as a fixed trial (user attrs
+  ``schedule=A`` and ``baseline=true``). A baseline runs the experiment's config with A's values,
+  whatever the study's own schedule; every other value is the config's, not a sampled one. Its
+  values for the study's search-space keys become the trial's params where the distribution
+  contains them (so the sampler learns from the baseline); a key it makes moot or whose value lies
+  outside the distribution is left out of the params.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+
+from hpsearch.config import backbone_stage_count, validate_config
+from hpsearch.errors import ConfigError, HpsearchError
+from hpsearch.space import apply_params, contains, parse_search_space, suggest
+
+SCHEDULE_DIR = Path(__file__).resolve().parent.parent / "conf" / "schedule"
+SCHEDULE_ATTR = "schedule"  # user attr: the schedule a trial ran
+BASELINE_ATTR = "baseline"  # user attr: true on trials enqueued by study.baselines
+LAYERS_COPIED = "backbone.layers_copied"
+COPY_WORDS = {"all": 0, "all_but_last": 1}  # word -> stages left out of the copy
+
+
+def _flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        *parents, leaf = dotted.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A named set of fixed config values.
+
+    ``values`` maps dotted config keys to values (``backbone.layers_copied`` may be a word of
+    ``COPY_WORDS``). ``apply`` returns the config a trial of this schedule runs;
+    ``fixed_keys`` the keys it takes out of a search space.
+    """
+
+    name: str
+    about: str
+    values: Mapping[str, Any]
+
+    @classmethod
+    def from_node(cls, node: Any) -> "Schedule":
+        node = _plain(node)
+        values = node.get("set") or {}
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"schedule {node.get('name')!r}: set must be a mapping of config "
+                              "values, e.g. {hp: {epochs: 4}}")
+        return cls(str(node.get("name", "")), str(node.get("about", "")), _flatten(values))
+
+    def resolved(self, cfg: DictConfig) -> dict[str, Any]:
+        """``values`` with the layers_copied words turned into stage counts for cfg's backbone."""
+        out = dict(self.values)
+        copied = out.get(LAYERS_COPIED)
+        if isinstance(copied, str):
+            if copied not in COPY_WORDS:
+                raise ConfigError(f"schedule {self.name}: {LAYERS_COPIED}={copied!r} is invalid: "
+                                  f"must be an integer, {' or '.join(COPY_WORDS)}")
+            n_stages = backbone_stage_count(str(cfg.backbone.arch), int(cfg.backbone.mlp_depth))
+            out[LAYERS_COPIED] = n_stages - COPY_WORDS[copied]
+        return out
+
+    def apply(self, cfg: DictConfig) -> DictConfig:
+        """A copy of ``cfg`` with this schedule's values set and ``schedule`` naming it."""
+        values = self.resolved(cfg)
+        for key in values:
+            if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
+                raise ConfigError(f"schedule {self.name}: unknown config key {key!r} in set")
+        out = apply_params(cfg, values)
+        out.schedule.name, out.schedule.about = self.name, self.about
+        out.schedule.set = _unflatten(self.values)
+        return out
+
+    def moot_keys(self, applied: DictConfig) -> set[str]:
+        """Keys whose value cannot change what a trial of this schedule does."""
+        moot: set[str] = set()
+        if applied.hp.until_converged:
+            moot.add("hp.epochs")
+        elif int(self.values.get("hp.epochs", -1)) == 0:
+            moot.update(f"hp.{key}" for key in applied.hp)  # HP does not run
+        return moot
+
+    def fixed_keys(self, applied: DictConfig) -> set[str]:
+        """The keys a study with this schedule does not search: its own and the moot ones."""
+        return set(self.values) | self.moot_keys(applied)
+
+
+_MISSING = object()
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in SCHEDULE_DIR.glob("*.yaml"))
+
+
+def load_schedule(name: str, key: str = "schedule") -> Schedule:
+    """The schedule ``conf/schedule/NAME.yaml``; ``key`` names the setting in the error."""
+    path = SCHEDULE_DIR / f"{name}.yaml"
+    if not isinstance(name, str) or not name or "/" in name or not path.is_file():
+        raise ConfigError(f"{key}: unknown schedule {name!r}; available: {', '.join(available())}")
+    return Schedule.from_node(OmegaConf.load(path))
+
+
+def study_schedule(cfg: DictConfig) -> Schedule:
+    """The study's own schedule (``schedule=NAME`` with any ``schedule.set.*`` overrides)."""
+    return Schedule.from_node(cfg.schedule)
+
+
+def checked_apply(cfg: DictConfig, schedule: Schedule, key: str) -> DictConfig:
+    """``schedule.apply(cfg)``, validated; errors name ``key`` and the schedule."""
+    try:
+        applied = schedule.apply(cfg)
+        validate_config(applied)
+    except HpsearchError as err:
+        raise ConfigError(f"{key}={schedule.name}: {err}") from None
+    return applied
+
+
+def study_distributions(cfg: DictConfig) -> dict[str, optuna.distributions.BaseDistribution]:
+    """The search space of a study: ``cfg.search_space`` less the study schedule's fixed keys,
+    parsed and checked against the config with the schedule applied."""
+    schedule = study_schedule(cfg)
+    applied = checked_apply(cfg, schedule, "schedule")
+    fixed = schedule.fixed_keys(applied)
+    space = {k: v for k, v in (_plain(cfg.search_space) or {}).items() if k not in fixed}
+    return parse_search_space(space, applied)
+
+
+def baseline_schedules(cfg: DictConfig) -> list[Schedule]:
+    """``study.baselines`` as schedules, each checked against the config."""
+    names = list(_plain(cfg.study.baselines) or [])
+    schedules = []
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            raise ConfigError(f"study.baselines: {name!r} is listed twice")
+        schedule = load_schedule(name, f"study.baselines[{i}]")
+        checked_apply(cfg, schedule, f"study.baselines[{i}]")
+        schedules.append(schedule)
+    return schedules
+
+
+def baseline_params(cfg: DictConfig, schedule: Schedule,
+                    distributions: Mapping[str, optuna.distributions.BaseDistribution]
+                    ) -> dict[str, Any]:
+    """The baseline's values for the search-space keys it can be recorded under."""
+    applied = schedule.apply(cfg)
+    moot = schedule.moot_keys(applied)
+    params = {}
+    for key, dist in distributions.items():
+        value = OmegaConf.select(applied, key)
+        if key not in moot and contains(dist, value):
+            params[key] = value
+    return params
+
+
+def enqueue_baselines(study: optuna.Study, cfg: DictConfig,
+                      distributions: Mapping[str, optuna.distributions.BaseDistribution]
+                      ) -> list[str]:
+    """Enqueue each ``study.baselines`` schedule not yet in the study; return the names enqueued.
+
+    A baseline counts as present when a trial carries its name with ``baseline=true`` and did not
+    fail (two workers starting at the same instant may both enqueue it, as with enqueue_trial).
+    """
+    present = {t.user_attrs.get(SCHEDULE_ATTR) for t in study.get_trials(deepcopy=False)
+               if t.user_attrs.get(BASELINE_ATTR) and t.state != optuna.trial.TrialState.FAIL}
+    enqueued = []
+    for schedule in baseline_schedules(cfg):
+        if schedule.name in present:
+            continue
+        study.enqueue_trial(baseline_params(cfg, schedule, distributions),
+                            user_attrs={SCHEDULE_ATTR: schedule.name, BASELINE_ATTR: True})
+        enqueued.append(schedule.name)
+    return enqueued
+
+
+def configure_trial(trial: optuna.Trial, cfg: DictConfig,
+                    distributions: Mapping[str, optuna.distributions.BaseDistribution]
+                    ) -> DictConfig:
+    """The config one trial runs: its schedule (a baseline's, else the study's) applied to
+    ``cfg``, then the trial's values for the search-space keys that schedule leaves open."""
+    if trial.user_attrs.get(BASELINE_ATTR):
+        schedule = load_schedule(str(trial.user_attrs.get(SCHEDULE_ATTR)), "trial schedule")
+        keys = baseline_params(cfg, schedule, distributions)
+    else:
+        schedule = study_schedule(cfg)
+        keys = distributions  # the study's space already excludes its schedule's keys
+    applied = schedule.apply(cfg)
+    trial_cfg = apply_params(applied, suggest(trial, {k: distributions[k] for k in keys}))
+    validate_config(trial_cfg)
+    return trial_cfg
