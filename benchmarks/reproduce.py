@@ -133,8 +133,10 @@ def split_cifar_overrides(args: argparse.Namespace) -> list[str]:
 SMOKE_SIZE = 16  # px; ResNet-18 still has all its stages (layer3 and layer4 at 1x1)
 
 
-def make_smoke_data(root: Path) -> tuple[Path, Path]:
-    """A tiny ImageFolder with the target's class names and a random ResNet-18 state_dict."""
+def make_smoke_data(root: Path, train_per_class: int = 6, test_per_class: int = 2,
+                    size: int = SMOKE_SIZE) -> tuple[Path, Path]:
+    """A small ImageFolder with the target's class names and a random ResNet-18 state_dict
+    (larger sizes serve timing runs where the real data is not at hand)."""
     import torch
     import torchvision
     from torchvision.io import write_png
@@ -142,13 +144,13 @@ def make_smoke_data(root: Path) -> tuple[Path, Path]:
     classes = ("dog", "frog", "horse", "ship", "truck")
     gen = torch.Generator().manual_seed(0)
     data = root / "images"
-    for split, per_class in (("train", 6), ("test", 2)):
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
         for label, name in enumerate(classes):
             folder = data / split / name
             folder.mkdir(parents=True, exist_ok=True)
             colour = torch.tensor([40 + 40 * label, 200 - 30 * label, 120.0]).view(3, 1, 1)
             for i in range(per_class):
-                img = colour + 40 * torch.randn(3, SMOKE_SIZE, SMOKE_SIZE, generator=gen)
+                img = colour + 40 * torch.randn(3, size, size, generator=gen)
                 write_png(img.clamp(0, 255).to(torch.uint8), str(folder / f"{i:04d}.png"))
     weights = root / "resnet18_random.pt"
     with torch.random.fork_rng(devices=[]):
