@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 # user attr -> meaning; the README's metric reference is generated from the same words.
 METRICS = {
     "schedule": "the named schedule the trial ran (conf/schedule/; none: the search space decides)",
-    "baseline": "true on a trial enqueued by study.baselines",
+    "baseline": "true on a trial enqueued by study.baselines, false otherwise",
     "tau": "HP epochs τ of this trial (the epochs HP ran when it ran until converged)",
     "hp_until_converged": "whether HP ran until converged (capped by hp.max_epochs) instead of τ",
     "hp_converged": "whether the convergence rule held at the end of HP",
@@ -203,6 +203,7 @@ class Objective:
         resume = saved.latest() if saved else None
         seed = resume.seed if resume else trial_seed(cfg.seed, trial.number)
         set_attrs(trial, {**schedule_attrs(cfg), "seed": seed,
+                          "baseline": bool(trial.user_attrs.get("baseline", False)),
                           "resumed_from_trial": resume.trial_number if resume else None,
                           "resumed_from_checkpoint": resume.phase if resume else None})
         task = ws.task(cfg)
