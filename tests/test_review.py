@@ -280,7 +280,7 @@ def test_dashboard_port_out_of_range_is_rejected(study_dir: Path) -> None:
 def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
-        pytest.skip("chromium is not installed (.ci/run installs it: apt-get install chromium)")
+        pytest.fail("chromium is not installed (.ci/run installs it: apt-get install chromium)")
     return subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
                           capture_output=True, text=True, timeout=120)
 
