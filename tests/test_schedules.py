@@ -82,7 +82,7 @@ def test_baselines_are_enqueued_once_with_their_schedule(tmp_path: Path):
     assert first[2].params["hp.label_smoothing"] == 0.3
     assert first[2].user_attrs["label_smoothing"] == 0.3
     searched = study.trials[3]
-    assert searched.user_attrs["schedule"] == "none" and "baseline" not in searched.user_attrs
+    assert searched.user_attrs["schedule"] == "none" and searched.user_attrs["baseline"] is False
     again = run_search(compose_config(args[:-2] + ["study.n_trials=1", "study.name=b"]))
     assert sum(bool(t.user_attrs.get("baseline")) for t in again.trials) == 3
 
