@@ -46,6 +46,7 @@ sys.path.insert(0, str(REPO))
 
 from hpsearch.app import compose_config  # noqa: E402
 from hpsearch.errors import HpsearchError  # noqa: E402
+from hpsearch.report import ranks  # noqa: E402
 from hpsearch.schedules import study_distributions  # noqa: E402
 from hpsearch.study import create_study, make_sampler, open_storage  # noqa: E402
 from hpsearch.trial import Objective, Workspace  # noqa: E402
@@ -245,20 +246,9 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n with ties given their average rank."""
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(1, len(x) + 1)
-    for value in np.unique(x):
-        tied = x == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
 def spearman(x: Sequence[float], y: Sequence[float], seed: int = 0) -> tuple[float, float]:
     """Spearman ρ and its one-sided permutation p-value (H1: ρ > 0)."""
-    rx, ry = _ranks(np.asarray(x, float)), _ranks(np.asarray(y, float))
+    rx, ry = np.asarray(ranks(x), float), np.asarray(ranks(y), float)
     if len(rx) < 3 or rx.std() == 0 or ry.std() == 0:
         return float("nan"), float("nan")
     rho = float(np.corrcoef(rx, ry)[0, 1])

@@ -82,7 +82,7 @@ def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float | None:
     variable is constant."""
     if len(x) != len(y) or len(x) < 2:
         return None
-    rx, ry = _ranks(x), _ranks(y)
+    rx, ry = ranks(x), ranks(y)
     mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
     cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
     vx = sum((a - mx) ** 2 for a in rx)
@@ -92,18 +92,19 @@ def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float | None:
     return cov / math.sqrt(vx * vy)
 
 
-def _ranks(values: Sequence[float]) -> list[float]:
+def ranks(values: Sequence[float]) -> list[float]:
+    """Ranks 1..n, ties given their mean rank."""
     order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
+    out = [0.0] * len(values)
     i = 0
     while i < len(order):
         j = i
         while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
             j += 1
         for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
+            out[order[k]] = (i + j) / 2 + 1
         i = j + 1
-    return ranks
+    return out
 
 
 def bound_stats(trials: Sequence[FrozenTrial]) -> dict[str, Any]:
