@@ -1,4 +1,4 @@
-"""Tiny generated ImageFolder datasets for tests (never ../shared)."""
+"""Tiny generated ImageFolder datasets for tests (never the shared benchmark data)."""
 from __future__ import annotations
 
 from pathlib import Path
