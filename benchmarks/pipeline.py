@@ -25,11 +25,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hpsearch.app import compose_config  # noqa: E402
-from hpsearch.features import CachedOutputs, FrozenOutputs  # noqa: E402
-from hpsearch.finetune import Finetuner, accuracy  # noqa: E402
+from hpsearch.data.features import CachedOutputs, FrozenOutputs  # noqa: E402
+from hpsearch.trial.ft import Finetuner, accuracy  # noqa: E402
 from hpsearch.models import build_transfer_net  # noqa: E402
-from hpsearch.probing import head_probe  # noqa: E402
-from hpsearch.training import epoch_batches  # noqa: E402
+from hpsearch.trial.hp import head_probe  # noqa: E402
+from hpsearch.trial.optim import epoch_batches  # noqa: E402
 from hpsearch.trial import Workspace  # noqa: E402
 
 

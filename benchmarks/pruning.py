@@ -50,7 +50,7 @@ from optuna.trial import TrialState  # noqa: E402
 from hpsearch.app import compose_config  # noqa: E402
 from hpsearch.errors import HpsearchError  # noqa: E402
 from hpsearch.models import build_transfer_net  # noqa: E402
-from hpsearch.search import run_search  # noqa: E402
+from hpsearch.study.worker import run_search  # noqa: E402
 from hpsearch.space import apply_params, parse_search_space  # noqa: E402
 from hpsearch.trial import Workspace  # noqa: E402
 

@@ -46,9 +46,10 @@ sys.path.insert(0, str(REPO))
 
 from hpsearch.app import compose_config  # noqa: E402
 from hpsearch.errors import HpsearchError  # noqa: E402
-from hpsearch.report import ranks  # noqa: E402
+from hpsearch.stats import ranks  # noqa: E402
 from hpsearch.schedules import study_distributions  # noqa: E402
-from hpsearch.study import create_study, make_sampler, open_storage  # noqa: E402
+from hpsearch.study.setup import create_study, make_sampler  # noqa: E402
+from hpsearch.study.storage import open_storage  # noqa: E402
 from hpsearch.trial import Objective, Workspace  # noqa: E402
 
 CONVERGED = None  # τ of the arms probed until converged
@@ -623,7 +624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     try:
-        from hpsearch.trial import resolve_device
+        from hpsearch.trial.workspace import resolve_device
 
         args.device_name = _device_name(resolve_device(args.device))
         if args.smoke:

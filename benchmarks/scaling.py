@@ -16,7 +16,7 @@
    and this process's CPU time per trial (the difference is waiting: database round trips,
    fsync, and CPU contention on a shared machine).
 
-The study setups are the product's (``hpsearch.study.prepare_study``); PostgreSQL gets a fresh
+The study setups are the product's (``hpsearch.study.setup.prepare_study``); PostgreSQL gets a fresh
 database per run, dropped afterwards; SQLite a fresh file. ``--journal`` adds Optuna's journal
 file storage (no heartbeat, so no retries) for comparison.
 """
@@ -59,7 +59,8 @@ def open_study(cfg_dict: dict, worker: int) -> Any:
     import optuna
     from omegaconf import OmegaConf
 
-    from hpsearch.study import make_pruner, make_sampler, prepare_study
+    from hpsearch.pruners import make_pruner
+    from hpsearch.study.setup import make_sampler, prepare_study
 
     os.environ["HPSEARCH_WORKER_INDEX"] = str(worker)
     cfg = OmegaConf.create(cfg_dict)

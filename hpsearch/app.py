@@ -71,8 +71,8 @@ def check_composed(cfg: DictConfig) -> None:
         validate_config(cfg)
         if cfg.mode == "search":
             from hpsearch.schedules import baseline_schedules, study_distributions
-            from hpsearch.storage import check_connection
-            from hpsearch.study import check_enqueue
+            from hpsearch.study.storage import check_connection
+            from hpsearch.study.setup import check_enqueue
 
             check_enqueue(cfg, study_distributions(cfg))
             baseline_schedules(cfg)
@@ -86,15 +86,15 @@ def check_composed(cfg: DictConfig) -> None:
 def run(cfg: DictConfig) -> None:
     """Dispatch on ``mode``."""
     if cfg.mode == "dashboard":
-        from hpsearch.dashboard import serve_dashboard
+        from hpsearch.review.dashboard import serve_dashboard
 
         serve_dashboard(cfg)
     elif cfg.mode == "report":
-        from hpsearch.report import write_report
+        from hpsearch.review.report import write_report
 
         write_report(cfg)
     else:
-        from hpsearch.search import run_search
+        from hpsearch.study.worker import run_search
 
         run_search(cfg)
 
@@ -114,7 +114,7 @@ def main() -> None:
         try:
             cfg = compose_config(overrides)
             if int(cfg.workers) > 1:  # the local launcher: N workers of this same command
-                from hpsearch.workers import launch_workers
+                from hpsearch.study.launcher import launch_workers
 
                 sys.exit(launch_workers(cfg, sys.argv[1:]))
         except HpsearchError as err:

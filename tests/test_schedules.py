@@ -10,12 +10,12 @@ from omegaconf import OmegaConf
 
 from hpsearch.app import compose_config
 from hpsearch.errors import ConfigError
-from hpsearch.features import CachedOutputs
+from hpsearch.data.features import CachedOutputs
 from hpsearch.models import TransferNet
-from hpsearch.probing import STOP_CONVERGED, STOP_MAX_EPOCHS, STOP_TAU, converged, head_probe
+from hpsearch.trial.hp import STOP_CONVERGED, STOP_MAX_EPOCHS, STOP_TAU, converged, head_probe
 from hpsearch.schedules import available, study_distributions
-from hpsearch.search import run_search
-from tests.conftest import run_cli
+from hpsearch.study.worker import run_search
+from conftest import run_cli
 
 NAMED = ["ft_only", "lp_ft", "early_hp", "hp_smooth", "mlp_head", "partial_copy"]
 

@@ -2,9 +2,11 @@
 
 ``EnergyPruner`` decides at the gate between head probing and finetuning, from the HP-phase
 signals (energy, HP accuracy and loss, head norm, schedule), and hands the FT epochs to a wrapped
-Optuna pruner.
+Optuna pruner. ``make_pruner`` builds the study's pruner from ``cfg.pruner``.
 """
 from hpsearch.pruners._energy import (DECISION_ATTRS, SIGNALS, EnergyPruner, GateDecision,
                                       InvalidSignalError)
+from hpsearch.pruners._factory import epoch_pruner, make_pruner
 
-__all__ = ["DECISION_ATTRS", "SIGNALS", "EnergyPruner", "GateDecision", "InvalidSignalError"]
+__all__ = ["DECISION_ATTRS", "SIGNALS", "EnergyPruner", "GateDecision", "InvalidSignalError",
+           "epoch_pruner", "make_pruner"]

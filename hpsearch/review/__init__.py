@@ -1,0 +1,2 @@
+"""Looking at a study: ``mode=report`` (``report``, ``plots``) and ``mode=dashboard``
+(``dashboard``)."""

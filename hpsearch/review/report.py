@@ -1,0 +1,343 @@
+"""``mode=report``: a study's summary, trial table and plots, written to a folder.
+
+``write_report`` reads the study named ``study.name`` from ``storage.url`` (a running study is
+fine: it reads what is stored now) and writes ``<storage.reports>/<study.name>/``:
+
+- ``summary.md``: trial counts, the best trials, the bound's ĉ and the energy–adaptation
+  Spearman ρ, compute spent per phase, pruned and failed trials, parameter importances;
+- ``trials.csv``: one row per trial, every parameter and user attr;
+- ``config.yaml``: the composed config the study was created with (its user attr ``config``);
+- ``<plot>.png`` and ``<plot>.html`` for the figures of ``hpsearch.review.plots`` (the HTML pages share
+  one ``plotly.min.js`` in the folder, so they open offline).
+
+summary.md, trials.csv, config.yaml and the PNGs are also put into the artifact store
+(``storage.artifacts``) as the study's artifacts, so the dashboard shows them; a later report
+replaces them instead of adding copies.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import mimetypes
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import FrozenTrial, TrialState
+
+from hpsearch.errors import HpsearchError
+from hpsearch.review import plots
+from hpsearch.stats import bound_stats, finite
+from hpsearch.study.progress import prune_reason
+from hpsearch.study.storage import open_storage, safe_url
+from hpsearch.trial.records import METRICS
+
+log = logging.getLogger("hpsearch")
+
+SUMMARY = "summary.md"
+TRIALS_CSV = "trials.csv"
+CONFIG = "config.yaml"  # the study's user attr ``config``: the composed config of the search
+# A failed trial's reason, if the worker recorded one (optuna 5 itself only logs it).
+FAIL_REASON_ATTR = "fail_reason"
+MIN_TRIALS_FOR_IMPORTANCE = 2
+
+# Schedule and metric columns of the best-trials table: (user attr, header, format).
+BEST_COLUMNS = (
+    ("tau", "τ", "d"), ("label_smoothing", "ε", ".2f"), ("head_depth", "head depth", "d"),
+    ("layers_copied", "copied", "d"), ("hp_lr", "HP lr", ".3g"), ("ft_lr", "FT lr", ".3g"),
+    ("energy", "energy", ".4f"), ("hp_train_acc", "HP train acc", ".4f"),
+    ("hp_val_acc", "HP val acc", ".4f"), ("test_acc", "FT test acc", ".4f"),
+    ("adaptation_l2", "‖z_T − z_0‖", ".4f"),
+)
+
+
+# ---------------------------------------------------------------------------- reading
+
+def load_existing_study(url: str, name: str) -> optuna.Study:
+    """The study ``name`` in the storage at ``url``; an unknown name is an HpsearchError that
+    lists the studies there. A SQLite file that does not exist is not created."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        parsed = None
+    if (parsed is not None and parsed.get_backend_name() == "sqlite"
+            and parsed.database not in (None, "", ":memory:")
+            and not Path(parsed.database).expanduser().exists()):
+        raise HpsearchError(f"storage.url={url}: no such database file; run a search first "
+                            "or point storage.url at the search's storage")
+    storage = open_storage(url)
+    names = sorted(s.study_name for s in storage.get_all_studies())
+    if name not in names:
+        raise HpsearchError(f"study.name={name!r} is not in storage {safe_url(url)}; studies "
+                            f"there: {', '.join(names) if names else '(none)'}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
+    """optuna's parameter importances over the complete trials, or (None, why not)."""
+    n = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if n < MIN_TRIALS_FOR_IMPORTANCE:
+        return None, (f"needs at least {MIN_TRIALS_FOR_IMPORTANCE} complete trials "
+                      f"({n} so far)")
+    try:
+        return dict(optuna.importance.get_param_importances(study)), ""
+    except Exception as err:  # an evaluator's limit must not cost the rest of the report
+        return None, f"not computable yet: {str(err).splitlines()[0][:160]}"
+
+
+# ---------------------------------------------------------------------------- trials.csv
+
+def fail_reason(t: FrozenTrial) -> str | None:
+    """The reason recorded for a failed trial (user or system attr ``fail_reason``), if any."""
+    reason = t.user_attrs.get(FAIL_REASON_ATTR) or t.system_attrs.get(FAIL_REASON_ATTR)
+    return str(reason) if reason else None
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def trial_columns(trials: Sequence[FrozenTrial]) -> tuple[list[str], list[str]]:
+    """(parameter names, user attr names) in a stable order: METRICS order, then the rest."""
+
+    params: list[str] = []
+    attrs: set[str] = set()
+    for t in trials:
+        params.extend(p for p in t.params if p not in params)
+        attrs.update(t.user_attrs)
+    ordered = [k for k in METRICS if k in attrs] + sorted(attrs - set(METRICS))
+    return params, ordered
+
+
+def write_trials_csv(trials: Sequence[FrozenTrial], path: Path) -> list[str]:
+    """One row per trial: number, state, objective, ``params_<name>``, every user attr, the FT
+    validation accuracy per epoch as reported, timing and a failed trial's reason."""
+    params, attrs = trial_columns(trials)
+    header = (["number", "state", "ft_val_acc_objective"] + [f"params_{p}" for p in params]
+              + attrs + ["intermediate_ft_val_acc", "datetime_start", "datetime_complete",
+                         "duration_s", "fail_reason"])
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        for t in sorted(trials, key=lambda t: t.number):
+            duration = t.duration.total_seconds() if t.duration is not None else None
+            writer.writerow(
+                [t.number, t.state.name, _cell(t.value)]
+                + [_cell(t.params.get(p)) for p in params]
+                + [_cell(t.user_attrs.get(a)) for a in attrs]
+                + [_cell({str(k): v for k, v in sorted(t.intermediate_values.items())}
+                         if t.intermediate_values else None),
+                   _cell(t.datetime_start), _cell(t.datetime_complete), _cell(duration),
+                   _cell(fail_reason(t))])
+    return header
+
+
+# ---------------------------------------------------------------------------- summary.md
+
+def _fmt(value: Any, spec: str = ".4g") -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        try:
+            return format(value, spec)
+        except ValueError:
+            return format(float(value), ".4g")
+    return str(value)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def _sum_attr(trials: Sequence[FrozenTrial], key: str) -> float:
+    return sum(float(t.user_attrs[key]) for t in trials if finite(t.user_attrs.get(key)))
+
+
+def summary_markdown(study: optuna.Study, trials: Sequence[FrozenTrial], top_k: int,
+                     url: str, figures: Sequence[plots.Figure],
+                     imp: dict[str, float] | None, imp_note: str) -> str:
+    counts = {s: sum(1 for t in trials if t.state == s) for s in TrialState}
+    done = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
+                  key=lambda t: (-float(t.value), t.number))
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    out = [f"# Study `{study.study_name}`", "",
+           f"Storage `{safe_url(url)}`, report written {now}. Objective: FT validation accuracy "
+           "(maximised).", ""]
+    if counts[TrialState.RUNNING] or counts[TrialState.WAITING]:
+        out += ["The study is still running: this report shows the trials stored so far.", ""]
+
+    out += ["## Trials", ""]
+    out += _table(["complete", "pruned", "failed", "running", "waiting", "total"],
+                  [[str(counts[TrialState.COMPLETE]), str(counts[TrialState.PRUNED]),
+                    str(counts[TrialState.FAIL]), str(counts[TrialState.RUNNING]),
+                    str(counts[TrialState.WAITING]), str(len(trials))]])
+    out.append("")
+
+    out += ["## Best trials", ""]
+    if done:
+        best = done[0]
+        out += [f"**Best trial: {best.number}** — FT validation accuracy {best.value:.4f}, "
+                f"test accuracy {_fmt(best.user_attrs.get('test_acc'), '.4f')} "
+                f"({plots.schedule_text(best)}).", ""]
+        header = ["trial", "FT val acc"] + [h for _, h, _ in BEST_COLUMNS]
+        rows = [[str(t.number), f"{t.value:.4f}"]
+                + [_fmt(t.user_attrs.get(k), f) for k, _, f in BEST_COLUMNS] for t in done[:top_k]]
+        out += _table(header, rows)
+    else:
+        out.append("No complete trial yet.")
+    out.append("")
+
+    bound = bound_stats(trials)
+    out += ["## Energy bounds feature adaptation", ""]
+    if bound["c_hat"] is not None:
+        out.append(f"- ĉ = max ‖z_T − z_0‖ / energy = **{bound['c_hat']:.4g}** (trial "
+                   f"{bound['c_hat_trial']}, over {bound['n_ratio']} complete trials): every "
+                   "trial so far has ‖z_T − z_0‖ ≤ ĉ · energy.")
+    else:
+        out.append("- ĉ: no complete trial with energy > 0 and adaptation yet.")
+    if bound["spearman_rho"] is not None:
+        out.append(f"- Spearman ρ(energy, ‖z_T − z_0‖) = **{bound['spearman_rho']:.3f}** over "
+                   f"{bound['n_rho']} complete trials.")
+    else:
+        out.append(f"- Spearman ρ: needs 2 complete trials with varying energy and adaptation "
+                   f"({bound['n_rho']} so far).")
+    out.append("")
+
+    out += ["## Compute spent", ""]
+    wall = {k: _sum_attr(trials, k) for k in ("wall_features_s", "wall_hp_s", "wall_ft_s")}
+    total = sum(t.duration.total_seconds() for t in trials if t.duration is not None)
+    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
+    span = (max(ends) - min(starts)).total_seconds() if starts and ends else None
+    hp_epochs = sum(int(t.user_attrs.get("hp_epochs_run", t.user_attrs.get("tau", 0)) or 0)
+                    for t in trials)
+    rows = [["HP epochs", str(hp_epochs)],
+            ["FT epochs", str(int(_sum_attr(trials, "ft_epochs_run")))],
+            ["copied-part outputs (s)", f"{wall['wall_features_s']:.1f}"],
+            ["head probing (s)", f"{wall['wall_hp_s']:.1f}"],
+            ["finetuning of complete trials (s)", f"{wall['wall_ft_s']:.1f}"],
+            ["rest: pruned trials' FT, evaluation, setup (s)",
+             f"{max(0.0, total - sum(wall.values())):.1f}"],
+            ["all finished trials (s)", f"{total:.1f}"],
+            ["first start to last finish (s)", _fmt(span, ".1f")]]
+    out += _table(["", "total"], rows)
+    out.append("")
+
+    stopped = [t for t in trials if t.state in (TrialState.PRUNED, TrialState.FAIL)]
+    if stopped:
+        out += ["## Pruned and failed trials", ""]
+        rows = [[str(t.number), t.state.name.lower(),
+                 prune_reason(t) if t.state == TrialState.PRUNED
+                 else (fail_reason(t) or "no reason recorded").splitlines()[0][:200]]
+                for t in sorted(stopped, key=lambda t: t.number)]
+        out += _table(["trial", "state", "reason"], rows)
+        out.append("")
+
+    out += ["## Parameter importances", ""]
+    if imp:
+        out += _table(["parameter", "importance"],
+                      [[p, f"{v:.3f}"] for p, v in sorted(imp.items(), key=lambda kv: -kv[1])])
+    else:
+        out.append(f"Not computed: {imp_note}.")
+    out.append("")
+
+    out += ["## Files", "", f"- [`{TRIALS_CSV}`]({TRIALS_CSV}): one row per trial, every "
+            "parameter and metric."]
+    if "config" in study.user_attrs:
+        out.append(f"- [`{CONFIG}`]({CONFIG}): the composed config the study was created with.")
+    for fig in figures:
+        out.append(f"- {fig.title}: [`{fig.stem}.png`]({fig.stem}.png), interactive "
+                   f"[`{fig.stem}.html`]({fig.stem}.html)")
+    out += ["", *(f"![{fig.title}]({fig.stem}.png)" for fig in figures), ""]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------- artifacts
+
+def publish_artifacts(study: optuna.Study, url: str, artifacts_dir: str,
+                      files: Sequence[Path]) -> int:
+    """Put ``files`` into the artifact store as the study's artifacts.
+
+    Each file gets an id derived from the storage, study and file name, so a new report
+    overwrites the previous one's artifacts instead of piling up copies. The metadata is the
+    study system attr optuna.artifacts.upload_artifact writes, so optuna and the dashboard
+    list them.
+    """
+    from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX
+
+    from hpsearch.review.dashboard import open_artifact_store
+
+    store = open_artifact_store(artifacts_dir)
+    storage = study._storage
+    for path in files:
+        artifact_id = str(uuid.uuid5(uuid.NAMESPACE_URL,
+                                     f"hpsearch-report/{safe_url(url)}/{study._study_id}/"
+                                     f"{path.name}"))
+        with open(path, "rb") as fh:
+            store.write(artifact_id, fh)
+        mimetype, encoding = mimetypes.guess_type(path.name)
+        meta = {"artifact_id": artifact_id, "filename": f"report-{path.name}",
+                "mimetype": mimetype or "application/octet-stream", "encoding": encoding}
+        storage.set_study_system_attr(study._study_id, ARTIFACTS_ATTR_PREFIX + artifact_id,
+                                      json.dumps(meta))
+    return len(files)
+
+
+# ---------------------------------------------------------------------------- the mode
+
+def build_figures(trials: Sequence[FrozenTrial], imp: dict[str, float] | None,
+                  imp_note: str) -> list[plots.Figure]:
+    bound = bound_stats(trials)
+    return [plots.ft_acc_vs_tau(trials),
+            plots.energy_vs_adaptation(trials, bound["c_hat"], bound["spearman_rho"]),
+            plots.energy_vs_ft_acc(trials),
+            plots.optimization_history(trials),
+            plots.param_importances(imp, imp_note)]
+
+
+def write_report(cfg: DictConfig) -> Path:
+    """Write the report of study ``study.name`` and return its folder."""
+    url, name = str(cfg.storage.url), str(cfg.study.name)
+    study = load_existing_study(url, name)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trials = study.get_trials(deepcopy=False)
+    out = Path(str(cfg.storage.reports)) / name
+    out.mkdir(parents=True, exist_ok=True)
+
+    write_trials_csv(trials, out / TRIALS_CSV)
+    imp, imp_note = importances(study)
+    figures = build_figures(trials, imp, imp_note)
+    for fig in figures:
+        plots.write_png(fig, out / f"{fig.stem}.png")
+        plots.write_html(fig, out / f"{fig.stem}.html")
+    (out / SUMMARY).write_text(
+        summary_markdown(study, trials, int(cfg.study.top_k), url, figures, imp, imp_note),
+        encoding="utf-8")
+    published = [out / SUMMARY, out / TRIALS_CSV] + [out / f"{f.stem}.png" for f in figures]
+    if "config" in study.user_attrs:  # the dashboard cuts attrs at 1024 characters; this is whole
+        (out / CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(study.user_attrs["config"])),
+                                  encoding="utf-8")
+        published.append(out / CONFIG)
+    n = publish_artifacts(study, url, str(cfg.storage.artifacts), published)
+    log.info("report of study %r (%d trials) written to %s; %d files are the study's artifacts "
+             "in %s", name, len(trials), out, n, cfg.storage.artifacts)
+    return out

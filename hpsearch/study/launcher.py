@@ -1,0 +1,123 @@
+"""The local launcher: ``workers=N`` runs N workers of the same command on this machine.
+
+    python -m hpsearch +experiment=cifar workers=4 devices=[0,1,2,3] study.n_trials=10
+
+creates the study once (so a bad storage URL is one error, not N), then starts N processes of
+the command without ``workers``/``devices``, each with ``HPSEARCH_WORKER_INDEX=i`` (its sampler
+seed offset) and, with ``devices``, ``CUDA_VISIBLE_DEVICES`` set to one device (worker i gets
+``devices[i % len(devices)]``). Without devices each worker gets ``OMP_NUM_THREADS`` = cores / N
+(unless already set), so CPU workers do not oversubscribe the cores. Each worker's output goes to
+``<storage.logs>/<study>/<time>/worker-<i>.log`` and, prefixed with ``[worker i]``, to this
+terminal. The launcher forwards SIGTERM/SIGINT to the workers (each fails and re-queues its
+running trial, see ``hpsearch.study.shutdown``), waits for all of them, and exits with the first
+non-zero exit code of a worker (0 when all succeeded).
+
+Workers on other machines are the same command without ``workers``: they share the study through
+``storage=postgres`` and the checkpoints through a shared ``storage.artifacts``.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+from typing import IO, Any
+
+from omegaconf import DictConfig
+
+from hpsearch.study.placement import WORKER_INDEX_ENV
+
+# Overrides the launcher consumes; the workers get the rest of the command line unchanged.
+_LAUNCHER_KEYS = re.compile(r"^[+~]{0,2}(workers|devices)(=|$)")
+
+
+def worker_args(argv: list[str]) -> list[str]:
+    """The command-line arguments of one worker: the launcher's, minus workers/devices."""
+    return [a for a in argv if not _LAUNCHER_KEYS.match(a)]
+
+
+def worker_env(cfg: DictConfig, index: int, base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    env[WORKER_INDEX_ENV] = str(index)
+    env["PYTHONUNBUFFERED"] = "1"  # lines reach the log as they are written
+    if cfg.devices:
+        env["CUDA_VISIBLE_DEVICES"] = str(list(cfg.devices)[index % len(cfg.devices)])
+    elif "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(cfg.workers)))
+    return env
+
+
+class _Worker:
+    def __init__(self, index: int, cmd: list[str], env: dict[str, str], log_path: Path,
+                 out: IO[str], lock: threading.Lock) -> None:
+        self.index, self.log_path = index, log_path
+        # A session of its own: Ctrl-C in the terminal reaches only the launcher, which then
+        # stops every worker exactly once.
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                     start_new_session=True)
+        self._thread = threading.Thread(target=self._pump, args=(out, lock), daemon=True)
+        self._thread.start()
+
+    def _pump(self, out: IO[str], lock: threading.Lock) -> None:
+        prefix = f"[worker {self.index}] "
+        with open(self.log_path, "w") as log_file:
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                log_file.write(line)
+                log_file.flush()
+                with lock:
+                    out.write(prefix + line)
+                    out.flush()
+
+    def wait(self) -> int:
+        code = self.proc.wait()
+        self._thread.join()
+        return code
+
+
+def launch_workers(cfg: DictConfig, argv: list[str], out: IO[str] = sys.stdout) -> int:
+    """Create the study, run ``cfg.workers`` worker processes of ``argv``, wait; an exit code."""
+    from hpsearch.space import parse_search_space
+    from hpsearch.study.setup import check_enqueue, prepare_study
+
+    n = int(cfg.workers)
+    prepare_study(cfg, check_enqueue(cfg, parse_search_space(cfg.search_space, cfg)))
+    log_dir = (Path(str(cfg.storage.logs)) / _safe_name(str(cfg.study.name))
+               / time.strftime("%Y-%m-%d_%H-%M-%S"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    lock = threading.Lock()
+    workers: list[_Worker] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        for w in workers:
+            if w.proc.poll() is None:
+                w.proc.send_signal(signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        print(f"starting {n} workers of study {cfg.study.name!r}; logs in {log_dir}", file=out,
+              flush=True)
+        for i in range(n):
+            cmd = [sys.executable, "-m", "hpsearch", *worker_args(argv),
+                   f"hydra.run.dir={log_dir}/worker-{i}"]
+            workers.append(_Worker(i, cmd, worker_env(cfg, i), log_dir / f"worker-{i}.log", out,
+                                   lock))
+        # A worker killed by signal N reads -N here; report it as the shell would (128 + N).
+        codes = [code if code >= 0 else 128 - code for code in (w.wait() for w in workers)]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for w, code in zip(workers, codes):
+        print(f"worker {w.index} exited with code {code} (log: {w.log_path})", file=out,
+              flush=True)
+    return next((c for c in codes if c != 0), 0)
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "study"

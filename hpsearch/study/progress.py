@@ -1,0 +1,73 @@
+"""What a worker prints: one line per finished trial, and the table of best trials."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else format(value, spec)
+    return str(value)
+
+
+def best_trials_table(study: optuna.Study, top_k: int) -> str:
+    """A text table of the top-k complete trials by FT validation accuracy."""
+    done = [t for t in study.get_trials(deepcopy=False)
+            if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+    done.sort(key=lambda t: t.value, reverse=True)
+    header = ("trial", "ft_val_acc", "tau", "eps", "depth", "copied", "hp_lr", "ft_lr", "energy",
+              "hp_acc", "adapt_l2", "test_acc")
+    rows = [header]
+    for t in done[:top_k]:
+        a = t.user_attrs
+        rows.append((str(t.number), _fmt(t.value, ".4f"), _fmt(a.get("tau")),
+                     _fmt(a.get("label_smoothing"), ".2f"), _fmt(a.get("head_depth")),
+                     _fmt(a.get("layers_copied")), _fmt(a.get("hp_lr"), ".4g"),
+                     _fmt(a.get("ft_lr"), ".4g"), _fmt(a.get("energy")),
+                     _fmt(a.get("hp_train_acc")), _fmt(a.get("adaptation_l2")),
+                     _fmt(a.get("test_acc"), ".4f")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
+
+
+def prune_reason(trial: optuna.trial.FrozenTrial) -> str:
+    """Where a pruned trial stopped and on what: its ``prune_reason`` attr when set, else its
+    ``pruned_at`` and the last FT validation accuracy it reported."""
+    a = trial.user_attrs
+    if a.get("prune_reason"):
+        return str(a["prune_reason"])
+    if trial.intermediate_values:
+        epoch = max(trial.intermediate_values)
+        return (f"{a.get('pruned_at', f'ft_epoch_{epoch}')}: FT val acc "
+                f"{trial.intermediate_values[epoch]:.4f} after epoch {epoch}")
+    if a.get("pruned_at") == "gate":
+        return "gate: after HP, before FT"
+    return str(a.get("pruned_at", "no reason recorded"))
+
+
+def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
+    """One progress line for a finished trial: schedule, energy, outcome, best so far."""
+    a = trial.user_attrs
+    schedule = (f"tau={_fmt(a.get('tau'))} eps={_fmt(a.get('label_smoothing'), '.2f')} "
+                f"depth={_fmt(a.get('head_depth'))} copied={_fmt(a.get('layers_copied'))} "
+                f"hp_lr={_fmt(a.get('hp_lr'), '.3g')} ft_lr={_fmt(a.get('ft_lr'), '.3g')}")
+    state = trial.state
+    if state == optuna.trial.TrialState.COMPLETE:
+        outcome = f"ft_val_acc={trial.value:.4f}"
+    elif state == optuna.trial.TrialState.PRUNED:
+        outcome = f"pruned ({prune_reason(trial)})"
+    elif a.get("fail_reason"):
+        outcome = f"failed ({a['fail_reason']})"
+    else:
+        outcome = state.name.lower()
+    try:
+        best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
+    except ValueError:
+        best = "best -"
+    return (f"trial {trial.number}: {schedule} | energy={_fmt(a.get('energy'))} "
+            f"hp_acc={_fmt(a.get('hp_train_acc'))} | {outcome} | {best}")

@@ -1,0 +1,81 @@
+"""Sampler, pruner and study setup, and the table of best trials.
+
+Storage is any SQLAlchemy URL (``storage.url``); the default is a SQLite file under ``storage/``.
+Opening it (``hpsearch.study.storage.open_storage``, re-exported here) is checked before any work
+starts: an unreachable server, a wrong password or an unknown database becomes one line that
+names the URL with its password hidden.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Mapping
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+
+from hpsearch.config import validate_config
+from hpsearch.errors import ConfigError
+from hpsearch.pruners import make_pruner
+from hpsearch.space import apply_params, contains
+from hpsearch.study.placement import worker_index
+from hpsearch.study.storage import Heartbeat, Pool, open_storage, safe_url, setup_lock
+
+log = logging.getLogger(__name__)
+
+def make_sampler(study_cfg: DictConfig, worker_offset: int = 0) -> optuna.samplers.BaseSampler:
+    seed = int(study_cfg.seed) + worker_offset
+    if study_cfg.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=int(study_cfg.n_startup_trials))
+
+
+def create_study(cfg: DictConfig, storage: optuna.storages.BaseStorage,
+                 sampler: optuna.samplers.BaseSampler,
+                 pruner: optuna.pruners.BasePruner) -> optuna.Study:
+    study = optuna.create_study(storage=storage, study_name=str(cfg.study.name),
+                                direction="maximize", sampler=sampler, pruner=pruner,
+                                load_if_exists=True)
+    if "config" not in study.user_attrs:
+        config = OmegaConf.to_container(cfg, resolve=True)
+        config["storage"]["url"] = safe_url(str(cfg.storage.url))  # never store the password
+        study.set_user_attr("config", config)
+    return study
+
+
+def prepare_study(cfg: DictConfig, fixed: list[dict[str, Any]],
+                  setup: Callable[[optuna.Study], Any] | None = None) -> optuna.Study:
+    """Open the storage (heartbeat on), create or load the study, enqueue the fixed trials and
+    run ``setup(study)`` (the baselines), holding the storage's setup lock so that any number of
+    workers may do it at the same moment (a fixed trial is enqueued once, however many workers
+    start together)."""
+    url = str(cfg.storage.url)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with setup_lock(url):
+        storage = open_storage(url, Heartbeat.from_config(cfg.storage),
+                               Pool.from_config(cfg.storage))
+        study = create_study(cfg, storage, make_sampler(cfg.study, worker_index(url)),
+                             make_pruner(cfg))
+        for params in fixed:
+            study.enqueue_trial(params, skip_if_exists=True)
+        if setup is not None:
+            setup(study)
+    return study
+
+
+def check_enqueue(cfg: DictConfig, distributions: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The configured fixed trials, each key a search-space key with an allowed value."""
+    fixed = []
+    for i, entry in enumerate(OmegaConf.to_container(cfg.study.enqueue, resolve=True) or []):
+        if not isinstance(entry, dict) or not entry:
+            raise ConfigError(f"study.enqueue[{i}] must be a non-empty mapping of search-space "
+                              "keys to values")
+        for key, value in entry.items():
+            if key not in distributions:
+                raise ConfigError(f"study.enqueue[{i}]: {key!r} is not a search-space key; "
+                                  f"allowed: {', '.join(distributions)}")
+            if not contains(distributions[key], value):
+                raise ConfigError(f"study.enqueue[{i}]: {key}={value!r} lies outside its "
+                                  f"search-space distribution {distributions[key]}")
+        validate_config(apply_params(cfg, entry))
+        fixed.append(entry)
+    return fixed

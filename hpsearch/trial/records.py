@@ -1,0 +1,66 @@
+"""What a trial writes: its user attrs (``METRICS`` names and explains every one; the docs'
+metric table is generated from it) and the helpers that set them."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import optuna
+from omegaconf import DictConfig
+
+# user attr -> meaning; docs/metrics.md is generated from the same words.
+METRICS = {
+    "schedule": "the named schedule the trial ran (conf/schedule/; none: the search space decides)",
+    "baseline": "true on a trial enqueued by study.baselines, false otherwise",
+    "tau": "HP epochs τ of this trial (the epochs HP ran when it ran until converged)",
+    "hp_until_converged": "whether HP ran until converged (capped by hp.max_epochs) instead of τ",
+    "hp_converged": "whether the convergence rule held at the end of HP",
+    "hp_stop_reason": "why HP stopped: tau, converged or max_epochs",
+    "label_smoothing": "ε used in HP",
+    "head_depth": "linear layers in the head",
+    "layers_copied": "backbone stages that kept pretrained weights",
+    "hp_lr": "HP learning rate",
+    "ft_lr": "FT learning rate",
+    "seed": "the trial's seed (head init, batch order, augmentation)",
+    "hp_features": "how HP got the copied part's outputs: cache, cache-disk or frozen",
+    "hp_epochs_run": "HP epochs actually run",
+    "energy": "mean ||e_y - q_0||_2 on the train split at the start of FT",
+    "hp_train_acc": "train accuracy at the end of HP (eval mode, no augmentation)",
+    "hp_train_loss": "train cross-entropy (unsmoothed) at the end of HP",
+    "hp_val_acc": "validation accuracy at the end of HP",
+    "head_norm": "Frobenius norm of the head's last weight matrix after HP",
+    "energy_curve": "energy after 0, 1, ..., τ HP epochs",
+    "hp_train_acc_curve": "train accuracy after 0, 1, ..., τ HP epochs",
+    "ft_epochs_run": "FT epochs this trial actually ran",
+    "ft_resumed_from_epoch": "FT epochs done before this trial started (0 unless it resumed)",
+    "resumed_from_trial": "the failed trial whose checkpoint this retry continued (null: fresh)",
+    "resumed_from_checkpoint": "where it continued: hp (after HP), ft_epoch_N, or null",
+    "ft_val_acc_curve": "validation accuracy after each FT epoch",
+    "ft_val_acc": "validation accuracy after FT (the objective)",
+    "test_acc": "test accuracy after FT (recorded, never used to select)",
+    "adaptation_l2": "mean ||z_T - z_0||_2 on the validation split",
+    "adaptation_cos": "mean cos(z_T, z_0)",
+    "adaptation_dot": "mean z_T . z_0",
+    "feature_norm_T": "mean ||z_T||",
+    "feature_norm_0": "mean ||z_0||",
+    "wall_features_s": "seconds to get the copied part's outputs",
+    "wall_hp_s": "seconds of HP",
+    "wall_ft_s": "seconds of FT",
+    "pruned_at": "where a pruned trial stopped: gate (before FT) or ft_epoch_N",
+}
+
+
+def schedule_attrs(cfg: DictConfig) -> dict[str, Any]:
+    return {"schedule": str(cfg.schedule.name), "tau": int(cfg.hp.epochs),
+            "hp_until_converged": bool(cfg.hp.until_converged),
+            "label_smoothing": float(cfg.hp.label_smoothing),
+            "head_depth": int(cfg.head.depth), "layers_copied": int(cfg.backbone.layers_copied),
+            "hp_lr": float(cfg.hp.lr), "ft_lr": float(cfg.ft.lr)}
+
+
+def set_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    return (int(study_seed) * 1_000_003 + int(number)) % (2**31 - 1)

@@ -1,0 +1,59 @@
+"""End to end on the toy experiment: pruner=energy prunes at the gate, before any FT epoch."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from conftest import run_cli
+
+HP_METRICS = ("energy", "hp_train_acc", "hp_train_loss", "hp_val_acc", "head_norm", "tau",
+              "label_smoothing", "head_depth", "ft_lr", "energy_curve")
+
+
+def test_toy_study_with_energy_pruner(workdir: Path) -> None:
+    # kappa=0: prune whenever the predicted objective is below the best so far — on the toy,
+    # whose trials lie within a point of each other, that prunes most trials after startup.
+    result = run_cli(["study.n_trials=7", "ft.epochs=2", "progress=false", "pruner=energy",
+                      "pruner.n_startup_trials=3", "pruner.kappa=0", "pruner.ft=median"],
+                     cwd=workdir, env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "pruned (cannot reach the top" in result.stderr + result.stdout
+
+    study = optuna.load_study(study_name="toy", storage=f"sqlite:///{workdir}/storage/hpsearch.db")
+    trials = study.get_trials()
+    assert len(trials) == 7
+    gate_pruned = [t for t in trials if t.state == TrialState.PRUNED
+                   and t.user_attrs.get("pruned_at") == "gate"]
+    assert gate_pruned, [t.user_attrs.get("gate_reason") for t in trials]
+    for t in gate_pruned:
+        assert t.user_attrs["ft_epochs_run"] == 0 and t.intermediate_values == {}
+        assert all(key in t.user_attrs for key in HP_METRICS)
+        assert t.user_attrs["gate_decision"] == "prune"
+        assert t.user_attrs["gate_bound"] < t.user_attrs["gate_threshold"]
+        assert "ft_val_acc" not in t.user_attrs
+    first = sorted(trials, key=lambda t: t.number)[:3]
+    assert all(t.state == TrialState.COMPLETE for t in first)  # startup: never pruned
+    assert study.best_trial.state == TrialState.COMPLETE
+    assert study.best_trial.user_attrs["ft_epochs_run"] == 2
+    assert study.user_attrs["bound_trials"] == len(study.get_trials(states=(TrialState.COMPLETE,)))
+    assert study.user_attrs["bound_c_hat"] > 0
+
+
+def test_diverged_head_probing_fails_its_trial_and_the_study_goes_on(workdir: Path,
+                                                                    monkeypatch) -> None:
+    """An absurd HP learning rate makes the head's weights overflow: the trial FAILS with the
+    signal named, it never reaches FT, and the worker runs the next trial."""
+    from hpsearch.app import compose_config
+    from hpsearch.study.worker import run_search
+
+    monkeypatch.chdir(workdir)
+    cfg = compose_config(["pruner=energy", "study.n_trials=2", "ft.epochs=1", "progress=false"])
+    cfg.search_space["hp.lr"] = {"type": "float", "low": 1e30, "high": 1e31, "log": True}
+    study = run_search(cfg)
+
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    for t in study.trials:
+        assert "not finite" in t.user_attrs["fail_reason"]
+        assert t.user_attrs["gate_decision"] == "fail" and "ft_epochs_run" not in t.user_attrs
