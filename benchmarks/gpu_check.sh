@@ -8,7 +8,7 @@ python -c "import psycopg2" && echo HAVE_PSYCOPG2
 ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null && echo HAVE_PG
 mkdir -p $OUT
 # 1. Resume exactness with CUDA tensors (checkpoint written from GPU, loaded into a GPU net).
-HPSEARCH_TEST_DEVICE=cuda timeout 240 python -m pytest -q -x tests/test_distributed.py -k "resumed_trial_ends" 2>&1 | tail -5
+HPSEARCH_TEST_DEVICE=cuda timeout 240 python -m pytest -q -x tests/study/test_distributed.py -k "resumed_trial_ends" 2>&1 | tail -5
 # 2. Launcher with devices: 2 workers pinned to GPU 0 (CUDA_VISIBLE_DEVICES), SQLite default.
 W=$(mktemp -d); cd $W
 TINY="progress=false study.sampler=random data.train_per_class=40 data.val_per_class=20 data.test_per_class=20 data.synthetic.source_per_class=100 data.synthetic.source_epochs=3 ft.epochs=3 search_space={hp.epochs:{type:int,low:1,high:2}}"

@@ -48,10 +48,11 @@ from omegaconf import DictConfig  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from hpsearch.app import compose_config  # noqa: E402
+from hpsearch.config import PrunerConfig  # noqa: E402
 from hpsearch.errors import HpsearchError  # noqa: E402
 from hpsearch.models import build_transfer_net  # noqa: E402
-from hpsearch.study.worker import run_search  # noqa: E402
 from hpsearch.space import apply_params, parse_search_space  # noqa: E402
+from hpsearch.study.worker import run_search  # noqa: E402
 from hpsearch.trial import Workspace  # noqa: E402
 
 log = logging.getLogger("benchmarks.pruning")
@@ -64,6 +65,9 @@ ARMS: dict[str, list[str]] = {
     "energy+median": ["pruner=energy", "pruner.ft=median"],
 }
 SMOKE_CLASSES = ("dog", "frog", "horse", "ship", "truck")  # the split_cifar experiment's classes
+
+
+PRUNER = PrunerConfig()  # the benchmark's pruner defaults are the product's
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -80,13 +84,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--search-space", default="resnet_pruning",
                     help="conf/search_space/NAME.yaml, the same for every arm")
-    ap.add_argument("--pruner-startup", type=int, default=4,
+    ap.add_argument("--pruner-startup", type=int, default=PRUNER.n_startup_trials,
                     help="completed trials before any pruner prunes (median, energy)")
     ap.add_argument("--sampler-startup", type=int, default=5,
                     help="random trials before TPE models the space")
-    ap.add_argument("--kappa", type=float, default=2.0, help="energy pruner: UCB width")
-    ap.add_argument("--top-k", type=int, default=1, help="energy pruner: rank to reach")
-    ap.add_argument("--min-std", type=float, default=0.01,
+    ap.add_argument("--kappa", type=float, default=PRUNER.kappa, help="energy pruner: UCB width")
+    ap.add_argument("--top-k", type=int, default=PRUNER.top_k, help="energy pruner: rank to reach")
+    ap.add_argument("--min-std", type=float, default=PRUNER.min_std,
                     help="energy pruner: floor on the prediction's std (validation noise)")
     ap.add_argument("--workdir", default=None,
                     help="storage and caches (default: a fresh temporary directory)")

@@ -8,15 +8,15 @@ are reported the same way.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from hpsearch.config import CONF_DIR as conf_dir
 from hpsearch.config import register_schema, validate_config
 from hpsearch.errors import ConfigError, HpsearchError
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(conf_dir)
 EXIT_BAD_INPUT = 2
 
 
@@ -63,6 +63,9 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 
 def check_composed(cfg: DictConfig) -> None:
+    """The one check of a composed config, before anything runs: required keys, the schema's
+    ranges and cross-field rules (``validate_config``); for a search also every search-space
+    bound, fixed trial and baseline (each through the same validator) and the storage URL."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"{missing[0]} must be given for experiment {cfg.experiment!r} "
@@ -71,8 +74,8 @@ def check_composed(cfg: DictConfig) -> None:
         validate_config(cfg)
         if cfg.mode == "search":
             from hpsearch.schedules import baseline_schedules, study_distributions
-            from hpsearch.study.storage import check_connection
             from hpsearch.study.setup import check_enqueue
+            from hpsearch.study.storage import check_connection
 
             check_enqueue(cfg, study_distributions(cfg))
             baseline_schedules(cfg)
@@ -99,20 +102,27 @@ def run(cfg: DictConfig) -> None:
         run_search(cfg)
 
 
+_checked = False  # main() composed and checked this command's config before Hydra ran it
+
+
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def _hydra_app(cfg: DictConfig) -> None:
     try:
+        if not _checked:  # Hydra's own flags (--multirun, ...) bypass main()'s check
+            check_composed(cfg)
         run(cfg)
     except HpsearchError as err:
         _fail(err)
 
 
 def main() -> None:
+    global _checked
     register_schema()
     overrides = [a for a in sys.argv[1:] if not a.startswith("-") and not a.startswith("hydra")]
     if not any(a.startswith("-") for a in sys.argv[1:]):  # --help, --cfg, --multirun: Hydra's
         try:
             cfg = compose_config(overrides)
+            _checked = True
             if int(cfg.workers) > 1:  # the local launcher: N workers of this same command
                 from hpsearch.study.launcher import launch_workers
 

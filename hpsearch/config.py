@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from hpsearch.errors import ConfigError
+
+# The Hydra configs: conf/ at the repository's top level, shipped inside the package as
+# hpsearch/conf (a link in the repository, files in an installed wheel).
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 MODES = ("search", "dashboard", "report")
 DATA_FORMATS = ("synthetic", "cifar10", "cifar100", "imagefolder", "tensors")
@@ -28,6 +33,10 @@ FT_PRUNERS = ("none", "median", "hyperband")  # what pruner.ft may wrap under pr
 # Stages a backbone is cut into for `backbone.layers_copied`; the vector backbones have one stage
 # per linear layer.
 RESNET_STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
+# HP-phase signals (trial user attrs set before the gate) the energy pruner may read
+# (`pruner.signals`); hpsearch.pruners.SIGNALS says how the predictor sees each.
+ENERGY_SIGNALS = ("energy", "hp_train_acc", "hp_train_loss", "hp_val_acc", "head_norm", "tau",
+                  "label_smoothing", "head_depth", "layers_copied", "hp_lr", "ft_lr")
 
 
 def backbone_stage_count(arch: str, mlp_depth: int = 2) -> int:
@@ -90,19 +99,19 @@ class HeadConfig:
 
 @dataclass
 class HPConfig:
-    epochs: int = 4
+    epochs: int = 4  # τ; 0 = finetune from a random head
     lr: float = 0.05
-    optimizer: str = "sgd"
+    optimizer: str = "sgd"  # sgd | adam | adamw
     momentum: float = 0.9
     weight_decay: float = 0.0
     batch_size: int = 128
-    label_smoothing: float = 0.0
-    augment: bool = False
-    feature_cache: bool = True
-    cache_max_gb: float = 4.0
-    until_converged: bool = False  # true: hp.epochs is ignored; HP stops by the rule below
+    label_smoothing: float = 0.0  # ε in [0, 1); energy is always measured against unsmoothed labels
+    augment: bool = False  # true: no feature cache, every batch augmented through the frozen part
+    feature_cache: bool = True  # HP on the copied part's outputs, computed once, cached on disk
+    cache_max_gb: float = 4.0  # larger caches fall back to running the frozen part per batch
+    until_converged: bool = False  # true: hp.epochs is ignored (and leaves the search space)
     max_epochs: int = 100  # cap on HP epochs when until_converged
-    converge_tol: float = 0.001  # converged: objective improved by < tol (relative) ...
+    converge_tol: float = 0.001  # converged: objective improved by < tol (relative, 0.1%) ...
     converge_window: int = 5  # ... over the last this many epochs
 
 
@@ -114,20 +123,21 @@ class FTConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 128
-    schedule: str = "cosine"
+    schedule: str = "cosine"  # cosine | constant (per step)
     label_smoothing: float = 0.0
 
 
 @dataclass
 class StudyConfig:
-    name: str = "toy"
-    n_trials: int = 20
-    sampler: str = "tpe"
-    seed: int = 0
-    n_startup_trials: int = 8
-    enqueue: List[Dict[str, Any]] = field(default_factory=list)
+    name: str = "toy"  # conf/config.yaml: the experiment's name unless given
+    n_trials: int = 20  # per worker
+    sampler: str = "tpe"  # tpe | random
+    seed: int = 0  # conf/config.yaml: the top-level seed unless given
+    n_startup_trials: int = 8  # random trials before TPE models the space
+    enqueue: List[Dict[str, Any]] = field(default_factory=list)  # fixed trials run first:
+    # a list of {dotted.key: value} mappings
     baselines: List[str] = field(default_factory=list)  # schedule names enqueued as fixed trials
-    top_k: int = 5
+    top_k: int = 5  # rows of the best-trials table printed at the end
 
 
 @dataclass
@@ -141,24 +151,24 @@ class StorageConfig:
     grace_period: int = 60  # s without a heartbeat before a trial is failed and retried
     max_retry: int = 3  # retries of a trial whose worker died or was stopped
     pool_size: int = 2  # database connections per worker (trial thread + heartbeat thread)
-    pool_recycle: int = 300  # s before a pooled connection is replaced
+    pool_recycle: int = 300  # s before a pooled connection is replaced (idle timeouts, proxies)
 
 
 @dataclass
 class PrunerConfig:
-    name: str = "none"
-    n_startup_trials: int = 4
-    n_warmup_steps: int = 1
-    min_resource: int = 1
-    reduction_factor: int = 3
+    name: str = "none"  # none | median | hyperband | energy
+    n_startup_trials: int = 4  # completed trials before it prunes
+    n_warmup_steps: int = 1  # median: FT epochs before it prunes
+    min_resource: int = 1  # hyperband
+    reduction_factor: int = 3  # hyperband
     # pruner=energy (hpsearch.pruners.EnergyPruner): the gate between HP and FT
-    ft: str = "none"  # the pruner it hands the FT epochs to
-    top_k: int = 1
-    kappa: float = 2.0
-    min_std: float = 0.0
-    energy_min: Optional[float] = None
+    ft: str = "none"  # the pruner it hands the FT epochs to: none | median | hyperband
+    top_k: int = 1  # 1: prune what cannot become the best; larger keeps more trials
+    kappa: float = 2.0  # width of the optimistic bound in standard deviations; larger prunes less
+    min_std: float = 0.01  # floor on that std: the objective's noise (~1 point on 1,000 val images)
+    energy_min: Optional[float] = None  # optional hard band on the energy (from the first trial)
     energy_max: Optional[float] = None
-    signals: Optional[List[str]] = None  # None: every signal in hpsearch.pruners.SIGNALS
+    signals: Optional[List[str]] = None  # user attrs the predictor reads; None: ENERGY_SIGNALS
 
 
 @dataclass
@@ -180,11 +190,11 @@ class ScheduleConfig:
 
 @dataclass
 class HpsearchConfig:
-    mode: str = "search"
+    mode: str = "search"  # search | dashboard (optuna-dashboard on storage.url) | report
     experiment: str = "toy"
-    device: str = "auto"
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     seed: int = 0
-    progress: bool = True
+    progress: bool = True  # tqdm bars for feature extraction, HP and FT
     workers: int = 1  # > 1: start this many local worker processes of this command and wait
     devices: Optional[List[str]] = None  # with workers: CUDA_VISIBLE_DEVICES of each worker
     data: DataConfig = field(default_factory=DataConfig)
@@ -313,8 +323,6 @@ def validate_config(cfg: DictConfig) -> None:
 
 
 def _check_energy_pruner(p: DictConfig) -> None:
-    from hpsearch.pruners import SIGNALS
-
     _require(p.n_startup_trials >= 2, "pruner.n_startup_trials", p.n_startup_trials,
              ">= 2 for pruner=energy (the predictor needs two completed trials)")
     _require(1 <= p.top_k <= p.n_startup_trials, "pruner.top_k", p.top_k,
@@ -331,9 +339,9 @@ def _check_energy_pruner(p: DictConfig) -> None:
         _require(p.energy_min < p.energy_max, "pruner.energy_min", p.energy_min,
                  f"< pruner.energy_max={p.energy_max}")
     if p.signals is not None:
-        unknown = [s for s in p.signals if s not in SIGNALS]
+        unknown = [s for s in p.signals if s not in ENERGY_SIGNALS]
         _require(len(p.signals) > 0 and not unknown, "pruner.signals", list(p.signals),
-                 "null or a non-empty list of " + ", ".join(SIGNALS))
+                 "null or a non-empty list of " + ", ".join(ENERGY_SIGNALS))
 
 
 _ROOT_HELP = {

@@ -28,11 +28,11 @@ from typing import Any, Mapping
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from hpsearch.config import backbone_stage_count, validate_config
+from hpsearch.config import CONF_DIR, backbone_stage_count, validate_config
 from hpsearch.errors import ConfigError, HpsearchError
 from hpsearch.space import apply_params, contains, parse_search_space, suggest
 
-SCHEDULE_DIR = Path(__file__).resolve().parent.parent / "conf" / "schedule"
+SCHEDULE_DIR = CONF_DIR / "schedule"
 SCHEDULE_ATTR = "schedule"  # user attr: the schedule a trial ran
 BASELINE_ATTR = "baseline"  # user attr: true on trials enqueued by study.baselines
 LAYERS_COPIED = "backbone.layers_copied"
@@ -223,6 +223,5 @@ def configure_trial(trial: optuna.Trial, cfg: DictConfig,
         schedule = study_schedule(cfg)
         keys = distributions  # the study's space already excludes its schedule's keys
     applied = schedule.apply(cfg)
-    trial_cfg = apply_params(applied, suggest(trial, {k: distributions[k] for k in keys}))
-    validate_config(trial_cfg)
-    return trial_cfg
+    # Every bound of the space and every schedule was validated before the study started.
+    return apply_params(applied, suggest(trial, {k: distributions[k] for k in keys}))

@@ -11,23 +11,17 @@ from optuna.pruners import BasePruner, NopPruner
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.config import ENERGY_SIGNALS, PrunerConfig
 from hpsearch.pruners._gp import GaussianProcess
 
 # HP-phase signal (a trial user attr set before the gate) -> how the predictor sees it. The
 # learning rates are searched on a log scale, so the predictor sees them on one too.
+_LOG_SCALED = ("hp_lr", "ft_lr")
 SIGNALS: dict[str, Callable[[float], float]] = {
-    "energy": float,
-    "hp_train_acc": float,
-    "hp_train_loss": float,
-    "hp_val_acc": float,
-    "head_norm": float,
-    "tau": float,
-    "label_smoothing": float,
-    "head_depth": float,
-    "layers_copied": float,
-    "hp_lr": lambda v: math.log(v) if v > 0 else math.nan,
-    "ft_lr": lambda v: math.log(v) if v > 0 else math.nan,
+    name: (lambda v: math.log(v) if v > 0 else math.nan) if name in _LOG_SCALED else float
+    for name in ENERGY_SIGNALS
 }
+_DEFAULTS = PrunerConfig()  # the constructor's defaults are the config schema's
 
 # The user attrs a gate decision writes on its trial, and what they mean.
 DECISION_ATTRS = {
@@ -183,11 +177,13 @@ class EnergyPruner(BasePruner):
             Names of the user attrs the predictor reads (keys of ``SIGNALS``).
     """
 
-    def __init__(self, ft_pruner: BasePruner | None = None, *, n_startup_trials: int = 5,
-                 top_k: int = 1, kappa: float = 2.0, min_std: float = 0.0,
-                 energy_min: float | None = None,
-                 energy_max: float | None = None,
-                 signals: Sequence[str] = tuple(SIGNALS)) -> None:
+    def __init__(self, ft_pruner: BasePruner | None = None, *,
+                 n_startup_trials: int = _DEFAULTS.n_startup_trials,
+                 top_k: int = _DEFAULTS.top_k, kappa: float = _DEFAULTS.kappa,
+                 min_std: float = _DEFAULTS.min_std,
+                 energy_min: float | None = _DEFAULTS.energy_min,
+                 energy_max: float | None = _DEFAULTS.energy_max,
+                 signals: Sequence[str] = ENERGY_SIGNALS) -> None:
         if n_startup_trials < 2:
             raise ValueError(f"n_startup_trials must be >= 2 but got {n_startup_trials}.")
         if not 1 <= top_k <= n_startup_trials:

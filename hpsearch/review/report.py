@@ -35,6 +35,7 @@ from hpsearch.review import plots
 from hpsearch.stats import bound_stats, finite
 from hpsearch.study.progress import prune_reason
 from hpsearch.study.storage import open_storage, safe_url
+from hpsearch.tables import fmt, markdown_table
 from hpsearch.trial.records import METRICS
 
 log = logging.getLogger("hpsearch")
@@ -147,27 +148,6 @@ def write_trials_csv(trials: Sequence[FrozenTrial], path: Path) -> list[str]:
 
 # ---------------------------------------------------------------------------- summary.md
 
-def _fmt(value: Any, spec: str = ".4g") -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, (int, float)):
-        if isinstance(value, float) and not math.isfinite(value):
-            return str(value)
-        try:
-            return format(value, spec)
-        except ValueError:
-            return format(float(value), ".4g")
-    return str(value)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return lines
-
-
 def _sum_attr(trials: Sequence[FrozenTrial], key: str) -> float:
     return sum(float(t.user_attrs[key]) for t in trials if finite(t.user_attrs.get(key)))
 
@@ -186,7 +166,7 @@ def summary_markdown(study: optuna.Study, trials: Sequence[FrozenTrial], top_k: 
         out += ["The study is still running: this report shows the trials stored so far.", ""]
 
     out += ["## Trials", ""]
-    out += _table(["complete", "pruned", "failed", "running", "waiting", "total"],
+    out += markdown_table(["complete", "pruned", "failed", "running", "waiting", "total"],
                   [[str(counts[TrialState.COMPLETE]), str(counts[TrialState.PRUNED]),
                     str(counts[TrialState.FAIL]), str(counts[TrialState.RUNNING]),
                     str(counts[TrialState.WAITING]), str(len(trials))]])
@@ -196,12 +176,12 @@ def summary_markdown(study: optuna.Study, trials: Sequence[FrozenTrial], top_k: 
     if done:
         best = done[0]
         out += [f"**Best trial: {best.number}** — FT validation accuracy {best.value:.4f}, "
-                f"test accuracy {_fmt(best.user_attrs.get('test_acc'), '.4f')} "
+                f"test accuracy {fmt(best.user_attrs.get('test_acc'), '.4f')} "
                 f"({plots.schedule_text(best)}).", ""]
         header = ["trial", "FT val acc"] + [h for _, h, _ in BEST_COLUMNS]
         rows = [[str(t.number), f"{t.value:.4f}"]
-                + [_fmt(t.user_attrs.get(k), f) for k, _, f in BEST_COLUMNS] for t in done[:top_k]]
-        out += _table(header, rows)
+                + [fmt(t.user_attrs.get(k), f) for k, _, f in BEST_COLUMNS] for t in done[:top_k]]
+        out += markdown_table(header, rows)
     else:
         out.append("No complete trial yet.")
     out.append("")
@@ -238,8 +218,8 @@ def summary_markdown(study: optuna.Study, trials: Sequence[FrozenTrial], top_k: 
             ["rest: pruned trials' FT, evaluation, setup (s)",
              f"{max(0.0, total - sum(wall.values())):.1f}"],
             ["all finished trials (s)", f"{total:.1f}"],
-            ["first start to last finish (s)", _fmt(span, ".1f")]]
-    out += _table(["", "total"], rows)
+            ["first start to last finish (s)", fmt(span, ".1f")]]
+    out += markdown_table(["", "total"], rows)
     out.append("")
 
     stopped = [t for t in trials if t.state in (TrialState.PRUNED, TrialState.FAIL)]
@@ -249,12 +229,12 @@ def summary_markdown(study: optuna.Study, trials: Sequence[FrozenTrial], top_k: 
                  prune_reason(t) if t.state == TrialState.PRUNED
                  else (fail_reason(t) or "no reason recorded").splitlines()[0][:200]]
                 for t in sorted(stopped, key=lambda t: t.number)]
-        out += _table(["trial", "state", "reason"], rows)
+        out += markdown_table(["trial", "state", "reason"], rows)
         out.append("")
 
     out += ["## Parameter importances", ""]
     if imp:
-        out += _table(["parameter", "importance"],
+        out += markdown_table(["parameter", "importance"],
                       [[p, f"{v:.3f}"] for p, v in sorted(imp.items(), key=lambda kv: -kv[1])])
     else:
         out.append(f"Not computed: {imp_note}.")

@@ -1,18 +1,9 @@
 """What a worker prints: one line per finished trial, and the table of best trials."""
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import optuna
 
-
-def _fmt(value: Any, spec: str = ".3f") -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else format(value, spec)
-    return str(value)
+from hpsearch.tables import fmt, text_table
 
 
 def best_trials_table(study: optuna.Study, top_k: int) -> str:
@@ -25,14 +16,13 @@ def best_trials_table(study: optuna.Study, top_k: int) -> str:
     rows = [header]
     for t in done[:top_k]:
         a = t.user_attrs
-        rows.append((str(t.number), _fmt(t.value, ".4f"), _fmt(a.get("tau")),
-                     _fmt(a.get("label_smoothing"), ".2f"), _fmt(a.get("head_depth")),
-                     _fmt(a.get("layers_copied")), _fmt(a.get("hp_lr"), ".4g"),
-                     _fmt(a.get("ft_lr"), ".4g"), _fmt(a.get("energy")),
-                     _fmt(a.get("hp_train_acc")), _fmt(a.get("adaptation_l2")),
-                     _fmt(a.get("test_acc"), ".4f")))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
+        rows.append((str(t.number), fmt(t.value, ".4f"), fmt(a.get("tau"), "d"),
+                     fmt(a.get("label_smoothing"), ".2f"), fmt(a.get("head_depth"), "d"),
+                     fmt(a.get("layers_copied"), "d"), fmt(a.get("hp_lr"), ".4g"),
+                     fmt(a.get("ft_lr"), ".4g"), fmt(a.get("energy"), ".3f"),
+                     fmt(a.get("hp_train_acc"), ".3f"), fmt(a.get("adaptation_l2"), ".3f"),
+                     fmt(a.get("test_acc"), ".4f")))
+    return text_table(rows)
 
 
 def prune_reason(trial: optuna.trial.FrozenTrial) -> str:
@@ -53,9 +43,10 @@ def prune_reason(trial: optuna.trial.FrozenTrial) -> str:
 def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     """One progress line for a finished trial: schedule, energy, outcome, best so far."""
     a = trial.user_attrs
-    schedule = (f"tau={_fmt(a.get('tau'))} eps={_fmt(a.get('label_smoothing'), '.2f')} "
-                f"depth={_fmt(a.get('head_depth'))} copied={_fmt(a.get('layers_copied'))} "
-                f"hp_lr={_fmt(a.get('hp_lr'), '.3g')} ft_lr={_fmt(a.get('ft_lr'), '.3g')}")
+    schedule = (f"tau={fmt(a.get('tau'), 'd')} eps={fmt(a.get('label_smoothing'), '.2f')} "
+                f"depth={fmt(a.get('head_depth'), 'd')} "
+                f"copied={fmt(a.get('layers_copied'), 'd')} "
+                f"hp_lr={fmt(a.get('hp_lr'), '.3g')} ft_lr={fmt(a.get('ft_lr'), '.3g')}")
     state = trial.state
     if state == optuna.trial.TrialState.COMPLETE:
         outcome = f"ft_val_acc={trial.value:.4f}"
@@ -69,5 +60,5 @@ def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
         best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
     except ValueError:
         best = "best -"
-    return (f"trial {trial.number}: {schedule} | energy={_fmt(a.get('energy'))} "
-            f"hp_acc={_fmt(a.get('hp_train_acc'))} | {outcome} | {best}")
+    return (f"trial {trial.number}: {schedule} | energy={fmt(a.get('energy'), '.3f')} "
+            f"hp_acc={fmt(a.get('hp_train_acc'), '.3f')} | {outcome} | {best}")

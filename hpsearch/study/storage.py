@@ -38,6 +38,7 @@ from typing import Any, Iterator
 import optuna
 from omegaconf import DictConfig
 
+from hpsearch.config import StorageConfig
 from hpsearch.errors import HpsearchError
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ POOL_OVERFLOW = 2  # extra connections a worker may open beyond pool_size under 
 SETUP_LOCK_KEY = zlib.crc32(b"hpsearch study setup")
 SETUP_RETRIES = 5  # table creation may still race a process that does not take the lock
 URL_EXAMPLE = "postgresql+psycopg2://user:pass@host:5432/db"
+_DEFAULTS = StorageConfig()  # the constructors' defaults are the config schema's
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,9 @@ class Heartbeat:
     heartbeat; a trial without one for ``grace_period`` s is failed and retried up to
     ``max_retry`` times."""
 
-    interval: int = 10
-    grace_period: int = 60
-    max_retry: int = 3
+    interval: int = _DEFAULTS.heartbeat_interval
+    grace_period: int = _DEFAULTS.grace_period
+    max_retry: int = _DEFAULTS.max_retry
 
     @classmethod
     def from_config(cls, storage_cfg: DictConfig) -> "Heartbeat":
@@ -76,8 +78,8 @@ class Heartbeat:
 class Pool:
     """Connection pool of one worker process (ignored for SQLite)."""
 
-    size: int = 2  # the trial thread and the heartbeat thread
-    recycle_s: int = 300  # reconnect before a server or proxy closes idle connections
+    size: int = _DEFAULTS.pool_size  # the trial thread and the heartbeat thread
+    recycle_s: int = _DEFAULTS.pool_recycle  # reconnect before idle connections are closed
 
     @classmethod
     def from_config(cls, storage_cfg: DictConfig) -> "Pool":

@@ -13,16 +13,15 @@ import logging
 import optuna
 from omegaconf import DictConfig
 
-from hpsearch.config import validate_config
 from hpsearch.pruners import InvalidSignalError
-from hpsearch.schedules import baseline_schedules, enqueue_baselines, study_distributions
+from hpsearch.schedules import enqueue_baselines, study_distributions
 from hpsearch.study.bound import record_bound_estimate
 from hpsearch.study.placement import pin_to_free_gpu
 from hpsearch.study.progress import best_trials_table, trial_line
 from hpsearch.study.setup import check_enqueue, prepare_study
 from hpsearch.study.shutdown import (GracefulShutdown, WorkerStopped, exit_stopped,
                                      requeue_stopped_trial)
-from hpsearch.study.storage import Heartbeat, check_connection, safe_url
+from hpsearch.study.storage import Heartbeat, safe_url
 from hpsearch.trial import Objective, Workspace
 from hpsearch.trial.checkpoints import CheckpointStore
 
@@ -33,14 +32,12 @@ def run_search(cfg: DictConfig) -> optuna.Study:
     """Run ``study.n_trials`` trials of the configured study in this process (0: only create
     the study and enqueue its fixed trials).
 
-    Every input is checked before the study is created or touched: the config, the search space,
-    the fixed trials, the storage URL, the dataset and the backbone weights.
+    ``cfg`` is a checked config (``hpsearch.app.compose_config``: schema, search space, fixed
+    trials, baselines, storage URL). The dataset and the backbone weights are loaded before the
+    study is created or touched, so bad paths fail first.
     """
-    validate_config(cfg)
     distributions = study_distributions(cfg)  # the search space less the schedule's keys
     fixed = check_enqueue(cfg, distributions)
-    baseline_schedules(cfg)  # unknown baseline names fail here
-    check_connection(str(cfg.storage.url))  # a bad URL fails here, before any data is loaded
     checkpoints = CheckpointStore.at(str(cfg.storage.artifacts))
     cfg = pin_to_free_gpu(cfg)  # compose replicas: one GPU each
     workspace = Workspace(cfg)

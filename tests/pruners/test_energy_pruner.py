@@ -1,4 +1,4 @@
-"""The energy pruner on synthetic trial histories, through the real gate of ``Objective``."""
+"""The energy pruner on synthetic trial histories, through the real gate (``trial.gate``)."""
 from __future__ import annotations
 
 import math
@@ -10,13 +10,11 @@ from optuna.trial import TrialState
 
 from hpsearch.app import compose_config
 from hpsearch.errors import ConfigError
-from hpsearch.pruners import EnergyPruner, InvalidSignalError
-from hpsearch.pruners import make_pruner
-from hpsearch.trial import Objective, set_attrs
+from hpsearch.pruners import EnergyPruner, InvalidSignalError, make_pruner
+from hpsearch.trial import set_attrs
+from hpsearch.trial.gate import gate
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
-
-GATE = Objective(cfg=None, distributions={}, workspace=None)  # gate() only needs the trial
 
 
 def signals(energy: float, ft_lr: float = 0.01, **extra: float) -> dict:
@@ -57,7 +55,7 @@ def run_gated(study: optuna.Study, attrs: dict, ft_epochs: int = 2) -> optuna.tr
 
     def objective(trial: optuna.Trial) -> float:
         set_attrs(trial, attrs)
-        GATE.gate(trial)
+        gate(trial)
         for epoch in range(1, ft_epochs + 1):
             trial.report(0.5, epoch)
         set_attrs(trial, {"ft_epochs_run": ft_epochs})
@@ -177,7 +175,7 @@ def test_ft_epochs_are_judged_by_the_wrapped_pruner() -> None:
 
     def objective(trial: optuna.Trial) -> float:
         set_attrs(trial, signals(0.5))
-        GATE.gate(trial)  # kept: promising
+        gate(trial)  # kept: promising
         trial.report(0.1, 1)  # far below the median of earlier trials at step 1
         if trial.should_prune():
             raise optuna.TrialPruned()

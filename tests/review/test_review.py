@@ -22,7 +22,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO, run_cli
+from conftest import run_cli
 
 from hpsearch.stats import bound_stats, spearman_rho
 
@@ -38,7 +38,9 @@ PLOTS = ("ft_acc_vs_tau", "energy_vs_adaptation", "energy_vs_ft_acc", "optimizat
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run",
                   "--hide-scrollbars", "--virtual-time-budget=15000"]
-ARTIFACTS = Path(os.environ.get("HPSEARCH_TEST_ARTIFACTS", REPO / "storage" / "test-artifacts"))
+# Where the dashboard screenshot is kept for a person to look at: $HPSEARCH_TEST_ARTIFACTS, else the
+# test's temporary directory (tests never write into the checkout).
+ARTIFACTS_ENV = "HPSEARCH_TEST_ARTIFACTS"
 
 
 def _fail(trial: optuna.Trial) -> float:
@@ -295,8 +297,9 @@ def test_dashboard_renders_in_chromium(dashboard, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"{STUDY} (id={study_id})" in proc.stdout
 
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shot = ARTIFACTS / "dashboard_study.png"
+    artifacts = Path(os.environ.get(ARTIFACTS_ENV, tmp_path / "artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    shot = artifacts / "dashboard_study.png"
     shot.unlink(missing_ok=True)
     proc = _chromium(["--window-size=1400,1000", f"--screenshot={shot}", page],
                      tmp_path / "profile-shot")
