@@ -1,2 +1,2 @@
 """Looking at a study: ``mode=report`` (``report``, ``plots``) and ``mode=dashboard``
-(``dashboard``)."""
+(``dashboard``); ``docs`` renders the metric reference (docs/metrics.md) from the code's tables."""
