@@ -326,7 +326,7 @@ def test_launcher_options_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_gpu_claims_are_exclusive_per_host(tmp_path: Path) -> None:
     """Compose replicas that all see every GPU each take a different one."""
-    from hpsearch import workers
+    from hpsearch.study import placement as workers
     from hpsearch.errors import HpsearchError
 
     claimed = [workers.claim_gpu(str(tmp_path), 2) for _ in range(2)]
