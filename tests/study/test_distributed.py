@@ -326,18 +326,18 @@ def test_launcher_options_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_gpu_claims_are_exclusive_per_host(tmp_path: Path) -> None:
     """Compose replicas that all see every GPU each take a different one."""
-    from hpsearch.study import placement as workers
+    from hpsearch.study import placement
     from hpsearch.errors import HpsearchError
 
-    claimed = [workers.claim_gpu(str(tmp_path), 2) for _ in range(2)]
+    claimed = [placement.claim_gpu(str(tmp_path), 2) for _ in range(2)]
     assert claimed == [0, 1]
     with pytest.raises(HpsearchError, match="all 2 GPUs of this host are taken"):
-        workers.claim_gpu(str(tmp_path), 2)
-    workers._claimed.pop(0).close()  # the worker on GPU 0 ends
-    assert workers.claim_gpu(str(tmp_path), 2) == 0
-    for handle in workers._claimed:
+        placement.claim_gpu(str(tmp_path), 2)
+    placement._claimed.pop(0).close()  # the worker on GPU 0 ends
+    assert placement.claim_gpu(str(tmp_path), 2) == 0
+    for handle in placement._claimed:
         handle.close()
-    workers._claimed.clear()
+    placement._claimed.clear()
 
 
 # ----------------------------------------------------------------------------- compose, SQLite
