@@ -17,12 +17,12 @@ from hpsearch.config import register_schema, validate_config
 from hpsearch.errors import ConfigError, HpsearchError
 
 CONF_DIR = str(conf_dir)
-EXIT_BAD_INPUT = 2
 
 
-def _fail(err: Exception) -> None:
+def _fail(err: HpsearchError) -> None:
+    """One line on stderr; exit 2 for a bad input, 3 for a storage that stopped answering."""
     print(f"hpsearch: error: {err}", file=sys.stderr)
-    sys.exit(EXIT_BAD_INPUT)
+    sys.exit(err.exit_code)
 
 
 def _one_line(err: BaseException) -> str:
