@@ -8,7 +8,11 @@ makes a blind repetition wrong). The PostgreSQL tests restart and stop a private
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -455,3 +459,74 @@ def test_real_postgres_restarts_and_a_stop_are_ridden_out(pg_cluster, caplog) ->
     finally:
         pg_cluster.start()
         rdb.engine.dispose()
+
+
+def test_a_worker_past_the_timeout_exits_3_in_one_line_and_the_next_worker_retries(
+        pg_cluster, tmp_path) -> None:  # noqa: F811
+    """The server stops for longer than storage.outage_timeout during FT: the worker ends with
+    one line and exit code 3, no traceback. Its trial stays RUNNING (the storage could not be
+    told); once the server is back, the next worker fails it as stale and resumes it."""
+    url = pg_cluster.create_database()
+    args = ["progress=false", "device=cpu", "study.sampler=random", "data.train_per_class=200",
+            "data.val_per_class=20", "data.test_per_class=20",
+            "data.synthetic.source_per_class=100", "data.synthetic.source_epochs=3",
+            "ft.epochs=30", "ft.batch_size=8", "search_space={hp.epochs:{type:int,low:1,high:2}}",
+            "storage=postgres", "study.name=gone", "storage.outage_timeout=3",
+            "storage.heartbeat_interval=1", "storage.grace_period=3",
+            f"storage.artifacts={tmp_path / 'artifacts'}"]
+    env = {**os.environ, "HPSEARCH_STORAGE_URL": url, "PYTHONUNBUFFERED": "1",
+           "OMP_NUM_THREADS": "1"}
+
+    def worker(name: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "hpsearch", *args, "study.n_trials=1"],
+                                cwd=tmp_path, env=env, stdout=open(tmp_path / f"{name}.out", "w"),
+                                stderr=open(tmp_path / f"{name}.err", "w"))
+
+    def trials() -> list[optuna.trial.FrozenTrial]:
+        storage = optuna.storages.RDBStorage(url)
+        try:
+            return optuna.load_study(study_name="gone", storage=storage).get_trials()
+        finally:
+            storage.engine.dispose()
+
+    def in_ft() -> bool:
+        try:
+            ts = trials()
+        except Exception:  # no study yet
+            return False
+        return any(t.state == RUNNING and t.system_attrs.get("hpsearch:checkpoint", {})
+                   .get("ft_epoch", 0) >= 1 for t in ts)
+
+    first = worker("first")
+    try:
+        deadline = time.monotonic() + 240
+        while not in_ft():
+            assert first.poll() is None and time.monotonic() < deadline, \
+                (tmp_path / "first.err").read_text()[-3000:]
+            time.sleep(0.2)
+        pg_cluster.stop()
+        code = first.wait(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        pg_cluster.start()
+    err = (tmp_path / "first.err").read_text()
+    out = (tmp_path / "first.out").read_text()
+    assert code == 3, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert re.fullmatch(rf"hpsearch: error: storage {re.escape(url)} unreachable for 3 s: "
+                        r"connection to server at .*Connection refused", last), last
+    assert "Traceback" not in err + out
+    victim = [t for t in trials() if t.state == RUNNING]
+    assert len(victim) == 1  # the storage could not be told; the heartbeat is stale now
+
+    time.sleep(3 + 1)  # the grace period
+    second = worker("second")
+    assert second.wait(timeout=240) == 0, (tmp_path / "second.err").read_text()[-3000:]
+    ts = trials()
+    failed = ts[victim[0].number]
+    assert failed.state == FAIL and failed.user_attrs[FAIL_REASON].startswith("no heartbeat")
+    retry = [t for t in ts if t.system_attrs.get("failed_trial") == failed.number]
+    assert len(retry) == 1 and retry[0].state == COMPLETE
+    assert retry[0].user_attrs["resumed_from_trial"] == failed.number
+    assert retry[0].user_attrs["ft_resumed_from_epoch"] >= 1
