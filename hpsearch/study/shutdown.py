@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import optuna
 
+from hpsearch.errors import FAIL_REASON
 
 log = logging.getLogger(__name__)
 

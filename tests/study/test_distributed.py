@@ -217,6 +217,7 @@ def test_sigterm_fails_and_requeues_the_running_trial(pg_url: str, tmp_path: Pat
     assert code == 128 + signal.SIGTERM, log[-3000:]
     ts = trials(pg_url, "term")
     assert ts[victim.number].state == FAIL
+    assert ts[victim.number].user_attrs["fail_reason"].startswith("stopped by SIGTERM")
     assert not [t for t in ts if t.state == RUNNING]
     retries = [t for t in ts if t.system_attrs.get("failed_trial") == victim.number]
     assert len(retries) == 1 and retries[0].state == WAITING
