@@ -3,7 +3,8 @@
 One Hydra app. Before Hydra runs it, the overrides are composed and validated once, so that a bad
 input (unknown experiment, wrong type, value out of range, invalid search space) is one line on
 stderr and exit code 2 instead of a traceback; errors found later (data path, weights, storage)
-are reported the same way.
+are reported the same way. A storage that stops answering while a worker runs, for longer than
+``storage.outage_timeout``, is one line too, with exit code 3 (the input was fine).
 """
 from __future__ import annotations
 

@@ -89,17 +89,29 @@ def is_connection_error(err: BaseException) -> bool:
     for e in _chain(err):
         if isinstance(e, (exc.DisconnectionError, exc.TimeoutError)):
             return True
-        if not isinstance(e, exc.DBAPIError):
-            continue
-        if e.connection_invalidated:
-            return True
-        if isinstance(e, (exc.OperationalError, exc.InterfaceError)):
-            module = type(e.orig).__module__ if e.orig is not None else ""
-            if module.startswith("sqlite3"):
-                return any(s in str(e.orig).lower() for s in SQLITE_TRANSIENT)
-            return True  # psycopg2 and others: server gone, refused, shutting down, deadlock
-        return False
+        if isinstance(e, exc.DBAPIError):
+            if e.connection_invalidated:
+                return True
+            if e.orig is None:
+                return isinstance(e, (exc.OperationalError, exc.InterfaceError))
+            return _driver_connection_error(e.orig)
+        if type(e).__module__.split(".")[0] not in ("builtins", "sqlalchemy", "optuna",
+                                                    "hpsearch"):
+            if _driver_connection_error(e):  # raised by a driver outside SQLAlchemy's wrapping
+                return True
     return False
+
+
+def _driver_connection_error(e: BaseException) -> bool:
+    """A DB-API driver's OperationalError/InterfaceError (PEP 249 names): the server is gone,
+    refused, shutting down or starting up, or the connection broke (or a deadlock, worth
+    repeating too). SQLite's OperationalError is only passing for a lock or a brief I/O error."""
+    names = {c.__name__ for c in type(e).__mro__}
+    if not names & {"OperationalError", "InterfaceError"}:
+        return False
+    if type(e).__module__.startswith("sqlite3"):
+        return any(s in str(e).lower() for s in SQLITE_TRANSIENT)
+    return True
 
 
 def backoff_s(failures: int) -> float:

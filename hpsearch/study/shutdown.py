@@ -120,8 +120,12 @@ class GracefulShutdown:
                 return func(trial)
             except WorkerStopped as err:
                 self._in_trial = False  # the write below must not be interrupted again
-                trial.set_user_attr(FAIL_REASON, f"{err}; re-queued, resumes from its last "
-                                                 "checkpoint")
+                try:
+                    trial.set_user_attr(FAIL_REASON, f"{err}; re-queued, resumes from its last "
+                                                     "checkpoint")
+                except Exception as write_err:  # storage gone, trial taken: the stop goes on
+                    log.warning("trial %d: fail_reason not recorded (%s)", trial.number,
+                                write_err)
                 raise
             finally:
                 self._in_trial = False

@@ -117,6 +117,9 @@ def test_connection_errors_are_told_from_bad_requests() -> None:
     assert not is_connection_error(wrapped(sqlite3.OperationalError("no such table: trials")))
     assert not is_connection_error(wrapped(psycopg2.IntegrityError("duplicate key"),
                                            exc.IntegrityError))
+    assert is_connection_error(sqlite3.OperationalError("database is locked"))  # unwrapped
+    assert is_connection_error(psycopg2.OperationalError("the database system is starting up"))
+    assert not is_connection_error(sqlite3.IntegrityError("UNIQUE constraint failed"))
     assert not is_connection_error(optuna.exceptions.UpdateFinishedTrialError("finished"))
     assert not is_connection_error(ValueError("x"))
 
