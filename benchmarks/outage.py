@@ -23,6 +23,7 @@ import statistics
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -108,6 +109,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", "Heartbeat of storage")  # no optimize loop here
     cluster = PgCluster()
     cluster.start()
     try:

@@ -40,11 +40,11 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from hpsearch.errors import HpsearchError
+from hpsearch.trial.records import CHECKPOINT_ERROR
 
 log = logging.getLogger(__name__)
 
 POINTER_ATTR = "hpsearch:checkpoint"  # trial system attr: the trial's newest checkpoint
-ERROR_ATTR = "checkpoint_error"  # trial user attr: the last checkpoint that could not be written
 FORMAT_VERSION = 1
 
 
@@ -153,7 +153,7 @@ class TrialCheckpoints:
             log.warning("trial %d: checkpoint %s not written (%s); the trial goes on without it",
                         self.trial.number, artifact_id, reason)
             self.store.remove(artifact_id)  # a partial file
-            self.trial.set_user_attr(ERROR_ATTR, reason)
+            self.trial.set_user_attr(CHECKPOINT_ERROR, reason)
             return False
         pointer = {"artifact_id": artifact_id, "trial": self.trial.number,
                    "phase": checkpoint.phase, "ft_epoch": checkpoint.ft_epoch}

@@ -16,7 +16,8 @@ from optuna.artifacts import FileSystemArtifactStore
 from hpsearch.app import compose_config
 from hpsearch.space import parse_search_space
 from hpsearch.trial import Objective, Workspace
-from hpsearch.trial.checkpoints import ERROR_ATTR, POINTER_ATTR, CheckpointStore
+from hpsearch.trial.checkpoints import POINTER_ATTR, CheckpointStore
+from hpsearch.trial.records import CHECKPOINT_ERROR
 
 TINY = ["progress=false", "device=cpu", "data.train_per_class=40", "data.val_per_class=20",
         "data.test_per_class=20", "data.synthetic.source_per_class=100",
@@ -56,7 +57,7 @@ def test_a_full_disk_costs_the_checkpoints_not_the_trial(tmp_path: Path, caplog)
         trial = run_one_trial(tmp_path, store)
     assert trial.state == optuna.trial.TrialState.COMPLETE
     assert trial.user_attrs["ft_epochs_run"] == 3
-    assert trial.user_attrs[ERROR_ATTR] == "ft_epoch_3: No space left on device"
+    assert trial.user_attrs[CHECKPOINT_ERROR] == "ft_epoch_3: No space left on device"
     pointer = trial.system_attrs[POINTER_ATTR]
     assert pointer["phase"] == "ft_epoch_1"  # the last checkpoint that was written
     # No partial file is left; the pointed-at checkpoint is (no callback removed it here).
@@ -71,6 +72,6 @@ def test_a_vanished_checkpoint_directory_costs_the_checkpoints_not_the_trial(
     shutil.rmtree(tmp_path / "mount")  # the mount is gone; it is not re-created locally
     trial = run_one_trial(tmp_path, store)
     assert trial.state == optuna.trial.TrialState.COMPLETE
-    assert trial.user_attrs[ERROR_ATTR] == "ft_epoch_3: No such file or directory"
+    assert trial.user_attrs[CHECKPOINT_ERROR] == "ft_epoch_3: No such file or directory"
     assert POINTER_ATTR not in trial.system_attrs
     assert not (tmp_path / "mount").exists()
