@@ -50,7 +50,7 @@ class _Guard:
             raise self._lost(trial) from None
         except StorageUnreachable as err:
             self.raised_unreachable = True
-            self._record_reason(trial, f"{err}; re-queued")  # before Optuna's tell fails it
+            self._record_reason(trial, str(err))  # before Optuna's tell fails the trial
             raise
         except Exception:  # pruned or failed: Optuna's tell would fail on a finished trial
             self._check_running(trial)
@@ -127,7 +127,7 @@ def _abandon(study: optuna.Study, trial_id: int, failed_by_outage: bool, reason:
         try:
             trial = storage.get_trial(trial_id)
             if trial.state == TrialState.RUNNING:
-                storage.set_trial_user_attr(trial_id, FAIL_REASON, f"{reason}; re-queued")
+                storage.set_trial_user_attr(trial_id, FAIL_REASON, reason)
                 storage.set_trial_state_values(trial_id, TrialState.FAIL)
             elif not (trial.state == TrialState.FAIL and failed_by_outage):
                 return  # finished before the storage went away, or failed for another reason

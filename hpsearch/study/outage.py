@@ -322,7 +322,7 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
                 self.set_trial_user_attr(
                     trial_id, FAIL_REASON,
                     f"no heartbeat for {grace} s (storage.grace_period): its worker died, hung "
-                    "or lost the storage; re-queued")
+                    "or lost the storage")
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass
         return stale

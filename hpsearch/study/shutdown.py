@@ -121,8 +121,7 @@ class GracefulShutdown:
             except WorkerStopped as err:
                 self._in_trial = False  # the write below must not be interrupted again
                 try:
-                    trial.set_user_attr(FAIL_REASON, f"{err}; re-queued, resumes from its last "
-                                                     "checkpoint")
+                    trial.set_user_attr(FAIL_REASON, f"{err}: the worker was shut down")
                 except Exception as write_err:  # storage gone, trial taken: the stop goes on
                     log.warning("trial %d: fail_reason not recorded (%s)", trial.number,
                                 write_err)
