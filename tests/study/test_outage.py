@@ -124,6 +124,17 @@ def test_connection_errors_are_told_from_bad_requests() -> None:
     assert not is_connection_error(ValueError("x"))
 
 
+@pytest.mark.parametrize("value", ["0", "-5", "inf"])
+def test_outage_timeout_must_be_a_positive_number_of_seconds(value: str) -> None:
+    from hpsearch.app import compose_config
+    from hpsearch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^storage.outage_timeout=.* is invalid: must be a "
+                                          r"finite number of seconds > 0"):
+        compose_config([f"storage.outage_timeout={value}"])
+    assert compose_config(["storage.outage_timeout=2.5"]).storage.outage_timeout == 2.5
+
+
 # ----------------------------------------------------------------------------- each storage call
 
 def test_repeated_attr_param_and_value_writes_store_each_once(stores) -> None:
