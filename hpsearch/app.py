@@ -3,7 +3,8 @@
 One Hydra app. Before Hydra runs it, the overrides are composed and validated once, so that a bad
 input (unknown experiment, wrong type, value out of range, invalid search space) is one line on
 stderr and exit code 2 instead of a traceback; errors found later (data path, weights, storage)
-are reported the same way.
+are reported the same way. A storage that stops answering while a worker runs, for longer than
+``storage.outage_timeout``, is one line too, with exit code 3 (the input was fine).
 """
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ from hpsearch.config import register_schema, validate_config
 from hpsearch.errors import ConfigError, HpsearchError
 
 CONF_DIR = str(conf_dir)
-EXIT_BAD_INPUT = 2
 
 
-def _fail(err: Exception) -> None:
+def _fail(err: HpsearchError) -> None:
+    """One line on stderr; exit 2 for a bad input, 3 for a storage that stopped answering."""
     print(f"hpsearch: error: {err}", file=sys.stderr)
-    sys.exit(EXIT_BAD_INPUT)
+    sys.exit(err.exit_code)
 
 
 def _one_line(err: BaseException) -> str:

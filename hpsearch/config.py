@@ -150,6 +150,7 @@ class StorageConfig:
     heartbeat_interval: int = 10  # s between heartbeats of a running trial
     grace_period: int = 60  # s without a heartbeat before a trial is failed and retried
     max_retry: int = 3  # retries of a trial whose worker died or was stopped
+    outage_timeout: float = 120.0  # s a worker waits for an unreachable storage before exit 3
     pool_size: int = 2  # database connections per worker (trial thread + heartbeat thread)
     pool_recycle: int = 300  # s before a pooled connection is replaced (idle timeouts, proxies)
 
@@ -268,6 +269,9 @@ def validate_config(cfg: DictConfig) -> None:
     _require(bool(cfg.storage.url), "storage.url", cfg.storage.url,
              "a database URL: export HPSEARCH_STORAGE_URL=postgresql+psycopg2://user:pass@host:"
              "5432/db (storage=postgres) or pass storage.url=...")
+    _require(math.isfinite(cfg.storage.outage_timeout) and cfg.storage.outage_timeout > 0,
+             "storage.outage_timeout", cfg.storage.outage_timeout,
+             "a finite number of seconds > 0 (how long a worker rides out a storage outage)")
     _require(cfg.storage.grace_period > cfg.storage.heartbeat_interval, "storage.grace_period",
              cfg.storage.grace_period,
              f"> storage.heartbeat_interval={cfg.storage.heartbeat_interval} (seconds)")

@@ -17,7 +17,7 @@ from conftest import REPO
 from hpsearch.pruners import DECISION_ATTRS
 from hpsearch.review import docs
 from hpsearch.study.bound import BOUND_ATTRS
-from hpsearch.trial.records import METRICS
+from hpsearch.trial.records import INCIDENT_ATTRS, METRICS
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"^[ \t]*```.*?^[ \t]*```", re.DOTALL | re.MULTILINE)
@@ -47,8 +47,8 @@ def test_metrics_page_matches_the_code() -> None:
     assert docs.render(text) == text, "docs/metrics.md is stale: run python -m hpsearch.review.docs"
 
 
-@pytest.mark.parametrize("region, attrs", [("metrics", METRICS), ("gate", DECISION_ATTRS),
-                                           ("bound", BOUND_ATTRS)])
+@pytest.mark.parametrize("region, attrs", [("metrics", METRICS), ("incidents", INCIDENT_ATTRS),
+                                           ("gate", DECISION_ATTRS), ("bound", BOUND_ATTRS)])
 def test_metrics_page_lists_every_attr_with_its_meaning(region: str, attrs: dict) -> None:
     rows = _table_rows(docs.METRICS_MD.read_text(encoding="utf-8"), region)
     assert list(rows) == list(attrs)

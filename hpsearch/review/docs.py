@@ -4,7 +4,8 @@
     python -m hpsearch.review.docs --check    # exit 1 when they differ from the code
 
 Each table sits between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` and is rendered from
-one mapping of name -> meaning (``TABLES``): the trial user attrs (``METRICS``), the energy
+one mapping of name -> meaning (``TABLES``): the trial user attrs (``METRICS``), the ones only
+some trials write (``INCIDENT_ATTRS``: a failure's reason, a missed checkpoint), the energy
 pruner's gate decision (``DECISION_ATTRS``) and the bound's study user attrs (``BOUND_ATTRS``).
 The text around the tables is written by hand and left as it is.
 """
@@ -18,13 +19,14 @@ from typing import Mapping, Sequence
 
 from hpsearch.pruners import DECISION_ATTRS
 from hpsearch.study.bound import BOUND_ATTRS
-from hpsearch.trial.records import METRICS
+from hpsearch.trial.records import INCIDENT_ATTRS, METRICS
 
 METRICS_MD = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 
 # region name -> (header of the name column, name -> meaning)
 TABLES: dict[str, tuple[str, Mapping[str, str]]] = {
     "metrics": ("trial user attr", METRICS),
+    "incidents": ("trial user attr", INCIDENT_ATTRS),
     "gate": ("trial user attr", DECISION_ATTRS),
     "bound": ("study user attr", BOUND_ATTRS),
 }

@@ -1,9 +1,11 @@
 """Sampler, pruner and study setup, and the table of best trials.
 
 Storage is any SQLAlchemy URL (``storage.url``); the default is a SQLite file under ``storage/``.
-Opening it (``hpsearch.study.storage.open_storage``, re-exported here) is checked before any work
-starts: an unreachable server, a wrong password or an unknown database becomes one line that
-names the URL with its password hidden.
+Reaching it is checked before any work starts (``check_connection``): an unreachable server, a
+wrong password or an unknown database becomes one line that names the URL with its password
+hidden. Past that check a lost connection is an outage: setup is repeated until the storage is
+back (at most ``storage.outage_timeout``), and the study's storage rides out later outages
+(``hpsearch.study.outage``).
 """
 from __future__ import annotations
 
@@ -14,11 +16,13 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from hpsearch.config import validate_config
-from hpsearch.errors import ConfigError
+from hpsearch.errors import ConfigError, HpsearchError
 from hpsearch.pruners import make_pruner
 from hpsearch.space import apply_params, contains
 from hpsearch.study.placement import worker_index
-from hpsearch.study.storage import Heartbeat, Pool, open_storage, safe_url, setup_lock
+from hpsearch.study.outage import ResilientStorage, is_connection_error, ride_out
+from hpsearch.study.storage import (Heartbeat, Pool, connect_storage, describe_error, safe_url,
+                                    setup_lock)
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +51,26 @@ def prepare_study(cfg: DictConfig, fixed: list[dict[str, Any]],
     """Open the storage (heartbeat on), create or load the study, enqueue the fixed trials and
     run ``setup(study)`` (the baselines), holding the storage's setup lock so that any number of
     workers may do it at the same moment (a fixed trial is enqueued once, however many workers
-    start together)."""
+    start together). The study's storage is a :class:`ResilientStorage`; a connection lost
+    during setup repeats it (each step loads what exists)."""
     url = str(cfg.storage.url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return ride_out("study setup", lambda: _prepare(cfg, fixed, setup),
+                    float(cfg.storage.outage_timeout), safe_url(url))
+
+
+def _prepare(cfg: DictConfig, fixed: list[dict[str, Any]],
+             setup: Callable[[optuna.Study], Any] | None) -> optuna.Study:
+    url = str(cfg.storage.url)
     with setup_lock(url):
-        storage = open_storage(url, Heartbeat.from_config(cfg.storage),
-                               Pool.from_config(cfg.storage))
+        try:
+            rdb = connect_storage(url, Heartbeat.from_config(cfg.storage),
+                                  Pool.from_config(cfg.storage))
+        except Exception as err:
+            if is_connection_error(err):
+                raise  # an outage: ride_out waits for the storage and repeats
+            raise HpsearchError(describe_error(url, err)) from None
+        storage = ResilientStorage(rdb, float(cfg.storage.outage_timeout), safe_url(url))
         study = create_study(cfg, storage, make_sampler(cfg.study, worker_index(url)),
                              make_pruner(cfg))
         for params in fixed:

@@ -7,7 +7,8 @@ running trial must not stay RUNNING for ever, and its work so far must not be lo
    is inside a storage call or writing a checkpoint, which is let finish first (a transaction
    cut in half could leave the trial unrecorded; a half-written checkpoint is useless). The
    newest checkpoint therefore always is the last finished FT epoch.
-2. Optuna marks the trial FAIL (``WorkerStopped`` is a ``KeyboardInterrupt``) and re-raises.
+2. The trial gets its ``fail_reason``; Optuna marks it FAIL (``WorkerStopped`` is a
+   ``KeyboardInterrupt``) and re-raises.
 3. :func:`requeue_stopped_trial` re-queues it with the retry callback the heartbeat uses, so any
    worker picks it up again and resumes it from that checkpoint.
 4. A signal between trials stops the worker after the current storage call (``study.stop``);
@@ -23,6 +24,8 @@ from types import FrameType
 from typing import Any, Callable
 
 import optuna
+
+from hpsearch.errors import FAIL_REASON
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +48,27 @@ class WorkerStopped(KeyboardInterrupt):
         return 128 + self.signum  # the shell's convention for "killed by signal N"
 
 
-class _NoTracebackForStops(logging.Filter):
-    """Optuna logs a failed trial with its traceback; for a stop, the one line is enough."""
+class OneLineFailures(logging.Filter):
+    """Optuna logs a failed trial with its traceback; for the expected ends of a trial (a stop,
+    a lost storage) the one line is enough."""
+
+    def __init__(self, *types: type[BaseException]) -> None:
+        super().__init__()
+        self.types = types
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], WorkerStopped):
+        if record.exc_info and isinstance(record.exc_info[1], self.types):
             record.exc_info, record.exc_text = None, None
         return True
+
+    def __enter__(self) -> "OneLineFailures":
+        for handler in logging.getLogger("optuna").handlers:
+            handler.addFilter(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handler in logging.getLogger("optuna").handlers:
+            handler.removeFilter(self)
 
 
 class GracefulShutdown:
@@ -67,11 +84,10 @@ class GracefulShutdown:
         self._in_trial = False
         self._previous: dict[int, Any] = {}
         self._wrapper_code: Any = None
-        self._log_filter = _NoTracebackForStops()
+        self._log_filter = OneLineFailures(WorkerStopped)
 
     def __enter__(self) -> "GracefulShutdown":
-        for handler in logging.getLogger("optuna").handlers:
-            handler.addFilter(self._log_filter)
+        self._log_filter.__enter__()
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._on_signal)
@@ -81,8 +97,7 @@ class GracefulShutdown:
     def __exit__(self, *exc: Any) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
         self._restore()
-        for handler in logging.getLogger("optuna").handlers:
-            handler.removeFilter(self._log_filter)
+        self._log_filter.__exit__()
 
     def _restore(self) -> None:
         for sig, handler in self._previous.items():
@@ -98,11 +113,19 @@ class GracefulShutdown:
 
         def run_trial(trial: optuna.Trial) -> float:
             self.current_trial_id = trial._trial_id
-            if self.stopping:  # the signal came while this trial was being created
-                raise WorkerStopped(self.signum)  # type: ignore[arg-type]
-            self._in_trial = True
             try:
+                if self.stopping:  # the signal came while this trial was being created
+                    raise WorkerStopped(self.signum)  # type: ignore[arg-type]
+                self._in_trial = True
                 return func(trial)
+            except WorkerStopped as err:
+                self._in_trial = False  # the write below must not be interrupted again
+                try:
+                    trial.set_user_attr(FAIL_REASON, f"{err}: the worker was shut down")
+                except Exception as write_err:  # storage gone, trial taken: the stop goes on
+                    log.warning("trial %d: fail_reason not recorded (%s)", trial.number,
+                                write_err)
+                raise
             finally:
                 self._in_trial = False
 

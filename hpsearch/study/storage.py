@@ -26,6 +26,7 @@ missing, driver missing.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import logging
 import time
@@ -39,11 +40,12 @@ import optuna
 from omegaconf import DictConfig
 
 from hpsearch.config import StorageConfig
-from hpsearch.errors import HpsearchError
+from hpsearch.errors import FAIL_REASON, HpsearchError
 
 log = logging.getLogger(__name__)
 
 SQLITE_TIMEOUT_S = 60  # seconds a writer waits for the file lock before "database is locked"
+#                        (at most storage.outage_timeout, which bounds the whole wait)
 CONNECT_TIMEOUT_S = 10  # seconds to reach a database server before giving up
 POOL_OVERFLOW = 2  # extra connections a worker may open beyond pool_size under a burst
 # One PostgreSQL advisory lock key for study setup; advisory locks are per database.
@@ -68,22 +70,39 @@ class Heartbeat:
         return cls(int(storage_cfg.heartbeat_interval), int(storage_cfg.grace_period),
                    int(storage_cfg.max_retry))
 
-    def retry_callback(self) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
+    def retry_callback(self) -> "Requeue":
+        return Requeue(self.max_retry)
+
+
+class Requeue:
+    """Re-queue a failed trial (Optuna's ``RetryHeartbeatStaleTrialCallback``: same parameters,
+    system attrs inherited, at most ``max_retry`` retries of one trial), without the failed
+    trial's ``fail_reason``: the retry has not failed."""
+
+    def __init__(self, max_retry: int) -> None:
         with warnings.catch_warnings():  # experimental since 2.8, stable in practice
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)
+            self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if FAIL_REASON in trial.user_attrs:
+            trial = copy.deepcopy(trial)
+            trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != FAIL_REASON}
+        self._retry(study, trial)
 
 
 @dataclass(frozen=True)
 class Pool:
-    """Connection pool of one worker process (ignored for SQLite)."""
+    """Connections of one worker process: the pool (PostgreSQL) or the lock wait (SQLite)."""
 
     size: int = _DEFAULTS.pool_size  # the trial thread and the heartbeat thread
     recycle_s: int = _DEFAULTS.pool_recycle  # reconnect before idle connections are closed
+    sqlite_busy_s: float = SQLITE_TIMEOUT_S  # how long a SQLite call waits for the file lock
 
     @classmethod
     def from_config(cls, storage_cfg: DictConfig) -> "Pool":
-        return cls(int(storage_cfg.pool_size), int(storage_cfg.pool_recycle))
+        return cls(int(storage_cfg.pool_size), int(storage_cfg.pool_recycle),
+                   min(float(SQLITE_TIMEOUT_S), float(storage_cfg.outage_timeout)))
 
 
 def safe_url(url: str) -> str:
@@ -115,9 +134,9 @@ def is_sqlite(url: str) -> bool:
 
 def engine_kwargs(url: str, pool: Pool | None = None) -> dict[str, Any]:
     """SQLAlchemy engine settings for many workers sharing ``url``."""
-    if is_sqlite(url):
-        return {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
     pool = pool or Pool()
+    if is_sqlite(url):
+        return {"connect_args": {"timeout": pool.sqlite_busy_s}}
     kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_size": pool.size,
                               "max_overflow": POOL_OVERFLOW, "pool_recycle": pool.recycle_s}
     if _parse(url).get_backend_name() == "postgresql":
@@ -179,7 +198,7 @@ def check_connection(url: str) -> None:
         raise HpsearchError(describe_error(str(url), err)) from None
 
 
-def _tune_sqlite(storage: optuna.storages.RDBStorage) -> None:
+def _tune_sqlite(storage: optuna.storages.RDBStorage, busy_s: float) -> None:
     """WAL, busy timeout and ``BEGIN IMMEDIATE`` for every new connection (module docstring)."""
     from sqlalchemy import event
 
@@ -190,7 +209,7 @@ def _tune_sqlite(storage: optuna.storages.RDBStorage) -> None:
         # Autocommit at the driver level, so that the "begin" hook below decides how every
         # transaction starts (the pysqlite default would BEGIN DEFERRED only before a write).
         dbapi_connection.isolation_level = None
-        dbapi_connection.execute(f"PRAGMA busy_timeout = {SQLITE_TIMEOUT_S * 1000}")
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {int(busy_s * 1000)}")
         dbapi_connection.execute("PRAGMA journal_mode = WAL")  # persistent; readers never block
         # In WAL mode NORMAL cannot corrupt the file; a power cut may lose the last commits. It
         # saves an fsync per commit, and a trial makes dozens of commits.
@@ -209,6 +228,18 @@ def open_storage(url: str, heartbeat: Heartbeat | None = None,
 
     ``heartbeat`` turns on stale-trial detection and retries (workers); readers pass None.
     """
+    try:
+        return connect_storage(url, heartbeat, pool)
+    except HpsearchError:
+        raise
+    except Exception as err:
+        raise HpsearchError(describe_error(str(url), err)) from None
+
+
+def connect_storage(url: str, heartbeat: Heartbeat | None = None,
+                    pool: Pool | None = None) -> optuna.storages.RDBStorage:
+    """:func:`open_storage` with the driver's errors as raised, for callers that tell a
+    connection error (an outage: wait) from any other."""
     parsed = _parse(url)
     url = str(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
@@ -227,9 +258,9 @@ def open_storage(url: str, heartbeat: Heartbeat | None = None,
             if _is_creation_race(err) and attempt + 1 < SETUP_RETRIES:
                 time.sleep(0.2 * (attempt + 1))  # another process is creating the tables
                 continue
-            raise HpsearchError(describe_error(url, err)) from None
+            raise
     if parsed.get_backend_name() == "sqlite":
-        _tune_sqlite(storage)
+        _tune_sqlite(storage, (pool or Pool()).sqlite_busy_s)
     return storage
 
 
@@ -243,9 +274,11 @@ def _is_creation_race(err: BaseException) -> bool:
 def setup_lock(url: str) -> Iterator[None]:
     """Hold a lock shared by every process that sets up a study in ``url``'s database.
 
-    PostgreSQL: a session advisory lock (works across machines). SQLite: an exclusive ``flock``
-    on ``<file>.setup.lock`` (processes on one machine). Other backends: no lock (table and
-    study creation still retry on conflict, but fixed trials may be enqueued twice).
+    PostgreSQL: a session advisory lock (works across machines; it ends with the connection, so
+    a server restart cannot leave it held). SQLite: an exclusive ``flock`` on
+    ``<file>.setup.lock`` (processes on one machine). Other backends: no lock (table and study
+    creation still retry on conflict, but fixed trials may be enqueued twice). A failure to
+    connect is raised as the driver raised it (``check_connection`` has vetted the URL).
     """
     parsed = _parse(url)
     backend = parsed.get_backend_name()
@@ -256,18 +289,18 @@ def setup_lock(url: str) -> Iterator[None]:
         engine = create_engine(str(url), poolclass=NullPool, **{
             k: v for k, v in engine_kwargs(str(url)).items() if k == "connect_args"})
         try:
-            try:
-                conn = engine.connect()
-            except Exception as err:
-                raise HpsearchError(describe_error(str(url), err)) from None
-            with conn:
+            with engine.connect() as conn:
                 conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SETUP_LOCK_KEY})
                 conn.commit()
                 try:
                     yield
                 finally:
-                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SETUP_LOCK_KEY})
-                    conn.commit()
+                    try:
+                        conn.execute(text("SELECT pg_advisory_unlock(:k)"),
+                                     {"k": SETUP_LOCK_KEY})
+                        conn.commit()
+                    except Exception:  # connection lost: the lock ended with it
+                        log.debug("setup lock: unlock failed; the lock ended with the connection")
         finally:
             engine.dispose()
     elif backend == "sqlite" and parsed.database not in (None, "", ":memory:"):

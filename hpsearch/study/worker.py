@@ -4,7 +4,9 @@ Every worker of a study runs this same code, on one machine (``workers=N``) or m
 (``storage=postgres``): it pulls trials from the shared study until it has run ``study.n_trials``
 of them. A trial whose worker died is failed and re-queued by the next worker (heartbeat); a
 stopped worker fails and re-queues its trial itself (``hpsearch.study.shutdown``); either way the
-retry resumes from the trial's newest checkpoint (``hpsearch.trial.checkpoints``).
+retry resumes from the trial's newest checkpoint (``hpsearch.trial.checkpoints``). A storage
+outage is ridden out for up to ``storage.outage_timeout`` (``hpsearch.study.outage``,
+``hpsearch.study.loop``); past it the worker ends with exit code 3.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from omegaconf import DictConfig
 from hpsearch.pruners import InvalidSignalError
 from hpsearch.schedules import enqueue_baselines, study_distributions
 from hpsearch.study.bound import record_bound_estimate
+from hpsearch.study.loop import run_trials
 from hpsearch.study.placement import pin_to_free_gpu
 from hpsearch.study.progress import best_trials_table, trial_line
 from hpsearch.study.setup import check_enqueue, prepare_study
@@ -59,15 +62,16 @@ def run_search(cfg: DictConfig) -> optuna.Study:
         log.info(trial_line(study, trial))
 
     objective = Objective(cfg, distributions, workspace, checkpoints)
+    retry = Heartbeat.from_config(cfg.storage).retry_callback()
     with GracefulShutdown() as shutdown:
         try:
-            study.optimize(shutdown.objective(objective), n_trials=n_trials,
-                           callbacks=[record_bound_estimate, report, checkpoints.on_trial_finished,
-                                      shutdown.callback],
-                           catch=(InvalidSignalError,))  # NaN HP signals fail that trial only
+            run_trials(study, shutdown.objective(objective), n_trials,
+                       callbacks=[record_bound_estimate, report, checkpoints.on_trial_finished,
+                                  shutdown.callback],
+                       catch=(InvalidSignalError,),  # NaN HP signals fail that trial only
+                       retry=retry)
         except WorkerStopped as err:
-            failed = requeue_stopped_trial(study, shutdown.current_trial_id,
-                                           Heartbeat.from_config(cfg.storage).retry_callback())
+            failed = requeue_stopped_trial(study, shutdown.current_trial_id, retry)
             if failed is not None:
                 log.warning("%s: trial %d marked FAIL and re-queued; it resumes from its last "
                             "checkpoint", err, failed.number)

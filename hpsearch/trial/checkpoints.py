@@ -19,6 +19,11 @@ unfinished trial.
 
 The store is ``storage.artifacts``: a directory (``FileSystemArtifactStore``); workers on several
 machines need it on a shared filesystem (NFS, a mounted bucket, a docker volume).
+
+A checkpoint that cannot be written (a full disk, a vanished mount: any ``OSError``) is skipped:
+the trial goes on, its pointer stays on the previous checkpoint, and the trial's user attr
+``checkpoint_error`` says which checkpoint was missed and why (a retry would resume from an
+earlier one, or start over). Every later checkpoint is tried again.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from hpsearch.errors import HpsearchError
+from hpsearch.trial.records import CHECKPOINT_ERROR
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +100,14 @@ class CheckpointStore:
         return TrialCheckpoints(self, trial)
 
     def remove(self, artifact_id: str) -> None:
+        """Remove a checkpoint if it is there; a store that fails to is only logged (an orphaned
+        file is harmless, a failed trial is not)."""
         try:
             self.artifact_store.remove(artifact_id)
         except (ArtifactNotFound, FileNotFoundError):
             pass
+        except OSError as err:
+            log.warning("checkpoint %s not removed (%s)", artifact_id, err.strerror or err)
 
     def on_trial_finished(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """``study.optimize`` callback: a finished trial needs no checkpoint any more."""
@@ -131,14 +141,28 @@ class TrialCheckpoints:
                         type(err).__name__, err)
             return None
 
-    def save(self, checkpoint: Checkpoint) -> None:
-        """Write ``checkpoint``, then point the trial at it, then drop the one it replaces."""
+    def save(self, checkpoint: Checkpoint) -> bool:
+        """Write ``checkpoint``, then point the trial at it, then drop the one it replaces.
+        False (and ``checkpoint_error`` on the trial) when the store could not write it."""
         artifact_id = (f"hpsearch-trial{self.trial.number}-{checkpoint.phase}-"
                        f"{uuid.uuid4().hex[:12]}.pt")
-        self.store.artifact_store.write(artifact_id, io.BytesIO(checkpoint.to_bytes()))
+        try:
+            self.store.artifact_store.write(artifact_id, io.BytesIO(checkpoint.to_bytes()))
+        except OSError as err:
+            reason = f"{checkpoint.phase}: {err.strerror or err}"
+            log.warning("trial %d: checkpoint %s not written (%s); the trial goes on without it",
+                        self.trial.number, artifact_id, reason)
+            self.store.remove(artifact_id)  # a partial file
+            self.trial.set_user_attr(CHECKPOINT_ERROR, reason)
+            return False
         pointer = {"artifact_id": artifact_id, "trial": self.trial.number,
                    "phase": checkpoint.phase, "ft_epoch": checkpoint.ft_epoch}
-        self.trial.storage.set_trial_system_attr(self.trial._trial_id, POINTER_ATTR, pointer)
+        try:
+            self.trial.storage.set_trial_system_attr(self.trial._trial_id, POINTER_ATTR, pointer)
+        except BaseException:  # storage gone, or the trial taken away: nothing points at it
+            self.store.remove(artifact_id)
+            raise
         previous, self.pointer = self.pointer, pointer
         if previous and previous["artifact_id"] != artifact_id:
             self.store.remove(previous["artifact_id"])
+        return True

@@ -7,6 +7,8 @@ from typing import Any, Mapping
 import optuna
 from omegaconf import DictConfig
 
+from hpsearch.errors import FAIL_REASON
+
 # user attr -> meaning; docs/metrics.md is generated from the same words.
 METRICS = {
     "schedule": "the named schedule the trial ran (conf/schedule/; none: the search space decides)",
@@ -46,6 +48,20 @@ METRICS = {
     "wall_hp_s": "seconds of HP",
     "wall_ft_s": "seconds of FT",
     "pruned_at": "where a pruned trial stopped: gate (before FT) or ft_epoch_N",
+}
+
+
+CHECKPOINT_ERROR = "checkpoint_error"
+
+# User attrs only some trials write, so not in METRICS: why a trial failed, and a checkpoint it
+# could not write. docs/metrics.md is generated from the same words.
+INCIDENT_ATTRS = {
+    FAIL_REASON: "why the trial failed, in one line: a stop signal, a storage unreachable for "
+                 "storage.outage_timeout, no heartbeat for storage.grace_period (its worker died "
+                 "or lost the storage), or the gate's reason; the retry that re-runs it has "
+                 "failed_trial / retry_history in its system attrs",
+    CHECKPOINT_ERROR: "the last checkpoint the trial could not write, and why (e.g. ft_epoch_3: "
+                      "No space left on device); the trial went on without it",
 }
 
 

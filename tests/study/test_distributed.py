@@ -9,11 +9,9 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -23,6 +21,7 @@ import optuna
 import pytest
 
 from conftest import REPO, run_cli
+from pgcluster import PgCluster
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_ADMIN_URL = f"postgresql+psycopg2://postgres@{PG_HOST}:{PG_PORT}/postgres"
@@ -218,6 +217,7 @@ def test_sigterm_fails_and_requeues_the_running_trial(pg_url: str, tmp_path: Pat
     assert code == 128 + signal.SIGTERM, log[-3000:]
     ts = trials(pg_url, "term")
     assert ts[victim.number].state == FAIL
+    assert ts[victim.number].user_attrs["fail_reason"].startswith("stopped by SIGTERM")
     assert not [t for t in ts if t.state == RUNNING]
     retries = [t for t in ts if t.system_attrs.get("failed_trial") == victim.number]
     assert len(retries) == 1 and retries[0].state == WAITING
@@ -234,37 +234,13 @@ def test_sigterm_fails_and_requeues_the_running_trial(pg_url: str, tmp_path: Pat
 def password_server() -> tuple[int, str]:
     """A private PostgreSQL (initdb, scram-sha-256 auth) for the wrong-password case: the shared
     local server trusts every local connection, so it accepts any password."""
-    bindir = Path("/usr/lib/postgresql")
-    initdb = sorted(bindir.glob("*/bin/initdb"))
-    if not initdb:
-        pytest.fail("PostgreSQL server binaries (initdb) are needed for the password test")
-    bin_ = initdb[-1].parent
-    # Not under pytest's tmp dir: the server runs as user postgres, who cannot enter it.
-    root = Path(tempfile.mkdtemp(prefix="hpsearch-pgpass-"))
     password = "Pw-" + uuid.uuid4().hex[:8]
-    (root / "pw").write_text(password + "\n")
-    as_postgres: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(root, "postgres")
-        shutil.chown(root / "pw", "postgres")
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    import socket
-
-    with socket.socket() as s:
-        s.bind((PG_HOST, 0))
-        port = s.getsockname()[1]
-    subprocess.run([*as_postgres, str(bin_ / "initdb"), "-D", str(root / "data"), "-U", "hps",
-                    "--auth=scram-sha-256", f"--pwfile={root / 'pw'}"], check=True,
-                   capture_output=True)
-    subprocess.run([*as_postgres, str(bin_ / "pg_ctl"), "-D", str(root / "data"), "-w", "-l",
-                    str(root / "log"), "-o", f"-p {port} -k {root} -c listen_addresses={PG_HOST}",
-                    "start"], check=True, capture_output=True)
+    cluster = PgCluster(user="hps", password=password)
+    cluster.start()
     try:
-        yield port, password
+        yield cluster.port, password
     finally:
-        subprocess.run([*as_postgres, str(bin_ / "pg_ctl"), "-D", str(root / "data"), "-m",
-                        "immediate", "stop"], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.remove()
 
 
 def test_bad_storage_is_one_line_and_exit_2(password_server: tuple[int, str],
