@@ -30,7 +30,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.errors import HpsearchError
+from hpsearch.errors import FAIL_REASON, HpsearchError
 from hpsearch.review import plots
 from hpsearch.stats import bound_stats, finite
 from hpsearch.study.progress import prune_reason
@@ -43,8 +43,6 @@ log = logging.getLogger("hpsearch")
 SUMMARY = "summary.md"
 TRIALS_CSV = "trials.csv"
 CONFIG = "config.yaml"  # the study's user attr ``config``: the composed config of the search
-# A failed trial's reason, if the worker recorded one (optuna 5 itself only logs it).
-FAIL_REASON_ATTR = "fail_reason"
 MIN_TRIALS_FOR_IMPORTANCE = 2
 
 # Schedule and metric columns of the best-trials table: (user attr, header, format).
@@ -97,7 +95,7 @@ def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
 
 def fail_reason(t: FrozenTrial) -> str | None:
     """The reason recorded for a failed trial (user or system attr ``fail_reason``), if any."""
-    reason = t.user_attrs.get(FAIL_REASON_ATTR) or t.system_attrs.get(FAIL_REASON_ATTR)
+    reason = t.user_attrs.get(FAIL_REASON) or t.system_attrs.get(FAIL_REASON)
     return str(reason) if reason else None
 
 
