@@ -198,6 +198,7 @@ class HpsearchConfig:
     progress: bool = True  # tqdm bars for feature extraction, HP and FT
     workers: int = 1  # > 1: start this many local worker processes of this command and wait
     devices: Optional[List[str]] = None  # with workers: CUDA_VISIBLE_DEVICES of each worker
+    workers_per_device: int = 1  # with devices: at most this many workers share each GPU
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
@@ -275,11 +276,20 @@ def validate_config(cfg: DictConfig) -> None:
     _require(cfg.storage.grace_period > cfg.storage.heartbeat_interval, "storage.grace_period",
              cfg.storage.grace_period,
              f"> storage.heartbeat_interval={cfg.storage.heartbeat_interval} (seconds)")
+    per_device = cfg.workers_per_device
+    _require(per_device >= 1, "workers_per_device", per_device, ">= 1")
     if cfg.devices is not None:
         _require(len(cfg.devices) >= 1 and all(str(d).strip() for d in cfg.devices), "devices",
                  list(cfg.devices), "a non-empty list of GPU ids, e.g. devices=[0,1]")
         _require(device in ("auto", "cuda"), "device", device,
                  "auto or cuda with devices=[...] (each worker sees its one GPU as cuda:0)")
+        slots = per_device * len(cfg.devices)
+        _require(cfg.workers <= slots, "workers", cfg.workers,
+                 f"<= workers_per_device x len(devices) = {per_device} x {len(cfg.devices)} = "
+                 f"{slots}; raise workers_per_device to run more workers on each GPU")
+    else:
+        _require(per_device == 1, "workers_per_device", per_device,
+                 "1 without devices=[...] (it says how many workers share each listed GPU)")
     for key in ("hp.label_smoothing", "ft.label_smoothing"):
         value = _select(cfg, key)
         _require(0.0 <= value < 1.0, key, value, "in [0, 1)")
