@@ -24,6 +24,7 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 MODES = ("search", "dashboard", "report")
 DATA_FORMATS = ("synthetic", "cifar10", "cifar100", "imagefolder", "tensors")
 ARCHS = ("linear", "mlp", "resnet18", "resnet34", "resnet50")
+CHANNELS_LAST = ("auto", "true", "false")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "constant")
 SAMPLERS = ("tpe", "random")
@@ -194,6 +195,9 @@ class HpsearchConfig:
     mode: str = "search"  # search | dashboard (optuna-dashboard on storage.url) | report
     experiment: str = "toy"
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    # Memory layout of conv nets and their inputs: auto = channels_last for a ResNet on every
+    # device (faster on CUDA and on the CPU, benchmarks/pipeline.py); true/false force it.
+    channels_last: str = "auto"
     seed: int = 0
     progress: bool = True  # tqdm bars for feature extraction, HP and FT
     workers: int = 1  # > 1: start this many local worker processes of this command and wait
@@ -210,6 +214,11 @@ class HpsearchConfig:
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     search_space: Dict[str, Any] = field(default_factory=dict)
+
+
+def channels_last_choice(value: Any) -> str:
+    """``channels_last`` as one of CHANNELS_LAST (a command-line ``true`` reads "True")."""
+    return str(value).strip().lower()
 
 
 def register_schema() -> None:
@@ -290,6 +299,8 @@ def validate_config(cfg: DictConfig) -> None:
     else:
         _require(per_device == 1, "workers_per_device", per_device,
                  "1 without devices=[...] (it says how many workers share each listed GPU)")
+    _require(channels_last_choice(cfg.channels_last) in CHANNELS_LAST, "channels_last",
+             cfg.channels_last, "one of " + ", ".join(CHANNELS_LAST))
     for key in ("hp.label_smoothing", "ft.label_smoothing"):
         value = _select(cfg, key)
         _require(0.0 <= value < 1.0, key, value, "in [0, 1)")
