@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hpsearch.app import OPENMP_DEFAULTS, compose_config, set_openmp_defaults  # noqa: E402
 
-set_openmp_defaults()  # as `python -m hpsearch` does, before torch loads OpenMP
+if "--serve" not in sys.argv:  # an arm's process keeps exactly the environment its arm set
+    set_openmp_defaults()  # as `python -m hpsearch` does, before torch loads OpenMP
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -226,21 +227,27 @@ def arm_comparison(arms: dict[str, dict[str, Any]], child_argv: list[str],
                                  "ft_wall_s": walls, "ft_cpu_s": cpus}
         for mode in ("no_grad", "inference_mode"):
             entry[f"eval_wall_s_{mode}"] = [m[mode]["wall"] for m in ev[name]]
-        speed = paired_ratio(entry["eval_wall_s_no_grad"], entry["eval_wall_s_inference_mode"])
-        print(f"    evaluation wall no_grad {fmt(interval(entry['eval_wall_s_no_grad']), ' s')}; "
-              f"inference_mode {fmt(interval(entry['eval_wall_s_inference_mode']), ' s')}; "
-              f"speed-up inference_mode vs no_grad {fmt(speed, 'x')}")
-        entry["eval_speedup_inference_mode"] = speed
+            entry[f"eval_cpu_s_{mode}"] = [m[mode]["cpu"] for m in ev[name]]
+        for kind in ("wall", "cpu"):
+            speed = paired_ratio(entry[f"eval_{kind}_s_no_grad"],
+                                 entry[f"eval_{kind}_s_inference_mode"])
+            print(f"    evaluation {kind} no_grad "
+                  f"{fmt(interval(entry[f'eval_{kind}_s_no_grad']), ' s')}; inference_mode "
+                  f"{fmt(interval(entry[f'eval_{kind}_s_inference_mode']), ' s')}; speed-up "
+                  f"inference_mode vs no_grad {fmt(speed, 'x')}")
+            entry[f"eval_speedup_inference_mode_{kind}"] = speed
         if name != base:
             for kind in ("wall", "cpu"):
                 r = paired_ratio(result["arms"][base][f"ft_{kind}_s"], entry[f"ft_{kind}_s"])
                 entry[f"ft_speedup_{kind}_vs_{base}"] = r
                 target = " (target >= 1.25x)" if name == "new" and kind == "wall" else ""
                 print(f"    FT epoch speed-up vs {base} by {kind} time: {fmt(r, 'x')}{target}")
-            r = paired_ratio(result["arms"][base]["eval_wall_s_inference_mode"],
-                             entry["eval_wall_s_inference_mode"])
-            entry[f"eval_speedup_wall_vs_{base}"] = r
-            print(f"    evaluation speed-up vs {base} by wall time: {fmt(r, 'x')}")
+            for kind in ("wall", "cpu"):
+                r = paired_ratio(result["arms"][base][f"eval_{kind}_s_no_grad"],
+                                 entry[f"eval_{kind}_s_inference_mode"])
+                entry[f"eval_speedup_{kind}_vs_{base}"] = r
+                print(f"    evaluation speed-up (inference_mode) vs {base} (no_grad) by {kind} "
+                      f"time: {fmt(r, 'x')}")
         result["arms"][name] = entry
     return result
 
@@ -309,6 +316,8 @@ def main() -> None:
                         help="repetitions of the arm comparison (0: leave it out)")
     parser.add_argument("--only-arms", action="store_true",
                         help="only the arm comparison (and --compare-trial)")
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS),
+                        help="the arms compared (the first is the base of the speed-ups)")
     parser.add_argument("--threads", type=int, nargs="*", default=[],
                         help="add arms 'new' at these torch thread counts, e.g. --threads 1 2")
     parser.add_argument("--skip-trial", action="store_true", help="leave out the full trial")
@@ -346,7 +355,7 @@ def main() -> None:
         numbers.update({"device": str(ws.device), "train_images": len(task.splits.train)})
         numbers.update(trial_sections(cfg, ws, task, n_total, args.skip_trial))
     if args.reps:
-        arms = dict(ARMS)
+        arms = {name: ARMS[name] for name in args.arms}
         for n in args.threads:
             arms[f"new/{n} threads"] = {**ARMS["new"], "OMP_NUM_THREADS": n}
         child_argv = ["--data-root", args.data_root, "--weights", args.weights, "--device",

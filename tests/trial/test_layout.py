@@ -21,12 +21,13 @@ from imagedata import make_imagefolder
 
 # One trial in the two layouts differs only by floating-point reordering inside the
 # convolutions; FT (every layer trains, BatchNorm in train mode) amplifies it over its steps.
-# Measured on the low-data split-CIFAR trial (benchmarks/pipeline.py --compare-trial, see
-# docs): HP metrics agree to ~1e-6 relative, FT's continuous metrics to ~1e-3, accuracies to a
-# few validation images — the same order as a change of torch's thread count gives. Here, on a
-# small generated task: one training step agrees to STEP_RTOL; HP (the head on the copied
-# part's outputs) to HP_RTOL; FT's continuous metrics to FT_RTOL; accuracies to one image.
-STEP_RTOL, HP_RTOL, FT_RTOL = 1e-4, 1e-5, 2e-2
+# Measured on a real trial (low-data split-CIFAR, tau=4, 8 FT epochs; benchmarks/pipeline.py
+# --compare-trial): HP metrics agreed to 2e-7, FT's continuous metrics to 1.2e-4 relative,
+# accuracies to one image (val 0.1 pt, test 0.02 pt) — as much as running NCHW at another
+# thread count moved them. The generated task here (random weights, batches of 14) amplifies
+# more (up to 5e-3 relative measured), so: one training step agrees to STEP_RTOL, HP to
+# HP_RTOL, FT's continuous metrics to FT_RTOL, accuracies to one image.
+STEP_RTOL, HP_RTOL, FT_RTOL = 1e-4, 1e-5, 1e-2
 HP_METRICS = ("energy", "hp_train_loss", "head_norm", "feature_norm_0")
 FT_METRICS = ("adaptation_l2", "adaptation_cos", "feature_norm_T")
 ACCURACIES = {"hp_train_acc": 3 * 14, "hp_val_acc": 3 * 6, "ft_val_acc": 3 * 6,
