@@ -8,6 +8,7 @@ are reported the same way. A storage that stops answering while a worker runs, f
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import hydra
@@ -18,6 +19,11 @@ from hpsearch.config import register_schema, validate_config
 from hpsearch.errors import ConfigError, HpsearchError
 
 CONF_DIR = str(conf_dir)
+# OpenMP settings for CPU training, set before torch loads OpenMP unless the environment has
+# them: threads waiting at the end of a parallel region sleep instead of spinning. On cores that
+# other jobs share, a spinning thread burns the time its descheduled partner needs, and FT of a
+# ResNet ran several times slower (benchmarks/pipeline.py: arms today vs passive).
+OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def _fail(err: HpsearchError) -> None:
@@ -116,8 +122,17 @@ def _hydra_app(cfg: DictConfig) -> None:
         _fail(err)
 
 
+def set_openmp_defaults(env: dict[str, str] | None = None) -> None:
+    """``OPENMP_DEFAULTS`` into ``env`` (this process's environment: before torch is imported,
+    and inherited by the local launcher's workers), keeping values already set."""
+    target = os.environ if env is None else env
+    for key, value in OPENMP_DEFAULTS.items():
+        target.setdefault(key, value)
+
+
 def main() -> None:
     global _checked
+    set_openmp_defaults()
     register_schema()
     overrides = [a for a in sys.argv[1:] if not a.startswith("-") and not a.startswith("hydra")]
     if not any(a.startswith("-") for a in sys.argv[1:]):  # --help, --cfg, --multirun: Hydra's

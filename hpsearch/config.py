@@ -24,6 +24,7 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 MODES = ("search", "dashboard", "report")
 DATA_FORMATS = ("synthetic", "cifar10", "cifar100", "imagefolder", "tensors")
 ARCHS = ("linear", "mlp", "resnet18", "resnet34", "resnet50")
+CHANNELS_LAST = ("auto", "true", "false")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "constant")
 SAMPLERS = ("tpe", "random")
@@ -194,10 +195,14 @@ class HpsearchConfig:
     mode: str = "search"  # search | dashboard (optuna-dashboard on storage.url) | report
     experiment: str = "toy"
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    # Memory layout of conv nets and their inputs: auto = channels_last for a ResNet on every
+    # device (faster on CUDA and on the CPU, benchmarks/pipeline.py); true/false force it.
+    channels_last: str = "auto"
     seed: int = 0
     progress: bool = True  # tqdm bars for feature extraction, HP and FT
     workers: int = 1  # > 1: start this many local worker processes of this command and wait
     devices: Optional[List[str]] = None  # with workers: CUDA_VISIBLE_DEVICES of each worker
+    workers_per_device: int = 1  # with devices: at most this many workers share each GPU
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
@@ -209,6 +214,11 @@ class HpsearchConfig:
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     search_space: Dict[str, Any] = field(default_factory=dict)
+
+
+def channels_last_choice(value: Any) -> str:
+    """``channels_last`` as one of CHANNELS_LAST (a command-line ``true`` reads "True")."""
+    return str(value).strip().lower()
 
 
 def register_schema() -> None:
@@ -275,11 +285,22 @@ def validate_config(cfg: DictConfig) -> None:
     _require(cfg.storage.grace_period > cfg.storage.heartbeat_interval, "storage.grace_period",
              cfg.storage.grace_period,
              f"> storage.heartbeat_interval={cfg.storage.heartbeat_interval} (seconds)")
+    per_device = cfg.workers_per_device
+    _require(per_device >= 1, "workers_per_device", per_device, ">= 1")
     if cfg.devices is not None:
         _require(len(cfg.devices) >= 1 and all(str(d).strip() for d in cfg.devices), "devices",
                  list(cfg.devices), "a non-empty list of GPU ids, e.g. devices=[0,1]")
         _require(device in ("auto", "cuda"), "device", device,
                  "auto or cuda with devices=[...] (each worker sees its one GPU as cuda:0)")
+        slots = per_device * len(cfg.devices)
+        _require(cfg.workers <= slots, "workers", cfg.workers,
+                 f"<= workers_per_device x len(devices) = {per_device} x {len(cfg.devices)} = "
+                 f"{slots}; raise workers_per_device to run more workers on each GPU")
+    else:
+        _require(per_device == 1, "workers_per_device", per_device,
+                 "1 without devices=[...] (it says how many workers share each listed GPU)")
+    _require(channels_last_choice(cfg.channels_last) in CHANNELS_LAST, "channels_last",
+             cfg.channels_last, "one of " + ", ".join(CHANNELS_LAST))
     for key in ("hp.label_smoothing", "ft.label_smoothing"):
         value = _select(cfg, key)
         _require(0.0 <= value < 1.0, key, value, "in [0, 1)")

@@ -50,19 +50,25 @@ class FrozenOutputs:
         self.copied, self.splits, self.pipeline = copied, splits, pipeline
         self.augment, self.autocast = augment, autocast
 
-    @torch.no_grad()
     def _run(self, x: torch.Tensor, augment: bool, gen: torch.Generator | None) -> torch.Tensor:
         inputs = self.pipeline(x, augment=augment, gen=gen)
         with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             return self.copied(inputs).float()
 
+    @torch.no_grad()
     def train_batch(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        # no_grad, not inference_mode: the re-initialised stages train on this batch, and
+        # autograd cannot save an inference tensor for their backward pass.
         return self._run(self.splits.train.x[idx], self.augment, gen)
 
     def chunks(self, split: str, batch_size: int) -> Iterator[torch.Tensor]:
+        """Outputs for evaluation and for the cache, computed under ``inference_mode``: read
+        them, or copy them (``torch.cat`` does) before autograd records on them."""
         x = getattr(self.splits, split).x
         for i in range(0, len(x), batch_size):
-            yield self._run(x[i:i + batch_size], False, None)
+            with torch.inference_mode():
+                out = self._run(x[i:i + batch_size], False, None)
+            yield out
 
 
 class FeatureCache:

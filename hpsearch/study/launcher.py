@@ -3,12 +3,18 @@
     python -m hpsearch +experiment=cifar workers=4 devices=[0,1,2,3] study.n_trials=10
 
 creates the study once (so a bad storage URL is one error, not N), then starts N processes of
-the command without ``workers``/``devices``, each with ``HPSEARCH_WORKER_INDEX=i`` (its sampler
-seed offset) and, with ``devices``, ``CUDA_VISIBLE_DEVICES`` set to one device (worker i gets
-``devices[i % len(devices)]``). Without devices each worker gets ``OMP_NUM_THREADS`` = cores / N
-(unless already set), so CPU workers do not oversubscribe the cores. Each worker's output goes to
-``<storage.logs>/<study>/<time>/worker-<i>.log`` and, prefixed with ``[worker i]``, to this
-terminal. The launcher forwards SIGTERM/SIGINT to the workers (each fails and re-queues its
+the command without ``workers``/``devices``/``workers_per_device``, each with
+``HPSEARCH_WORKER_INDEX=i`` (its sampler seed offset) and, with ``devices``,
+``CUDA_VISIBLE_DEVICES`` set to one device: worker i gets ``devices[i % len(devices)]``, so the
+workers spread evenly over the GPUs. ``workers_per_device=K`` lets up to K workers share each GPU
+(several small trials fill one GPU; N <= K x len(devices), checked by the config):
+
+    python -m hpsearch +experiment=split_cifar workers=8 devices=[0,1] workers_per_device=4
+
+Each worker gets ``OMP_NUM_THREADS`` = cores / N (unless already set), so N processes do not
+oversubscribe the CPU cores (each would otherwise start one thread per core). Each worker's
+output goes to ``<storage.logs>/<study>/<time>/worker-<i>.log`` and, prefixed with
+``[worker i]``, to this terminal. The launcher forwards SIGTERM/SIGINT to the workers (each fails and re-queues its
 running trial, see ``hpsearch.study.shutdown``), waits for all of them, and exits with the first
 non-zero exit code of a worker (0 when all succeeded).
 
@@ -33,11 +39,11 @@ from omegaconf import DictConfig
 from hpsearch.study.placement import WORKER_INDEX_ENV
 
 # Overrides the launcher consumes; the workers get the rest of the command line unchanged.
-_LAUNCHER_KEYS = re.compile(r"^[+~]{0,2}(workers|devices)(=|$)")
+_LAUNCHER_KEYS = re.compile(r"^[+~]{0,2}(workers|devices|workers_per_device)(=|$)")
 
 
 def worker_args(argv: list[str]) -> list[str]:
-    """The command-line arguments of one worker: the launcher's, minus workers/devices."""
+    """The command-line arguments of one worker: the launcher's, minus the launcher's keys."""
     return [a for a in argv if not _LAUNCHER_KEYS.match(a)]
 
 
@@ -47,7 +53,7 @@ def worker_env(cfg: DictConfig, index: int, base: dict[str, str] | None = None) 
     env["PYTHONUNBUFFERED"] = "1"  # lines reach the log as they are written
     if cfg.devices:
         env["CUDA_VISIBLE_DEVICES"] = str(list(cfg.devices)[index % len(cfg.devices)])
-    elif "OMP_NUM_THREADS" not in env:
+    if "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(cfg.workers)))
     return env
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 import optuna
+import torch
 from omegaconf import DictConfig
 
 from hpsearch.pruners import InvalidSignalError
@@ -42,7 +43,7 @@ def run_search(cfg: DictConfig) -> optuna.Study:
     distributions = study_distributions(cfg)  # the search space less the schedule's keys
     fixed = check_enqueue(cfg, distributions)
     checkpoints = CheckpointStore.at(str(cfg.storage.artifacts))
-    cfg = pin_to_free_gpu(cfg)  # compose replicas: one GPU each
+    cfg = pin_to_free_gpu(cfg)  # compose replicas: a GPU slot each
     workspace = Workspace(cfg)
     task = workspace.task(cfg)  # decodes data and loads weights now, so bad paths fail here
     log.info("data: %d train / %d val / %d test, classes %s; backbone %s (%s); device %s",
@@ -79,6 +80,9 @@ def run_search(cfg: DictConfig) -> optuna.Study:
     if shutdown.stopping:
         log.warning("stopped by signal %s between trials", shutdown.signum)
         exit_stopped(WorkerStopped(shutdown.signum))  # type: ignore[arg-type]
+    if workspace.device.type == "cuda":  # what a GPU slot needs: workers_per_device sizing
+        log.info("peak GPU memory of this worker: %.0f MiB (torch.cuda.max_memory_allocated)",
+                 torch.cuda.max_memory_allocated(workspace.device) / 2**20)
     log.info("best trials of study %r:\n%s", study.study_name,
              best_trials_table(study, int(cfg.study.top_k)))
     log.info("storage: %s", safe_url(str(cfg.storage.url)))

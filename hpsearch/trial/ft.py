@@ -23,7 +23,7 @@ from hpsearch.models import TransferNet, eval_mode
 from hpsearch.trial.optim import epoch_batches, make_optimizer, steps_per_epoch
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def accuracy(net: TransferNet, split: Split, pipeline: InputPipeline, batch_size: int,
              autocast: bool = False) -> float:
     """Top-1 accuracy in eval mode without augmentation (NaN for an empty split)."""
@@ -35,12 +35,15 @@ def accuracy(net: TransferNet, split: Split, pipeline: InputPipeline, batch_size
     return float((logits.argmax(1).cpu() == split.y.cpu()).float().mean())
 
 
-@torch.no_grad()
 def features(net: TransferNet, split: Split, pipeline: InputPipeline,
              batch_size: int) -> torch.Tensor:
-    """z = pooled copied-part output, eval mode, no augmentation, float32 on the CPU."""
-    with eval_mode(net):
-        return batched(lambda x: net.features(pipeline(x)).float().cpu(), split.x, batch_size)
+    """z = pooled copied-part output, eval mode, no augmentation, float32 on the CPU.
+
+    Computed under ``inference_mode``, returned as an ordinary tensor (a clone), so a caller may
+    still use it where autograd records."""
+    with torch.inference_mode(), eval_mode(net):
+        z = batched(lambda x: net.features(pipeline(x)).float().cpu(), split.x, batch_size)
+    return z.clone()
 
 
 @dataclass

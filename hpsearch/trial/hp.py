@@ -56,7 +56,7 @@ def freeze_copied(net: TransferNet) -> None:
         p.requires_grad_(False)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def split_logits(net: TransferNet, outputs, y: torch.Tensor, split: str,
                  batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(logits, labels) chunks of the network in eval mode on one split, from copied-part outputs.

@@ -294,26 +294,10 @@ def test_launcher_options_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
         compose_config(["workers=0"])
     with pytest.raises(ConfigError, match=r"^device='cuda:1' is invalid: must be auto or cuda"):
         compose_config(["workers=2", "devices=[0,1]", "device=cuda:1"])
-    cfg = compose_config(["workers=3", "devices=[2,5]"])
+    cfg = compose_config(["workers=3", "devices=[2,5]", "workers_per_device=2"])
     assert [worker_env(cfg, i, {})["CUDA_VISIBLE_DEVICES"] for i in range(3)] == ["2", "5", "2"]
     assert worker_args(["workers=3", "devices=[2,5]", "+workers=2", "study.n_trials=4"]) == \
         ["study.n_trials=4"]
-
-
-def test_gpu_claims_are_exclusive_per_host(tmp_path: Path) -> None:
-    """Compose replicas that all see every GPU each take a different one."""
-    from hpsearch.study import placement
-    from hpsearch.errors import HpsearchError
-
-    claimed = [placement.claim_gpu(str(tmp_path), 2) for _ in range(2)]
-    assert claimed == [0, 1]
-    with pytest.raises(HpsearchError, match="all 2 GPUs of this host are taken"):
-        placement.claim_gpu(str(tmp_path), 2)
-    placement._claimed.pop(0).close()  # the worker on GPU 0 ends
-    assert placement.claim_gpu(str(tmp_path), 2) == 0
-    for handle in placement._claimed:
-        handle.close()
-    placement._claimed.clear()
 
 
 # ----------------------------------------------------------------------------- compose, SQLite
