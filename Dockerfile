@@ -21,13 +21,13 @@ COPY docker/wheels/ /tmp/wheels/
 # torch first, in its own layer: it changes far less often than the package.
 RUN /opt/hpsearch/bin/pip install "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
 COPY pyproject.toml README.md /src/
-COPY hpsearch /src/hpsearch
 COPY conf /src/conf
-RUN /opt/hpsearch/bin/pip install -e "/src[postgres]"
+# hpsearch/conf links to ../conf: the wheel carries the Hydra configs inside the package.
+COPY hpsearch /src/hpsearch
+RUN /opt/hpsearch/bin/pip install "/src[postgres]"
 
 FROM ${BASE_IMAGE}
 COPY --from=build /opt/hpsearch /opt/hpsearch
-COPY --from=build /src /src
 ENV PATH=/opt/hpsearch/bin:$PATH \
     PYTHONUNBUFFERED=1
 # storage/artifacts: the checkpoints and reports every container shares (a volume); the study

@@ -207,12 +207,12 @@ echo "    image size: $(( $(docker image inspect -f '{{.Size}}' hpsearch:check) 
 # ----------------------------------------------------------------------------- 3. up, 2 workers
 say "up -d --scale worker=2: study 'check', $N trials per worker"
 compose up -d --scale worker=2 > "$WORK/up1.log" 2>&1 || { cat "$WORK/up1.log"; fail "up failed"; }
-wait_until 300 "init to finish" all_exited init
+wait_until 900 "init to finish" all_exited init
 [ "$(exit_codes init)" = "0 " ] || fail "init exited $(exit_codes init)"
 ready=$(compose logs --no-color init | grep -o "study 'check' is ready.*") ||
     fail "init did not report the study"
 ok "init exited 0: $ready"
-wait_until 900 "both workers to finish" all_exited worker
+wait_until 1800 "both workers to finish" all_exited worker
 [ "$(exit_codes worker)" = "0 0 " ] || fail "workers exited $(exit_codes worker)"
 [ "$(sql "SELECT count(*) FROM studies WHERE study_name = 'check'")" = 1 ] ||
     fail "not one study 'check'"
@@ -225,8 +225,9 @@ fixed=$(sql "SELECT count(*) FROM trial_params p JOIN trials t USING (trial_id)
 [ "$fixed" = 1 ] || fail "the fixed trial hp.lr=0.0123 ran $fixed times, not once"
 ok "the fixed trial (hp.lr=0.0123) ran once, although init and both workers set the study up"
 for w in $(containers worker); do
-    docker logs "$w" 2>&1 | grep -o "trial [0-9]*: .*ft_val_acc=[0-9.]*" | cut -c1-62 |
-        sed "s/^/      $(docker inspect -f '{{.Name}}' "$w" | tr -d /): /"
+    docker logs "$w" 2>&1 |
+        sed -nE 's/.*(trial [0-9]+): (tau=[0-9]+).*(hp_lr=[0-9.e-]+).*(ft_val_acc=[0-9.]+).*/\1: \2 \3 \4/p' |
+        sed "s/^/      $(docker inspect -f '{{.Name}}' "$w" | tr -d /) /"
 done
 
 say "dashboard on 127.0.0.1:$DASHBOARD_PORT"
@@ -234,7 +235,7 @@ published=$(docker port "$(containers dashboard)" 8080; docker port "$(container
 [ "$(echo $published)" = "127.0.0.1:$DASHBOARD_PORT 127.0.0.1:$POSTGRES_PORT" ] ||
     fail "published ports: $(echo $published)"
 ok "ports published on 127.0.0.1 only: $(echo $published)"
-wait_until 120 "the dashboard to answer" api /api/studies
+wait_until 600 "the dashboard to answer" api /api/studies
 study_id=$(api /api/studies | python3 -c '
 import json, sys
 print(next(s["study_id"] for s in json.load(sys.stdin)["study_summaries"]
@@ -244,8 +245,8 @@ got=$(summary "$study_id")
 ok "GET /api/studies/$study_id -> $got"
 
 # ----------------------------------------------------------------------------- 4. stop, resume
-# One trial per worker, long enough (30 FT epochs of 940 steps) to stop it in the middle of FT.
-write_env "$TINY data.train_per_class=1500 ft.epochs=30 ft.batch_size=8 study.name=check_stop" 1
+# One trial per worker, long enough (30 FT epochs of 250 steps) to stop it in the middle of FT.
+write_env "$TINY data.train_per_class=400 ft.epochs=30 ft.batch_size=8 study.name=check_stop" 1
 say "study 'check_stop', 1 long trial per worker: up, then stop worker in the middle of FT"
 compose up -d --scale worker=2 > "$WORK/up2.log" 2>&1 || { cat "$WORK/up2.log"; fail "up failed"; }
 in_ft() {  # a RUNNING trial of check_stop whose checkpoint is after >= 3 of its 30 FT epochs
@@ -255,7 +256,7 @@ in_ft() {  # a RUNNING trial of check_stop whose checkpoint is after >= 3 of its
               AND a.key = 'hpsearch:checkpoint'
               AND (a.value_json::json->>'ft_epoch')::int >= 3")" -ge 1 ]
 }
-wait_until 600 "a trial in the middle of FT" in_ft
+wait_until 1800 "a trial in the middle of FT" in_ft
 ok "before the stop: $(states check_stop)"
 compose stop worker > "$WORK/stop.log" 2>&1
 [ "$(exit_codes worker)" = "143 143 " ] ||
@@ -279,7 +280,7 @@ done
 
 say "up again: the re-queued trials resume from their checkpoints"
 compose up -d --scale worker=2 > "$WORK/up3.log" 2>&1 || { cat "$WORK/up3.log"; fail "up failed"; }
-wait_until 900 "both workers to finish" all_exited worker
+wait_until 1800 "both workers to finish" all_exited worker
 [ "$(exit_codes worker)" = "0 0 " ] || fail "workers exited $(exit_codes worker)"
 got=$(states check_stop)
 [ "$(count check_stop RUNNING)" = 0 ] && [ "$(count check_stop WAITING)" = 0 ] &&
@@ -308,11 +309,11 @@ compose down > "$WORK/down.log" 2>&1
 ok "no containers left; volumes:" \
    "$(docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT" | tr '\n' ' ')"
 compose up -d --scale worker=0 > "$WORK/up4.log" 2>&1 || { cat "$WORK/up4.log"; fail "up failed"; }
-wait_until 300 "init to finish" all_exited init
+wait_until 900 "init to finish" all_exited init
 ready=$(compose logs --no-color init | grep -o "study 'check_stop' is ready.*") ||
     fail "init did not report the study"
 ok "init exited $(exit_codes init): $ready"
-wait_until 120 "the dashboard to answer" api /api/studies
+wait_until 600 "the dashboard to answer" api /api/studies
 [ "$(states check)" = "$before_check" ] && [ "$(states check_stop)" = "$before_stop" ] ||
     fail "after down/up: check $(states check), check_stop $(states check_stop)"
 ok "both studies still there: check $before_check; check_stop $before_stop"

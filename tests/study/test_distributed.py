@@ -395,15 +395,18 @@ def test_env_example_sets_what_the_compose_files_read() -> None:
     assert set(env_example()) == read | {"COMPOSE_PROJECT_NAME"}
 
 
-def test_image_installs_the_tested_torch() -> None:
-    """The Dockerfile pins the torch and torchvision that these tests run on."""
+def test_image_installs_the_tested_torch_and_the_package_as_a_wheel() -> None:
+    """The Dockerfile pins the torch and torchvision that these tests run on, and installs the
+    package itself non-editable (its wheel carries conf/; no source tree in the image)."""
     import torch
     import torchvision
 
-    pins = dict(re.findall(r"^ARG (TORCH_VERSION|TORCHVISION_VERSION)=(\S+)$",
-                           (REPO / "Dockerfile").read_text(), re.M))
+    dockerfile = (REPO / "Dockerfile").read_text()
+    pins = dict(re.findall(r"^ARG (TORCH_VERSION|TORCHVISION_VERSION)=(\S+)$", dockerfile, re.M))
     assert pins == {"TORCH_VERSION": torch.__version__.split("+")[0],
                     "TORCHVISION_VERSION": torchvision.__version__.split("+")[0]}
+    installs = re.findall(r"pip install (.*)$", dockerfile, re.M)
+    assert '"/src[postgres]"' in installs and not any("-e " in line for line in installs)
 
 
 def test_compose_worker_command_runs_a_study(pg_url: str, tmp_path: Path) -> None:
