@@ -257,7 +257,11 @@ in_ft() {  # a RUNNING trial of check_stop whose checkpoint is after >= 3 of its
               AND (a.value_json::json->>'ft_epoch')::int >= 3")" -ge 1 ]
 }
 wait_until 1800 "a trial in the middle of FT" in_ft
-ok "before the stop: $(states check_stop)"
+at=$(sql "SELECT string_agg('trial ' || t.number || ' after FT epoch '
+                            || (a.value_json::json->>'ft_epoch'), ', ' ORDER BY t.number)
+          FROM trials t JOIN studies s USING (study_id) JOIN trial_system_attributes a USING (trial_id)
+          WHERE s.study_name = 'check_stop' AND t.state = 'RUNNING' AND a.key = 'hpsearch:checkpoint'")
+ok "before the stop: $(states check_stop); checkpoints: $at"
 compose stop worker > "$WORK/stop.log" 2>&1
 [ "$(exit_codes worker)" = "143 143 " ] ||
     fail "stopped workers exited '$(exit_codes worker)', expected 143 (SIGTERM) twice"
@@ -275,7 +279,7 @@ requeued=$(sql "SELECT count(*) FROM trials w JOIN studies s USING (study_id)
     fail "after the stop: $requeued of $failed_n failed trials have a WAITING retry"
 ok "workers exited 143 143; no trial RUNNING: $got (each FAIL re-queued as a WAITING retry)"
 for w in $(containers worker); do
-    docker logs "$w" 2>&1 | grep -o "stopped by SIGTERM.*" | sed 's/^/      /'
+    docker logs "$w" 2>&1 | grep -o "stopped by SIGTERM: .*" | sed 's/^/      /'
 done
 
 say "up again: the re-queued trials resume from their checkpoints"
@@ -286,7 +290,10 @@ got=$(states check_stop)
 [ "$(count check_stop RUNNING)" = 0 ] && [ "$(count check_stop WAITING)" = 0 ] &&
     [ "$(count check_stop FAIL)" = "$failed_n" ] || fail "after the resume: $got"
 resumed=$(sql "SELECT t.number || ' resumed trial ' || r.value_json || ' from ' || c.value_json
+                      || ', ran ' || e.value_json || ' of 30 FT epochs'
                FROM trials t JOIN studies s USING (study_id)
+               JOIN trial_user_attributes e
+                 ON e.trial_id = t.trial_id AND e.key = 'ft_epochs_run'
                JOIN trial_user_attributes r
                  ON r.trial_id = t.trial_id AND r.key = 'resumed_from_trial'
                JOIN trial_user_attributes c
@@ -312,12 +319,16 @@ compose up -d --scale worker=0 > "$WORK/up4.log" 2>&1 || { cat "$WORK/up4.log"; 
 wait_until 900 "init to finish" all_exited init
 ready=$(compose logs --no-color init | grep -o "study 'check_stop' is ready.*") ||
     fail "init did not report the study"
-ok "init exited $(exit_codes init): $ready"
+ok "init exited $(exit_codes init | tr -d ' '): $ready"
 wait_until 600 "the dashboard to answer" api /api/studies
 [ "$(states check)" = "$before_check" ] && [ "$(states check_stop)" = "$before_stop" ] ||
     fail "after down/up: check $(states check), check_stop $(states check_stop)"
 ok "both studies still there: check $before_check; check_stop $before_stop"
-ok "GET /api/studies/$study_id -> $(summary "$study_id")"
+for id in $(api /api/studies | python3 -c '
+import json, sys
+print(*(s["study_id"] for s in json.load(sys.stdin)["study_summaries"]))'); do
+    ok "GET /api/studies/$id -> $(summary "$id")"
+done
 
 # ----------------------------------------------------------------------------- 6. GPU overlay
 say "GPU overlay, configuration only (no GPU here):" \
