@@ -1,21 +1,37 @@
-# One image for the study's init job and for every worker: hpsearch on PyTorch with CUDA.
-# docker compose builds it (docker-compose.yml); on another machine: docker build -t hpsearch .
-ARG BASE_IMAGE=pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
+# One image for the study's init job, every worker and the dashboard: hpsearch with the torch and
+# torchvision it is tested with, on a slim Python base. PyPI's Linux torch wheels are CUDA-enabled,
+# so the same image runs on CPUs (docker-compose.yml) and on NVIDIA GPUs (docker-compose.gpu.yml).
+#   docker compose build         (or: docker build -t hpsearch .)
+# Offline (no package index): put every wheel into docker/wheels/ first, e.g.
+#   pip download -d docker/wheels torch==2.14.1 torchvision==0.29.1 'setuptools>=68' '.[postgres]'
+# and build with PIP_NO_INDEX=1 (a build arg; benchmarks/compose_check.sh does this).
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+FROM ${BASE_IMAGE} AS build
+ARG TORCH_VERSION=2.14.1
+ARG TORCHVISION_VERSION=0.29.1
+ARG PIP_NO_INDEX=0
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_FIND_LINKS=/tmp/wheels
+# A virtual environment: the same layout on the official python image and on a Debian base whose
+# system Python pip may not touch (PEP 668).
+RUN python3 -m venv /opt/hpsearch
+COPY docker/wheels/ /tmp/wheels/
+# torch first, in its own layer: it changes far less often than the package.
+RUN /opt/hpsearch/bin/pip install "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
+COPY pyproject.toml README.md /src/
+COPY conf /src/conf
+# hpsearch/conf links to ../conf: the wheel carries the Hydra configs inside the package.
+COPY hpsearch /src/hpsearch
+RUN /opt/hpsearch/bin/pip install "/src[postgres]"
+
 FROM ${BASE_IMAGE}
-
-ENV PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
-
+COPY --from=build /opt/hpsearch /opt/hpsearch
+ENV PATH=/opt/hpsearch/bin:$PATH \
+    PYTHONUNBUFFERED=1
+# storage/artifacts: the checkpoints and reports every container shares (a volume); the study
+# itself lives in PostgreSQL; storage/cache: this container's feature cache.
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY hpsearch ./hpsearch
-COPY conf ./conf
-# Editable, so that the Hydra configs under /app/conf stay next to the package. The base image's
-# torch and torchvision satisfy the requirements and are kept.
-RUN pip install -e '.[postgres]' \
- && mkdir -p storage/artifacts storage/cache
-
-# storage/artifacts: the checkpoints every worker shares (a volume); storage/cache: this
-# container's feature cache. The study itself lives in PostgreSQL.
+RUN mkdir -p storage/artifacts storage/cache
 CMD ["python", "-m", "hpsearch", "--help"]

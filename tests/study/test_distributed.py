@@ -302,33 +302,95 @@ def test_launcher_options_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # ----------------------------------------------------------------------------- compose, SQLite
 
-def compose_service(name: str) -> tuple[list[str], dict[str, str]]:
-    """A service's command and environment from docker-compose.yml, interpolated the way
-    ``docker compose`` does with the values of .env.example."""
-    import yaml
+COMPOSE_FILES = ("docker-compose.yml", "docker-compose.gpu.yml")  # CPU default, GPU overlay
 
-    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-    dotenv = {}
+
+def env_example() -> dict[str, str]:
+    """The settings of .env.example."""
+    values = {}
     for line in (REPO / ".env.example").read_text().splitlines():
         if "=" in line and not line.lstrip().startswith("#"):
             key, value = line.split("=", 1)
-            dotenv[key.strip()] = value.strip()
+            values[key.strip()] = value.strip()
+    return values
 
-    def interpolate(text: str) -> str:
-        def one(m: re.Match) -> str:
-            if m.group(0) == "$$":
-                return "$"
-            var, op, arg = m.group(1), m.group(2), m.group(3)
-            value = dotenv.get(var, "")
-            if op == ":?" and not value:
-                raise AssertionError(f"{var} must be set: {arg}")
-            return value if value or op is None else (arg if op == ":-" else "")
-        return re.sub(r"\$\$|\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", one, text)
 
-    service = compose["services"][name]
-    command = shlex.split(interpolate(service["command"]))
-    env = {k: interpolate(str(v)) for k, v in service.get("environment", {}).items()}
+def interpolate(text: str, values: dict[str, str]) -> str:
+    """``text`` with ${VAR}, ${VAR:-default} and ${VAR:?error} replaced as docker compose does."""
+    def one(m: re.Match) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        var, op, arg = m.group(1), m.group(2), m.group(3)
+        value = values.get(var, "")
+        if op == ":?" and not value:
+            raise AssertionError(f"{var} must be set: {arg}")
+        return value if value or op is None else (arg if op == ":-" else "")
+    return re.sub(r"\$\$|\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", one, text)
+
+
+def compose_file(name: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((REPO / name).read_text())
+
+
+def compose_service(name: str) -> tuple[list[str], dict[str, str]]:
+    """A service's command and environment from docker-compose.yml, interpolated the way
+    ``docker compose`` does with the values of .env.example."""
+    service = compose_file("docker-compose.yml")["services"][name]
+    values = env_example()
+    command = shlex.split(interpolate(service["command"], values))
+    env = {k: interpolate(str(v), values) for k, v in service.get("environment", {}).items()}
     return command, env
+
+
+def test_compose_runs_on_cpus_and_the_gpu_overlay_adds_devices() -> None:
+    """docker-compose.yml reserves no GPU (the default runs on any machine), publishes its ports
+    on 127.0.0.1 only and has no top-level ``name`` (compose v1 rejects it);
+    docker-compose.gpu.yml gives the workers the NVIDIA devices and the settings that
+    hpsearch.study.placement reads to claim a GPU slot per worker."""
+    from hpsearch.study import placement
+
+    base, gpu = (compose_file(name) for name in COMPOSE_FILES)
+    assert {key for key in base if not key.startswith("x-")} == {"services", "volumes"}
+    assert set(base["services"]) == {"postgres", "init", "worker", "dashboard"}
+    for name, service in base["services"].items():
+        assert not {"deploy", "runtime", "devices", "gpus"} & set(service), name
+        assert all(port.startswith("127.0.0.1:") for port in service.get("ports", [])), name
+    assert base["services"]["dashboard"]["ports"] and base["services"]["postgres"]["ports"]
+
+    assert list(gpu["services"]) == ["worker"]  # the overlay changes the workers only
+    worker = gpu["services"]["worker"]
+    assert worker["deploy"]["resources"]["reservations"]["devices"] == [
+        {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    values = env_example()
+    env = {key: interpolate(str(value), values) for key, value in worker["environment"].items()}
+    assert env == {placement.GPU_LOCK_DIR_ENV: "/gpulocks", "HPSEARCH_WORKERS_PER_DEVICE": "1"}
+    assert worker["volumes"] == ["gpulocks:/gpulocks"] and "gpulocks" in gpu["volumes"]
+
+
+def test_env_example_sets_what_the_compose_files_read() -> None:
+    """.env.example sets every ${VAR} that the two compose files read (the GPU overlay's too),
+    the project name that compose v1 and v2 take from it, and nothing else."""
+    text = "".join((REPO / name).read_text() for name in COMPOSE_FILES)
+    read = set(re.findall(r"(?<!\$)\$\{(\w+)", text))  # $${VAR}: the container's shell's
+    assert read >= {"POSTGRES_PASSWORD", "POSTGRES_IMAGE", "BASE_IMAGE",
+                    "HPSEARCH_WORKERS_PER_DEVICE"}
+    assert set(env_example()) == read | {"COMPOSE_PROJECT_NAME"}
+
+
+def test_image_installs_the_tested_torch_and_the_package_as_a_wheel() -> None:
+    """The Dockerfile pins the torch and torchvision that these tests run on, and installs the
+    package itself non-editable (its wheel carries conf/; no source tree in the image)."""
+    import torch
+    import torchvision
+
+    dockerfile = (REPO / "Dockerfile").read_text()
+    pins = dict(re.findall(r"^ARG (TORCH_VERSION|TORCHVISION_VERSION)=(\S+)$", dockerfile, re.M))
+    assert pins == {"TORCH_VERSION": torch.__version__.split("+")[0],
+                    "TORCHVISION_VERSION": torchvision.__version__.split("+")[0]}
+    installs = re.findall(r"pip install (.*)$", dockerfile, re.M)
+    assert '"/src[postgres]"' in installs and not any("-e " in line for line in installs)
 
 
 def test_compose_worker_command_runs_a_study(pg_url: str, tmp_path: Path) -> None:
@@ -338,7 +400,6 @@ def test_compose_worker_command_runs_a_study(pg_url: str, tmp_path: Path) -> Non
 
     init_cmd, env = compose_service("init")
     worker_cmd, worker_env = compose_service("worker")
-    assert worker_env.pop("HPSEARCH_GPU_LOCK_DIR") == "/gpulocks"  # (no GPU here: unused)
     assert worker_env == env and worker_cmd[:2] == ["sh", "-c"]
     assert "storage=postgres" in worker_cmd[2] and "study.n_trials=0" in init_cmd[2]
     template = make_url(env["HPSEARCH_STORAGE_URL"])
