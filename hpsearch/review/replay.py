@@ -194,7 +194,8 @@ class OrderReplay:
     pruner: str
     order: tuple[int, ...]
     outcomes: tuple[Outcome, ...]
-    seconds: float
+    seconds: float  # wall time of the replay
+    cpu_seconds: float  # CPU time of this process during it (the machine's load aside)
 
     @property
     def ft_epochs(self) -> int:
@@ -207,7 +208,7 @@ def replay_order(table: Table, pruner_cfg: DictConfig, order: Sequence[int],
     whose pruner is ``make_pruner(pruner_cfg)`` (its ``pruner`` settings; ``ft.epochs`` is set to
     the table's). The study is named after the table's, as the hyperband pruner's brackets
     depend on the name."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     cfg = pruner_cfg.copy()
     cfg.ft.epochs = table.ft_epochs
     study = optuna.create_study(storage=optuna.storages.InMemoryStorage(),
@@ -239,7 +240,7 @@ def replay_order(table: Table, pruner_cfg: DictConfig, order: Sequence[int],
         outcomes.append(Outcome(int(index), state, epochs,
                                 float(predicted) if finite(predicted) else None))
     return OrderReplay(name, tuple(int(i) for i in order), tuple(outcomes),
-                       time.perf_counter() - start)
+                       time.perf_counter() - start, time.process_time() - cpu)
 
 
 # ---------------------------------------------------------------------------- many orders
@@ -325,6 +326,7 @@ def order_metrics(table: Table, result: OrderReplay) -> dict[str, Any]:
         "pruned_ft": sum(o.state == PRUNED_FT for o in result.outcomes),
         "failed": sum(o.state == FAILED for o in result.outcomes),
         "gate_predictions": len(pairs), "kendall_tau": tau, "seconds": result.seconds,
+        "cpu_seconds": result.cpu_seconds,
     }
 
 
@@ -349,6 +351,7 @@ def summarize(table: Table, results: Mapping[str, Sequence[OrderReplay]]
         regrets = [r["regret_points"] for r in rows]
         summary["regret_points_p95"] = float(np.quantile(regrets, 0.95)) if regrets else None
         summary["seconds"] = sum(r["seconds"] for r in rows)
+        summary["cpu_seconds"] = sum(r["cpu_seconds"] for r in rows)
         summary["per_order"] = rows
         out[name] = summary
     return out
@@ -373,13 +376,13 @@ def summary_rows(summary: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
             _mean_ci(s["picked_test_acc"], 100), _mean_ci(s["none_pick_pruned"], 100, ".0f"),
             f"{s['pruned_gate']['mean']:.1f} / {s['pruned_ft']['mean']:.1f}"
             + (f" (+{s['failed']['mean']:.1f} failed)" if s["failed"]["mean"] else ""),
-            _mean_ci(s["kendall_tau"]), f"{s['seconds']:.1f}"])
+            _mean_ci(s["kendall_tau"]), f"{s['seconds']:.1f} ({s['cpu_seconds']:.1f})"])
     return rows
 
 
 HEADER = ["pruner", "FT epochs vs none", "regret (pts)", "regret p95 (pts)",
           "orders losing > 1 pt (%)", "test acc of pick (%)", "none's pick pruned (%)",
-          "pruned gate / FT", "Kendall τ (gate)", "replay s"]
+          "pruned gate / FT", "Kendall τ (gate)", "replay s (CPU s)"]
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -394,9 +397,8 @@ def cost_vs_regret(summary: Mapping[str, Mapping[str, Any]]) -> plots.Figure:
     for name, s in summary.items():
         c, r = s["ft_epochs_vs_none"], s["regret_points"]
         fig.series.append(plots.Series(
-            name, [c["low"], c["high"], None, c["mean"], c["mean"]],
-            [r["mean"], r["mean"], None, r["low"], r["high"]], kind="lines+markers",
-            hover=[name] * 5))
+            name, [c["mean"]], [r["mean"]], hover=[name],
+            x_interval=[(c["low"], c["high"])], y_interval=[(r["low"], r["high"])]))
     fig.note = "mean over the orders; bars: 95% bootstrap intervals of the mean"
     return fig
 
@@ -422,8 +424,8 @@ def replay_markdown(table: Table, settings: Mapping[str, Any],
     for name, p in settings["pruners"].items():
         out.append(f"- `{name}`: " + ", ".join(f"{k}={v}" for k, v in p.items()))
     out += ["", f"Replay wall time {settings['wall_s']:.1f} s with {settings['processes']} "
-            "process(es); `replay s` is the time spent replaying each pruner, summed over the "
-            "orders.", "", f"![{figure.title}]({figure.stem}.png) (interactive: "
+            "process(es); `replay s (CPU s)`: wall and CPU time spent replaying each pruner, "
+            "summed over the orders.", "", f"![{figure.title}]({figure.stem}.png) (interactive: "
             f"[`{figure.stem}.html`]({figure.stem}.html))", ""]
     return "\n".join(out)
 
