@@ -440,6 +440,7 @@ def replay_tables(args: argparse.Namespace) -> str:
     """Replay the arms on every table; write --out-json and --out-md; return the markdown."""
     from hpsearch.review import replay as rp
     from hpsearch.study.storage import safe_url
+    from hpsearch.tables import markdown_table
 
     sections, results = [], {}
     for table_arg in args.replay:
@@ -469,7 +470,7 @@ def replay_tables(args: argparse.Namespace) -> str:
                      f"worst {spread['worst']:.4f}. {r.orders} orders × {r.budget} trials "
                      f"(seed {r.seed}); replay wall time {settings['wall_s']:.1f} s with "
                      f"{settings['processes']} process(es).", "",
-                     *rp.markdown_table(rp.HEADER, rp.summary_rows(summary)), "",
+                     *markdown_table(rp.HEADER, rp.summary_rows(summary)), "",
                      "Settings: " + "; ".join(
                          f"`{n}` " + ", ".join(f"{k}={v}" for k, v in p.items())
                          for n, p in settings["pruners"].items() if p), ""]

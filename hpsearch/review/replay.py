@@ -40,7 +40,7 @@ import os
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -56,6 +56,7 @@ from hpsearch.review import plots
 from hpsearch.review.report import load_existing_study
 from hpsearch.stats import finite, kendall_tau, mean_interval
 from hpsearch.study.storage import safe_url
+from hpsearch.tables import MISSING, markdown_table
 from hpsearch.trial.gate import gate, judge_epoch
 from hpsearch.trial.records import GATE_INPUTS, set_attrs
 
@@ -361,7 +362,7 @@ def summarize(table: Table, results: Mapping[str, Sequence[OrderReplay]]
 
 def _mean_ci(entry: Mapping[str, Any] | None, scale: float = 1.0, spec: str = ".2f") -> str:
     if entry is None:
-        return "–"
+        return MISSING
     return (f"{scale * entry['mean']:{spec}} [{scale * entry['low']:{spec}}, "
             f"{scale * entry['high']:{spec}}]")
 
@@ -383,11 +384,6 @@ def summary_rows(summary: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
 HEADER = ["pruner", "FT epochs vs none", "regret (pts)", "regret p95 (pts)",
           "orders losing > 1 pt (%)", "test acc of pick (%)", "none's pick pruned (%)",
           "pruned gate / FT", "Kendall τ (gate)", "replay s (CPU s)"]
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def cost_vs_regret(summary: Mapping[str, Mapping[str, Any]]) -> plots.Figure:
