@@ -23,6 +23,16 @@ The split-CIFAR benchmark (../shared/BENCHMARK.md):
 under a minute; its numbers mean nothing. Arms of one seed are interleaved, so a change in the
 machine's load over the run hits every arm alike; the data is decoded and the copied-part
 features cached once before any arm is timed.
+
+`--replay TABLE [TABLE ...]` measures the arms without training: each TABLE is a stored study
+whose trials ran every FT epoch (a SQLite file or a storage URL; `benchmarks/tables/` holds the
+ones built for this benchmark), and every arm is replayed on `--orders` random orders of
+`--budget` of its trials (`hpsearch.review.replay`, the engine of `mode=replay`). The pruner
+flags apply when given; otherwise each arm has its config defaults (`pruner=NAME`). The results
+of today's pruners on every table:
+
+    python benchmarks/pruning.py --replay benchmarks/tables/toy.db benchmarks/tables/lowdata.db \
+        --out-json benchmarks/results/replay.json --out-md benchmarks/results/replay.md
 """
 from __future__ import annotations
 
@@ -65,9 +75,10 @@ ARMS: dict[str, list[str]] = {
     "energy+median": ["pruner=energy", "pruner.ft=median"],
 }
 SMOKE_CLASSES = ("dog", "frog", "horse", "ship", "truck")  # the split_cifar experiment's classes
-
-
 PRUNER = PrunerConfig()  # the benchmark's pruner defaults are the product's
+# The live mode's pruner settings unless given (--replay: each arm's config unless given).
+LIVE_DEFAULTS = {"pruner_startup": PRUNER.n_startup_trials, "kappa": PRUNER.kappa,
+                 "top_k": PRUNER.top_k, "min_std": PRUNER.min_std}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,14 +95,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--search-space", default="resnet_pruning",
                     help="conf/search_space/NAME.yaml, the same for every arm")
-    ap.add_argument("--pruner-startup", type=int, default=PRUNER.n_startup_trials,
-                    help="completed trials before any pruner prunes (median, energy)")
+    ap.add_argument("--pruner-startup", type=int, default=None,
+                    help="completed trials before any pruner prunes (median, energy); "
+                         f"default {LIVE_DEFAULTS['pruner_startup']} (live)")
     ap.add_argument("--sampler-startup", type=int, default=5,
                     help="random trials before TPE models the space")
-    ap.add_argument("--kappa", type=float, default=PRUNER.kappa, help="energy pruner: UCB width")
-    ap.add_argument("--top-k", type=int, default=PRUNER.top_k, help="energy pruner: rank to reach")
-    ap.add_argument("--min-std", type=float, default=PRUNER.min_std,
-                    help="energy pruner: floor on the prediction's std (validation noise)")
+    ap.add_argument("--kappa", type=float, default=None,
+                    help=f"energy pruner: UCB width; default {LIVE_DEFAULTS['kappa']} (live)")
+    ap.add_argument("--top-k", type=int, default=None,
+                    help=f"energy pruner: rank to reach; default {LIVE_DEFAULTS['top_k']} (live)")
+    ap.add_argument("--min-std", type=float, default=None,
+                    help="energy pruner: floor on the prediction's std (validation noise); "
+                         f"default {LIVE_DEFAULTS['min_std']} (live)")
     ap.add_argument("--workdir", default=None,
                     help="storage and caches (default: a fresh temporary directory)")
     ap.add_argument("--override", nargs="*", default=[],
@@ -101,7 +116,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "missing (arm, seed) pairs: a stopped or timed-out run goes on")
     ap.add_argument("--smoke", action="store_true",
                     help="generated tiny data and a random ResNet-18: checks the pipeline only")
+    ap.add_argument("--replay", nargs="+", metavar="TABLE", default=None,
+                    help="replay the arms on these stored studies instead of running searches")
+    ap.add_argument("--study", default=None,
+                    help="--replay: the study in each TABLE (default: its only study)")
+    ap.add_argument("--orders", type=int, default=None,
+                    help="--replay: random orders per arm (default: replay.orders)")
+    ap.add_argument("--budget", type=int, default=None,
+                    help="--replay: trials per order (default: replay.budget)")
+    ap.add_argument("--processes", type=int, default=None,
+                    help="--replay: worker processes (default: replay.processes, 0 = all CPUs)")
     args = ap.parse_args(argv)
+    if args.replay:
+        return args
+    for key, value in LIVE_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if args.smoke:
         args.trials, args.ft_epochs, args.seeds = min(args.trials, 3), 2, args.seeds[:1]
         args.pruner_startup, args.sampler_startup = 2, 2
@@ -153,8 +183,8 @@ def base_overrides(args: argparse.Namespace, workdir: Path) -> list[str]:
 def arm_overrides(arm: str, args: argparse.Namespace) -> list[str]:
     out = list(ARMS[arm])
     if arm.startswith("energy"):
-        out += [f"pruner.kappa={args.kappa}", f"pruner.top_k={args.top_k}",
-                f"pruner.min_std={args.min_std}"]
+        out += [f"pruner.{key}={getattr(args, key)}" for key in ("kappa", "top_k", "min_std")
+                if getattr(args, key) is not None]
     return out
 
 
@@ -300,6 +330,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if args.replay:
+        try:
+            text = replay_tables(args)
+        except HpsearchError as err:
+            print(f"pruning benchmark: error: {err}", file=sys.stderr)
+            return 2
+        print(text)
+        return 0
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="hpsearch-pruning-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "pruning.db").unlink(missing_ok=True)  # fresh studies, never a resumed one
@@ -368,6 +406,84 @@ def write_outputs(args: argparse.Namespace, base: list[str], device: str,
     }
     text = markdown(result)
     for path, content in ((args.out_json, json.dumps(result, indent=1)), (args.out_md, text)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(content)
+    return text
+
+
+# ---------------------------------------------------------------------------- --replay
+
+def table_url(table: str) -> str:
+    """A storage URL for TABLE: a URL as given, a path as a SQLite URL (which must exist)."""
+    if "://" in table:
+        return table
+    path = Path(table).expanduser().resolve()
+    if not path.is_file():
+        raise HpsearchError(f"--replay {table}: no such file (a SQLite table or a storage URL)")
+    return f"sqlite:///{path}"
+
+
+def table_study(url: str, name: str | None) -> optuna.Study:
+    from hpsearch.review.report import load_existing_study
+    from hpsearch.study.storage import open_storage, safe_url
+
+    if name is None:
+        names = sorted(s.study_name for s in open_storage(url).get_all_studies())
+        if len(names) != 1:
+            raise HpsearchError(f"{safe_url(url)} holds {len(names)} studies "
+                                f"({', '.join(names) or 'none'}); name one with --study")
+        name = names[0]
+    return load_existing_study(url, name)
+
+
+def replay_tables(args: argparse.Namespace) -> str:
+    """Replay the arms on every table; write --out-json and --out-md; return the markdown."""
+    from hpsearch.review import replay as rp
+    from hpsearch.study.storage import safe_url
+    from hpsearch.tables import markdown_table
+
+    sections, results = [], {}
+    for table_arg in args.replay:
+        url = table_url(table_arg)
+        study = table_study(url, args.study)
+        replay_args = [f"{key}={value}" for key, value in
+                       (("replay.orders", args.orders), ("replay.budget", args.budget),
+                        ("replay.processes", args.processes)) if value is not None]
+        common = ["mode=replay", f"study.name={study.study_name}", *replay_args,
+                  *([f"pruner.n_startup_trials={args.pruner_startup}"]
+                    if args.pruner_startup is not None else []), *args.override]
+        cfg = compose_config(common)
+        pruners = {arm: compose_config(common + arm_overrides(arm, args)) for arm in args.arms}
+        table = rp.load_table(study)
+        r = cfg.replay
+        log.info("=== replay of %s: %d trials x %d FT epochs, arms %s ===", table_arg,
+                 len(table.trials), table.ft_epochs, ", ".join(args.arms))
+        settings, summary = rp.run_replay(table, pruners, int(r.orders), int(r.budget),
+                                          int(r.seed), int(r.processes) or rp.available_cpus())
+        settings["storage"] = safe_url(url)
+        results[table_arg] = {"settings": settings, "pruners": {  # per-order rows left out
+            n: {k: v for k, v in row.items() if k != "per_order"} for n, row in summary.items()}}
+        spread = table.spread()
+        sections += [f"### Replay: `{table_arg}` (study `{table.study_name}`)", "",
+                     f"{len(table.trials)} complete trials × {table.ft_epochs} FT epochs; "
+                     f"objective best {spread['best']:.4f}, median {spread['median']:.4f}, "
+                     f"worst {spread['worst']:.4f}. {r.orders} orders × {r.budget} trials "
+                     f"(seed {r.seed}); replay wall time {settings['wall_s']:.1f} s with "
+                     f"{settings['processes']} process(es).", "",
+                     *markdown_table(rp.HEADER, rp.summary_rows(summary)), "",
+                     "Settings: " + "; ".join(
+                         f"`{n}` " + ", ".join(f"{k}={v}" for k, v in p.items())
+                         for n, p in settings["pruners"].items() if p), ""]
+    text = "\n".join(sections + [
+        "Mean over the orders [95% bootstrap interval of the mean]. FT epochs: fraction of "
+        "`none` on the same order. Regret: the order's best FT validation accuracy minus the "
+        "best the arm kept, in points. `replay s (CPU s)`: replay time per arm, summed over "
+        "the orders."]) + "\n"
+    meta = {"torch": torch.__version__, "optuna": optuna.__version__, "host": platform.node(),
+            "command": " ".join(sys.argv)}
+    for path, content in ((args.out_json, json.dumps({"meta": meta, "tables": results},
+                                                     indent=1)),
+                          (args.out_md, text)):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(content)
     return text

@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from hpsearch.config import CONF_DIR as conf_dir
-from hpsearch.config import register_schema, validate_config
+from hpsearch.config import register_schema, replay_pruner_settings, validate_config
 from hpsearch.errors import ConfigError, HpsearchError
 
 CONF_DIR = str(conf_dir)
@@ -93,6 +93,28 @@ def check_composed(cfg: DictConfig) -> None:
         raise ConfigError(_one_line(err)) from None
 
 
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def replay_configs(cfg: DictConfig, overrides: list[str]) -> dict[str, DictConfig]:
+    """``mode=replay``: per name in ``replay.pruners``, the config a live search with that
+    pruner would compose from the same overrides (``pruner=NAME``'s settings, then the command
+    line's ``pruner.*`` values)."""
+    chosen = [o for o in overrides if _override_key(o) in ("pruner", "pruner.name", "pruner.ft")]
+    if chosen:
+        raise ConfigError(f"{chosen[0]}: mode=replay replays the pruners named in "
+                          "replay.pruners (e.g. 'replay.pruners=[median,energy+median]'); "
+                          "pruner.* settings such as pruner.n_startup_trials=5 apply to all")
+    configs = {}
+    for name in cfg.replay.pruners:
+        settings = replay_pruner_settings(str(name))
+        configs[str(name)] = compose_config(
+            overrides + [f"pruner={settings['name']}"]
+            + ([f"pruner.ft={settings['ft']}"] if "ft" in settings else []))
+    return configs
+
+
 def run(cfg: DictConfig) -> None:
     """Dispatch on ``mode``."""
     if cfg.mode == "dashboard":
@@ -103,6 +125,12 @@ def run(cfg: DictConfig) -> None:
         from hpsearch.review.report import write_report
 
         write_report(cfg)
+    elif cfg.mode == "replay":
+        from hydra.core.hydra_config import HydraConfig
+
+        from hpsearch.review.replay import write_replay
+
+        write_replay(cfg, replay_configs(cfg, list(HydraConfig.get().overrides.task)))
     else:
         from hpsearch.study.worker import run_search
 

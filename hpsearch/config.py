@@ -21,7 +21,7 @@ from hpsearch.errors import ConfigError
 # hpsearch/conf (a link in the repository, files in an installed wheel).
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
-MODES = ("search", "dashboard", "report")
+MODES = ("search", "dashboard", "report", "replay")
 DATA_FORMATS = ("synthetic", "cifar10", "cifar100", "imagefolder", "tensors")
 ARCHS = ("linear", "mlp", "resnet18", "resnet34", "resnet50")
 CHANNELS_LAST = ("auto", "true", "false")
@@ -30,6 +30,14 @@ SCHEDULES = ("cosine", "constant")
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("none", "median", "hyperband", "energy")
 FT_PRUNERS = ("none", "median", "hyperband")  # what pruner.ft may wrap under pruner=energy
+# mode=replay's pruner names: a pruner.name, or energy+FT for pruner=energy pruner.ft=FT.
+REPLAY_PRUNERS = PRUNERS + tuple(f"energy+{ft}" for ft in FT_PRUNERS if ft != "none")
+
+
+def replay_pruner_settings(name: str) -> dict[str, str]:
+    """The pruner keys a replay pruner name sets: ``energy+median`` -> name=energy, ft=median."""
+    base, _, ft = name.partition("+")
+    return {"name": base, "ft": ft} if ft else {"name": base}
 
 # Stages a backbone is cut into for `backbone.layers_copied`; the vector backbones have one stage
 # per linear layer.
@@ -174,6 +182,19 @@ class PrunerConfig:
 
 
 @dataclass
+class ReplayConfig:
+    """``mode=replay``: today's pruners played over random orders of a finished study's trials."""
+
+    pruners: List[str] = field(
+        default_factory=lambda: ["none", "median", "hyperband", "energy", "energy+median"])
+    orders: int = 200  # random orders of the study's complete trials
+    budget: int = 40  # trials in each order (drawn without replacement)
+    seed: int = 0  # of the orders
+    processes: int = 0  # worker processes; 0: one per available CPU
+    skip_pruned: bool = False  # true: replay a study that has pruned trials, on its complete ones
+
+
+@dataclass
 class DashboardConfig:
     """Where ``mode=dashboard`` listens; loopback by default, so nothing is exposed."""
 
@@ -192,7 +213,7 @@ class ScheduleConfig:
 
 @dataclass
 class HpsearchConfig:
-    mode: str = "search"  # search | dashboard (optuna-dashboard on storage.url) | report
+    mode: str = "search"  # search | dashboard (optuna-dashboard) | report | replay (see review/)
     experiment: str = "toy"
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     # Memory layout of conv nets and their inputs: auto = channels_last for a ResNet on every
@@ -212,6 +233,7 @@ class HpsearchConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     search_space: Dict[str, Any] = field(default_factory=dict)
 
@@ -255,6 +277,7 @@ def validate_config(cfg: DictConfig) -> None:
     _one_of(cfg, "pruner.ft", FT_PRUNERS)
     if cfg.pruner.name == "energy":
         _check_energy_pruner(cfg.pruner)
+    _check_replay(cfg.replay)
     device = cfg.device
     _require(device in ("auto", "cpu", "cuda") or str(device).startswith("cuda:"), "device", device,
              "auto, cpu, cuda or cuda:N")
@@ -367,6 +390,20 @@ def _check_energy_pruner(p: DictConfig) -> None:
         unknown = [s for s in p.signals if s not in ENERGY_SIGNALS]
         _require(len(p.signals) > 0 and not unknown, "pruner.signals", list(p.signals),
                  "null or a non-empty list of " + ", ".join(ENERGY_SIGNALS))
+
+
+def _check_replay(r: DictConfig) -> None:
+    names = list(r.pruners)
+    unknown = [n for n in names if n not in REPLAY_PRUNERS]
+    _require(bool(names) and not unknown, "replay.pruners", names,
+             "a non-empty list of " + ", ".join(REPLAY_PRUNERS))
+    twice = sorted({n for n in names if names.count(n) > 1})
+    _require(not twice, "replay.pruners", names, f"a list without repeats ({', '.join(twice)} "
+             "twice)")
+    _require(r.orders >= 1, "replay.orders", r.orders, ">= 1")
+    _require(r.budget >= 2, "replay.budget", r.budget, ">= 2 (trials per order)")
+    _require(r.processes >= 0, "replay.processes", r.processes,
+             ">= 0 (0: one per available CPU)")
 
 
 _ROOT_HELP = {

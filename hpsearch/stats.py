@@ -1,5 +1,6 @@
-"""Statistics shared by the worker (the bound's running estimate) and the report: ranks,
-Spearman's ρ, and the bound's constant ĉ with its rank correlation."""
+"""Statistics shared by the worker (the bound's running estimate), the report and the replay:
+ranks, Spearman's ρ, Kendall's τ, the bound's constant ĉ with its rank correlation, and a
+bootstrap interval of a mean."""
 from __future__ import annotations
 
 import math
@@ -26,6 +27,51 @@ def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float | None:
     if vx == 0 or vy == 0:
         return None
     return cov / math.sqrt(vx * vy)
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Kendall's τ-b: (concordant − discordant pairs) / sqrt((pairs − ties in x)(pairs − ties in
+    y)); a pair tied in both counts in neither. None below 2 points or when a variable is
+    constant."""
+    if len(x) != len(y) or len(x) < 2:
+        return None
+    concordant = discordant = ties_x = ties_y = 0
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            dx, dy = x[i] - x[j], y[i] - y[j]
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                ties_x += 1
+            elif dy == 0:
+                ties_y += 1
+            elif (dx > 0) == (dy > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    pairs_x = concordant + discordant + ties_y  # pairs not tied in x
+    pairs_y = concordant + discordant + ties_x
+    if pairs_x == 0 or pairs_y == 0:
+        return None
+    return (concordant - discordant) / math.sqrt(pairs_x * pairs_y)
+
+
+def mean_interval(values: Sequence[float], level: float = 0.95, resamples: int = 2000,
+                  seed: int = 0) -> tuple[float, float, float] | None:
+    """The mean and its ``level`` percentile-bootstrap interval (``resamples`` resamples with a
+    fixed seed, so the same values give the same interval); None for no values. One value, or
+    values all equal, give a zero-width interval."""
+    import numpy as np
+
+    data = np.asarray([float(v) for v in values], dtype=np.float64)
+    if data.size == 0:
+        return None
+    mean = float(data.mean())
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, data.size, size=(resamples, data.size))].mean(axis=1)
+    tail = (1.0 - level) / 2
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return mean, min(float(low), mean), max(float(high), mean)
 
 
 def ranks(values: Sequence[float]) -> list[float]:

@@ -210,6 +210,7 @@ class EnergyPruner(BasePruner):
         self._energy_min, self._energy_max = energy_min, energy_max
         self._signals = tuple(signals)
         self._decisions: dict[int, GateDecision] = {}
+        self._fit: tuple[Any, GaussianProcess] | None = None  # the last history and its fit
 
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
         if trial.last_step is not None:  # an FT epoch: not the gate
@@ -225,7 +226,8 @@ class EnergyPruner(BasePruner):
         return self._decisions.pop(trial_number, None)
 
     def decide(self, study: optuna.study.Study, trial: FrozenTrial) -> GateDecision:
-        """The gate decision for ``trial`` given the study's completed trials; no side effects."""
+        """The gate decision for ``trial`` given the study's completed trials; no side effects
+        but keeping the predictor's fit for the next decision (``_predictor``)."""
         # energy is checked even when the predictor does not read it: the band needs it
         needed = self._signals if "energy" in self._signals else self._signals + ("energy",)
         _, bad = _signal_vector(trial.user_attrs, needed)
@@ -247,7 +249,7 @@ class EnergyPruner(BasePruner):
             return GateDecision(trial.number, "keep", f"startup: {n} of {self._n_startup_trials} "
                                 "completed trials needed before predicting", history_trials=n)
         sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
-        mean, std = (float(v[0]) for v in GaussianProcess(xs, ys).predict(x[None, :]))
+        mean, std = (float(v[0]) for v in self._predictor(xs, ys).predict(x[None, :]))
         std = max(std, self._min_std)
         bound = mean + sign * self._kappa * std
         threshold = float(sorted(ys, key=lambda v: -sign * v)[self._top_k - 1])
@@ -260,6 +262,15 @@ class EnergyPruner(BasePruner):
         if sign * (bound - threshold) < 0:
             return GateDecision(trial.number, "prune", "cannot reach the top: " + words, **numbers)
         return GateDecision(trial.number, "keep", "may reach the top: " + words, **numbers)
+
+    def _predictor(self, xs: np.ndarray, ys: np.ndarray) -> GaussianProcess:
+        """The predictor fitted on this history. The fit is a deterministic function of the
+        history, so it is refitted only when the history changed: a trial pruned or failed
+        since the last decision added nothing to it, and the next decision reuses the fit."""
+        key = (xs.shape, xs.tobytes(), ys.tobytes())
+        if self._fit is None or self._fit[0] != key:
+            self._fit = (key, GaussianProcess(xs, ys))
+        return self._fit[1]
 
     def _history(self, study: optuna.study.Study) -> tuple[np.ndarray, np.ndarray]:
         """Signals and objective of the completed trials whose signals are all finite."""

@@ -35,6 +35,18 @@ class Series:
     marker: str = "circle"  # circle | x
     dash: bool = False
     hover: list[str] | None = None  # one label per point, for the HTML
+    # optional interval per point (error bars): each a (low, high) pair around x or y
+    x_interval: list[tuple[float, float]] | None = None
+    y_interval: list[tuple[float, float]] | None = None
+
+    def errors(self, axis: str) -> tuple[list[float], list[float]] | None:
+        """(below, above) distances of the ``axis`` interval from each point, or None."""
+        interval, values = ((self.x_interval, self.x) if axis == "x"
+                            else (self.y_interval, self.y))
+        if interval is None:
+            return None
+        return ([v - lo for v, (lo, _) in zip(values, interval)],
+                [hi - v for v, (_, hi) in zip(values, interval)])
 
 
 @dataclass
@@ -66,7 +78,11 @@ def write_png(fig: Figure, path: Path) -> None:
             continue
         style = "--" if s.dash else "-"
         marker = "x" if s.marker == "x" else "o"
-        if s.kind == "markers":
+        if s.x_interval is not None or s.y_interval is not None:
+            ax.errorbar(s.x, s.y, xerr=s.errors("x"), yerr=s.errors("y"), marker=marker,
+                        linestyle="none" if s.kind == "markers" else style, capsize=3,
+                        label=s.name)
+        elif s.kind == "markers":
             ax.plot(s.x, s.y, linestyle="none", marker=marker, label=s.name)
         elif s.kind == "lines":
             ax.plot(s.x, s.y, linestyle=style, label=s.name)
@@ -100,7 +116,8 @@ def write_html(fig: Figure, path: Path) -> None:
             x=s.x, y=s.y, mode=s.kind, name=s.name, text=s.hover,
             hoverinfo="text+x+y" if s.hover else "x+y",
             marker={"symbol": "x" if s.marker == "x" else "circle", "size": 9},
-            line={"dash": "dash" if s.dash else "solid"}))
+            line={"dash": "dash" if s.dash else "solid"},
+            error_x=_plotly_errors(s.errors("x")), error_y=_plotly_errors(s.errors("y"))))
     title = fig.title + (f"<br><sub>{fig.note}</sub>" if fig.note else "")
     pfig.update_layout(title=title, xaxis_title=fig.xlabel, yaxis_title=fig.ylabel,
                        template="plotly_white")
@@ -108,6 +125,13 @@ def write_html(fig: Figure, path: Path) -> None:
         pfig.add_annotation(text="no data yet", showarrow=False, xref="paper", yref="paper",
                             x=0.5, y=0.5)
     pfig.write_html(str(path), include_plotlyjs="directory", full_html=True)
+
+
+def _plotly_errors(errors: tuple[list[float], list[float]] | None) -> dict[str, Any] | None:
+    if errors is None:
+        return None
+    below, above = errors
+    return {"type": "data", "symmetric": False, "array": above, "arrayminus": below}
 
 
 # ---------------------------------------------------------------------------- the figures

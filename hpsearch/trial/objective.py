@@ -20,7 +20,7 @@ from hpsearch.models import TransferNet, build_transfer_net
 from hpsearch.schedules import configure_trial
 from hpsearch.trial.checkpoints import Checkpoint, CheckpointStore, TrialCheckpoints
 from hpsearch.trial.ft import Finetuner, accuracy, features
-from hpsearch.trial.gate import gate
+from hpsearch.trial.gate import gate, judge_epoch
 from hpsearch.trial.hp import head_probe
 from hpsearch.trial.metrics import feature_adaptation
 from hpsearch.trial.records import schedule_attrs, set_attrs, trial_seed
@@ -118,12 +118,7 @@ class Objective:
         trial.set_user_attr("ft_resumed_from_epoch", resumed_from)
 
         def on_epoch(epoch: int, acc: float) -> None:
-            trial.report(acc, step=epoch)
-            if trial.should_prune():
-                set_attrs(trial, {"pruned_at": f"ft_epoch_{epoch}",
-                                  "ft_epochs_run": epoch - resumed_from,
-                                  "ft_val_acc_curve": list(tuner.val_acc_curve)})
-                raise optuna.TrialPruned(f"pruned after FT epoch {epoch} (val acc {acc:.4f})")
+            judge_epoch(trial, epoch, acc, tuner.val_acc_curve, resumed_from)
             if saved:
                 saved.save(Checkpoint(trial.number, seed, dict(hp_attrs),
                                       finetuner=tuner.state_dict(), ft_epoch=epoch))

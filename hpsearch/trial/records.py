@@ -64,6 +64,16 @@ INCIDENT_ATTRS = {
                       "No space left on device); the trial went on without it",
 }
 
+# The user attrs a trial has set when the gate asks its pruner (schedule, seed, HP phase): what a
+# replay sets on a recorded trial before it asks the gate. The rest of METRICS is written after.
+GATE_INPUTS = (
+    "schedule", "baseline", "tau", "hp_until_converged", "hp_converged", "hp_stop_reason",
+    "label_smoothing", "head_depth", "layers_copied", "hp_lr", "ft_lr", "seed", "hp_features",
+    "hp_epochs_run", "energy", "hp_train_acc", "hp_train_loss", "hp_val_acc", "head_norm",
+    "energy_curve", "hp_train_acc_curve", "resumed_from_trial", "resumed_from_checkpoint",
+    "wall_features_s", "wall_hp_s",
+)
+
 
 def schedule_attrs(cfg: DictConfig) -> dict[str, Any]:
     return {"schedule": str(cfg.schedule.name), "tau": int(cfg.hp.epochs),

@@ -42,3 +42,43 @@ def test_smoke_run_writes_json_and_markdown_for_every_arm(tmp_path: Path) -> Non
     for arm in ARMS:
         assert f"| {arm} |" in table
     assert table in result.stdout
+
+
+def _benchmark(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / "pruning.py"), *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_replay_measures_every_arm_on_a_stored_table(tmp_path: Path) -> None:
+    from tabledata import make_table_study, spread_values
+
+    db = tmp_path / "table.db"
+    make_table_study(f"sqlite:///{db}", "table", spread_values(24), epochs=3)
+    out_json, out_md = tmp_path / "out" / "replay.json", tmp_path / "out" / "replay.md"
+    result = _benchmark(["--replay", str(db), "--orders", "4", "--budget", "12", "--processes",
+                         "1", "--pruner-startup", "3", "--out-json", str(out_json), "--out-md",
+                         str(out_md)], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    data = json.loads(out_json.read_text())["tables"][str(db)]
+    assert data["settings"]["trials"] == 24 and data["settings"]["orders"] == 4
+    assert list(data["pruners"]) == ARMS
+    assert data["pruners"]["none"]["ft_epochs_vs_none"]["mean"] == 1.0
+    assert data["settings"]["pruners"]["median"]["n_startup_trials"] == 3
+    assert data["settings"]["pruners"]["energy"]["kappa"] == 2.0  # pruner=energy's default
+    for arm in ARMS:
+        assert data["pruners"][arm]["orders"] == 4
+    table = out_md.read_text()
+    assert "FT epochs vs none | regret (pts)" in table
+    for arm in ARMS:
+        assert f"| {arm} |" in table
+    assert table in result.stdout
+
+
+def test_replay_of_a_missing_table_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = _benchmark(["--replay", str(tmp_path / "nope.db"), "--out-json",
+                         str(tmp_path / "r.json"), "--out-md", str(tmp_path / "r.md")], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("pruning benchmark: error: --replay")
+    assert "Traceback" not in result.stderr and not (tmp_path / "r.json").exists()
