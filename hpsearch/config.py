@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from hpsearch.errors import ConfigError
 
-MODES = ("search", "dashboard", "report")
+MODES = ("search", "confirm", "dashboard", "report")
 DATA_FORMATS = ("synthetic", "cifar10", "cifar100", "imagefolder", "tensors")
 ARCHS = ("linear", "mlp", "resnet18", "resnet34", "resnet50")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -119,6 +119,17 @@ class FTConfig:
 
 
 @dataclass
+class ConfirmConfig:
+    """``mode=confirm``: re-run the search's best configurations and the baselines on fresh,
+    shared seeds, and answer which schedule to use (``hpsearch.study.confirm``)."""
+
+    top_k: int = 3  # best distinct configurations of the search to confirm
+    seeds: int = 3  # seeds each configuration and baseline runs (the same seeds for all)
+    baselines: List[str] = field(default_factory=lambda: ["ft_only", "lp_ft"])  # schedule names
+    auto: bool = False  # confirm at the end of a search (one process, or the workers=N launcher)
+
+
+@dataclass
 class StudyConfig:
     name: str = "toy"
     n_trials: int = 20
@@ -128,6 +139,7 @@ class StudyConfig:
     enqueue: List[Dict[str, Any]] = field(default_factory=list)
     baselines: List[str] = field(default_factory=list)  # schedule names enqueued as fixed trials
     top_k: int = 5
+    confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
 
 
 @dataclass
@@ -247,7 +259,8 @@ def validate_config(cfg: DictConfig) -> None:
         _require(value > 0 and math.isfinite(value), key, value, "a finite number > 0")
     for key in ("hp.batch_size", "ft.batch_size", "data.eval_batch_size", "data.train_per_class",
                 "data.val_per_class", "data.image_size", "head.hidden",
-                "backbone.feature_dim", "study.top_k", "workers", "storage.heartbeat_interval",
+                "backbone.feature_dim", "study.top_k", "study.confirm.top_k",
+                "study.confirm.seeds", "workers", "storage.heartbeat_interval",
                 "storage.pool_size", "storage.pool_recycle", "hp.max_epochs", "hp.converge_window"):
         value = _select(cfg, key)
         _require(value >= 1, key, value, ">= 1")

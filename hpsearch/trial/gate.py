@@ -4,7 +4,7 @@ from __future__ import annotations
 import optuna
 
 from hpsearch.pruners import EnergyPruner
-from hpsearch.trial.records import set_attrs
+from hpsearch.trial.records import is_confirmation, set_attrs
 
 
 def gate(trial: optuna.Trial) -> None:
@@ -12,7 +12,10 @@ def gate(trial: optuna.Trial) -> None:
     attrs) before any FT step is reported. Pruners that only judge FT epochs (median,
     hyperband) have no reported step yet and keep the trial. The energy pruner's decision is
     recorded on the trial whatever it is; on NaN/inf signals it raises InvalidSignalError and
-    the trial fails with that reason."""
+    the trial fails with that reason. A confirmation trial (mode=confirm) passes without asking:
+    it exists to measure its configuration's accuracy on another seed, not to compete."""
+    if is_confirmation(trial):
+        return
     pruner = trial.study.pruner
     try:
         pruned = trial.should_prune()
