@@ -69,13 +69,18 @@ def check_composed(cfg: DictConfig) -> None:
                           f"(e.g. {missing[0]}=...); missing: {', '.join(missing)}")
     try:
         validate_config(cfg)
-        if cfg.mode == "search":
+        if cfg.mode in ("search", "confirm"):
             from hpsearch.schedules import baseline_schedules, study_distributions
+            from hpsearch.study.confirm import BASELINES_KEY
             from hpsearch.study.storage import check_connection
             from hpsearch.study.setup import check_enqueue
 
-            check_enqueue(cfg, study_distributions(cfg))
-            baseline_schedules(cfg)
+            distributions = study_distributions(cfg)
+            if cfg.mode == "search":
+                check_enqueue(cfg, distributions)
+                baseline_schedules(cfg)
+            if cfg.mode == "confirm" or cfg.study.confirm.auto:
+                baseline_schedules(cfg, BASELINES_KEY)
             check_connection(str(cfg.storage.url))  # host, password, database: before torch
     except HpsearchError:
         raise
@@ -93,6 +98,10 @@ def run(cfg: DictConfig) -> None:
         from hpsearch.review.report import write_report
 
         write_report(cfg)
+    elif cfg.mode == "confirm":
+        from hpsearch.study.worker import run_confirm
+
+        run_confirm(cfg)
     else:
         from hpsearch.study.worker import run_search
 

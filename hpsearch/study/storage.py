@@ -279,3 +279,23 @@ def setup_lock(url: str) -> Iterator[None]:
                 fcntl.flock(handle, fcntl.LOCK_UN)
     else:
         yield
+
+
+def load_existing_study(url: str, name: str) -> optuna.Study:
+    """The study ``name`` in the storage at ``url``; an unknown name is an HpsearchError that
+    lists the studies there. A SQLite file that does not exist is not created."""
+    try:
+        parsed = _parse(url)
+    except HpsearchError:
+        parsed = None
+    if (parsed is not None and parsed.get_backend_name() == "sqlite"
+            and parsed.database not in (None, "", ":memory:")
+            and not Path(parsed.database).expanduser().exists()):
+        raise HpsearchError(f"storage.url={url}: no such database file; run a search first "
+                            "or point storage.url at the search's storage")
+    storage = open_storage(url)
+    names = sorted(s.study_name for s in storage.get_all_studies())
+    if name not in names:
+        raise HpsearchError(f"study.name={name!r} is not in storage {safe_url(url)}; studies "
+                            f"there: {', '.join(names) if names else '(none)'}")
+    return optuna.load_study(study_name=name, storage=storage)
