@@ -165,12 +165,3 @@ def waiting_confirmations(study: optuna.Study) -> int:
     """Confirmation trials not yet taken by a worker."""
     return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
                if is_confirmation(t))
-
-
-def stop_when_confirmed(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Study callback of a confirming worker: stop once no confirmation trial is waiting.
-
-    Two workers that finish at the same instant may both see the last waiting trial; one takes it
-    and the other's next ask creates an ordinary search trial, which it then runs as such."""
-    if waiting_confirmations(study) == 0:
-        study.stop()

@@ -9,7 +9,9 @@ retry resumes from the trial's newest checkpoint (``hpsearch.trial.checkpoints``
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+from typing import Callable
 
 import optuna
 from omegaconf import DictConfig
@@ -21,7 +23,7 @@ from hpsearch.schedules import baseline_schedules, enqueue_baselines, study_dist
 from hpsearch.study.answer import arm_lines, record_answer
 from hpsearch.study.bound import record_bound_estimate
 from hpsearch.study.confirm import (BASELINES_KEY, enqueue_confirmation, plan_confirmation,
-                                    stop_when_confirmed, waiting_confirmations)
+                                    waiting_confirmations)
 from hpsearch.study.placement import pin_to_free_gpu
 from hpsearch.study.progress import best_trials_table, trial_line
 from hpsearch.study.setup import check_enqueue, prepare_study
@@ -49,8 +51,9 @@ def _open_worker(cfg: DictConfig) -> tuple[DictConfig, Workspace, CheckpointStor
     return cfg, workspace, checkpoints
 
 
-def _run_trials(study: optuna.Study, cfg: DictConfig, objective: Objective,
-                checkpoints: CheckpointStore, n_trials: int, *extra_callbacks) -> None:
+def _run_trials(study: optuna.Study, cfg: DictConfig,
+                objective: Callable[[optuna.Trial], float], checkpoints: CheckpointStore,
+                n_trials: int, *extra_callbacks: Callable) -> None:
     """``study.optimize`` with the worker's callbacks; a stop signal re-queues the running trial
     and ends the process."""
     def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -141,11 +144,31 @@ def _confirm(study: optuna.Study, cfg: DictConfig, distributions: dict, objectiv
     log.info("confirmation of study %r: %d trials enqueued (top %d configurations and %s, "
              "%d seeds each)", study.study_name, len(added), int(cfg.study.confirm.top_k),
              ", ".join(cfg.study.confirm.baselines) or "no baselines", int(cfg.study.confirm.seeds))
-    waiting = waiting_confirmations(study)
-    if waiting:
-        _run_trials(study, cfg, objective, checkpoints, waiting, record_answer,
-                    stop_when_confirmed)
+    _run_confirmations(study, cfg, objective, checkpoints)
     answer = record_answer(study)
     if answer is not None:
         log.info("confirmation of study %r:\n%s\nanswer: %s", study.study_name,
                  "\n".join(f"  {line}" for line in arm_lines(answer)), answer.recommendation)
+
+
+def _run_confirmations(study: optuna.Study, cfg: DictConfig, objective: Objective,
+                       checkpoints: CheckpointStore) -> int:
+    """Run waiting confirmation trials until none is left; the number run.
+
+    Looking for a waiting one and taking it (optuna's ask) is one step under the storage's setup
+    lock, released as soon as the trial starts: when another confirming worker took the last
+    one, this worker stops instead of asking, which would create a new search trial."""
+    url = str(cfg.storage.url)
+    ran = 0
+    while True:
+        with contextlib.ExitStack() as held:
+            held.enter_context(setup_lock(url))
+            if waiting_confirmations(study) == 0:
+                return ran
+
+            def taken(trial: optuna.Trial) -> float:
+                held.close()  # the trial is this worker's now: let the others ask
+                return objective(trial)
+
+            _run_trials(study, cfg, taken, checkpoints, 1, record_answer)
+            ran += 1

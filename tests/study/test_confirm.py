@@ -136,6 +136,24 @@ def test_report_intervals_match_a_direct_computation_from_the_trials(confirmed):
     assert "## The answer" in summary and "[`confirm.csv`](confirm.csv)" in summary
 
 
+def test_auto_confirm_with_two_workers_shares_the_confirmation_and_adds_no_search_trial(tmp_path):
+    result = run_cli(["workers=2", "study.n_trials=2", "study.confirm.auto=true",
+                      "study.confirm.top_k=1", "study.confirm.seeds=2",
+                      "study.confirm.baselines=[ft_only]", *TINY], cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    study = load(tmp_path)
+    confirmations = [t for t in study.trials if "confirm_of" in t.user_attrs]
+    assert len(study.trials) - len(confirmations) == 2 * 2  # the search: 2 workers × 2 trials
+    assert len(confirmations) == 2 + 2 and all(t.state == TrialState.COMPLETE
+                                               for t in study.trials)
+    logs = sorted((tmp_path / "storage" / "logs" / "toy").glob("*-confirm/worker-*.log"))
+    assert [p.name for p in logs] == ["worker-0.log", "worker-1.log"]
+    ran = {int(line.split("trial ", 1)[1].split(":", 1)[0]) for p in logs
+           for line in p.read_text().splitlines() if "] - trial " in line}
+    assert ran == {t.number for t in confirmations}  # the confirm round ran exactly those
+    assert all("answer: " in p.read_text() for p in logs)
+
+
 # ---------------------------------------------------------------- bad inputs: nothing enqueued
 
 @pytest.fixture(scope="module")
