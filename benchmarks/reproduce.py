@@ -49,7 +49,8 @@ sys.path.insert(0, str(REPO))
 
 from hpsearch.app import compose_config  # noqa: E402
 from hpsearch.errors import HpsearchError  # noqa: E402
-from hpsearch.stats import ranks  # noqa: E402
+from hpsearch.stats import mean_interval, ranks  # noqa: E402
+from hpsearch.study.answer import points  # noqa: E402
 from hpsearch.schedules import study_distributions  # noqa: E402
 from hpsearch.study.setup import create_study, make_sampler  # noqa: E402
 from hpsearch.study.storage import open_storage  # noqa: E402
@@ -455,6 +456,36 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+REFERENCES = (("linear_tau0", "ft_only"), ("linear_eps0_tauconv", "lp_ft"))  # (arm, schedule)
+
+
+def interval_table(records: list[dict[str, Any]]) -> str:
+    """FT validation and test accuracy per arm, mean ± 95% t interval over seeds (in %), and the
+    paired differences (same seed) to the ft_only and lp_ft arms (in points)."""
+    by_arm: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in records:
+        by_arm.setdefault(r["arm"], {})[r["run_seed"]] = r
+    refs = [(arm, name) for arm, name in REFERENCES if arm in by_arm]
+    head = ["arm", "n", "FT val acc (%)", "test acc (%)"]
+    head += [f"{what} − {name}" for _, name in refs for what in ("Δ val", "Δ test")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for arm, runs in by_arm.items():
+        seeds = sorted(runs)
+        cells = [arm, str(len(seeds)),
+                 points(mean_interval([runs[s]["ft_val_acc"] for s in seeds])),
+                 points(mean_interval([runs[s]["test_acc"] for s in seeds]))]
+        for ref, _ in refs:
+            paired = [s for s in seeds if s in by_arm[ref]]
+            for key in ("ft_val_acc", "test_acc"):
+                if ref == arm:
+                    cells.append("")
+                    continue
+                diff = mean_interval([runs[s][key] - by_arm[ref][s][key] for s in paired])
+                cells.append(points(diff, signed=True))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(rows: list[Row], records: list[dict[str, Any]], c_hat: float | None, path: Path,
          title: str) -> None:
     import matplotlib
@@ -527,6 +558,11 @@ def report(args: argparse.Namespace, experiment: str, base: list[str],
         out.append("- partial_copy was not run: the backbone has a single stage, so copying all "
                    "but the last would copy nothing.")
     out += ["", "### Energy bound", "", bound_check(records), "",
+            "### FT accuracy with 95% intervals", "",
+            "Mean ± 95% t interval over seeds; Δ: the arm minus ft_only (τ = 0) or lp_ft "
+            "(converged, ε = 0) on the same seed, mean ± 95% t interval of those paired "
+            "differences, in points (every arm of a seed runs the same trial seed).", "",
+            interval_table(records), "",
             "### Per arm (mean ± std over seeds)", "", table(rows), "",
             f"![τ-curve]({os.path.relpath(png, md_dir)})", "",
             "Energy: mean ‖e_y − q_0‖ on the train split at the start of FT (unsmoothed labels); "
