@@ -18,6 +18,8 @@ How a schedule meets the search space:
   values for the study's search-space keys become the trial's params where the distribution
   contains them (so the sampler learns from the baseline); a key it makes moot or whose value lies
   outside the distribution is left out of the params.
+- ``study.confirm.baselines`` names the schedules ``mode=confirm`` runs next to the search's best
+  configurations (``hpsearch.study.confirm``), enqueued the same way, once per confirmation seed.
 """
 from __future__ import annotations
 

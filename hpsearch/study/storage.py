@@ -18,6 +18,7 @@ by ``RetryHeartbeatStaleTrialCallback`` (at most ``max_retry`` times).
 
 ``setup_lock`` serialises study setup (table creation, study creation, fixed trials) across
 processes and machines, so many workers can start at the same moment on a fresh database.
+``load_existing_study`` opens a study that must already exist (report, confirmation).
 
 Every failure to open the storage is an ``HpsearchError`` of one line that names the URL with its
 password hidden and says what went wrong: host unreachable, authentication failed, database

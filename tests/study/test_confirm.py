@@ -196,6 +196,24 @@ def test_bad_confirm_input_with_workers_fails_before_any_worker_starts(studies):
     assert len(load(studies, "empty").trials) == 0
 
 
+def test_a_search_with_auto_confirm_checks_its_baselines_before_it_starts(tmp_path):
+    line = one_error_line(run_cli(["study.n_trials=1", "study.confirm.auto=true",
+                                   "study.confirm.baselines=[lp_ft,nope]", *TINY], cwd=tmp_path))
+    assert "study.confirm.baselines[1]: unknown schedule 'nope'" in line
+    assert not (tmp_path / "storage" / "hpsearch.db").exists()  # no study was created
+
+
+def test_the_launcher_runs_auto_confirm_as_a_search_round_then_a_confirm_round():
+    from hpsearch.study.launcher import worker_args
+
+    argv = ["workers=2", "mode=search", "study.confirm.auto=true", "study.n_trials=3"]
+    assert worker_args(argv) == argv[1:]
+    assert worker_args(argv, "search") == ["study.n_trials=3", "mode=search",
+                                           "study.confirm.auto=false"]
+    assert worker_args(argv, "confirm") == ["study.n_trials=3", "mode=confirm",
+                                            "study.confirm.auto=false"]
+
+
 # ---------------------------------------------------------------- never pruned
 
 class AlwaysPrune(optuna.pruners.BasePruner):
