@@ -14,6 +14,9 @@ metrics and user attrs as a search). It writes a markdown report — the command
     # split-CIFAR (../shared/BENCHMARK.md); ~44 trials
     python benchmarks/reproduce.py --data-root ../shared/data/cifar10 \\
         --weights ../shared/weights/resnet18_cifar10_src5.pt --results-md docs/results.md
+    # its low-data regime (100 training images per class, FT 5 epochs): ~25 s a trial on a CPU
+    python benchmarks/reproduce.py --lowdata --data-root ../shared/data/cifar10 \\
+        --weights ../shared/weights/resnet18_cifar10_src5.pt --seeds 0 1 2 --results-md docs/results.md
     # the toy experiment (synthetic, about a minute)
     python benchmarks/reproduce.py --toy --seeds 0 1 2 3 4 --results-md docs/results.md
     # the whole pipeline (τ ∈ {0, 4, 16, conv}) on generated images and a random ResNet-18,
@@ -46,7 +49,8 @@ sys.path.insert(0, str(REPO))
 
 from hpsearch.app import compose_config  # noqa: E402
 from hpsearch.errors import HpsearchError  # noqa: E402
-from hpsearch.stats import ranks  # noqa: E402
+from hpsearch.stats import mean_interval, ranks  # noqa: E402
+from hpsearch.study.answer import points  # noqa: E402
 from hpsearch.schedules import study_distributions  # noqa: E402
 from hpsearch.study.setup import create_study, make_sampler  # noqa: E402
 from hpsearch.study.storage import open_storage  # noqa: E402
@@ -125,10 +129,11 @@ def sweep(n_stages: int, linear_taus: Sequence[int | None] = LINEAR_TAUS) -> lis
 
 
 def split_cifar_overrides(args: argparse.Namespace) -> list[str]:
+    """The split-CIFAR experiment (``--lowdata``: its low-data regime) on the given files."""
     for flag, path in (("--data-root", args.data_root), ("--weights", args.weights)):
         if not path:
             raise HpsearchError(f"{flag} is required for split-CIFAR (or pass --toy / --smoke)")
-    return ["+experiment=split_cifar", f"data.root={Path(args.data_root).resolve()}",
+    return [f"+experiment={args.experiment}", f"data.root={Path(args.data_root).resolve()}",
             f"backbone.weights={Path(args.weights).resolve()}"]
 
 
@@ -451,6 +456,36 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+REFERENCES = (("linear_tau0", "ft_only"), ("linear_eps0_tauconv", "lp_ft"))  # (arm, schedule)
+
+
+def interval_table(records: list[dict[str, Any]]) -> str:
+    """FT validation and test accuracy per arm, mean ± 95% t interval over seeds (in %), and the
+    paired differences (same seed) to the ft_only and lp_ft arms (in points)."""
+    by_arm: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in records:
+        by_arm.setdefault(r["arm"], {})[r["run_seed"]] = r
+    refs = [(arm, name) for arm, name in REFERENCES if arm in by_arm]
+    head = ["arm", "n", "FT val acc (%)", "test acc (%)"]
+    head += [f"{what} − {name}" for _, name in refs for what in ("Δ val", "Δ test")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for arm, runs in by_arm.items():
+        seeds = sorted(runs)
+        cells = [arm, str(len(seeds)),
+                 points(mean_interval([runs[s]["ft_val_acc"] for s in seeds])),
+                 points(mean_interval([runs[s]["test_acc"] for s in seeds]))]
+        for ref, _ in refs:
+            paired = [s for s in seeds if s in by_arm[ref]]
+            for key in ("ft_val_acc", "test_acc"):
+                if ref == arm:
+                    cells.append("")
+                    continue
+                diff = mean_interval([runs[s][key] - by_arm[ref][s][key] for s in paired])
+                cells.append(points(diff, signed=True))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(rows: list[Row], records: list[dict[str, Any]], c_hat: float | None, path: Path,
          title: str) -> None:
     import matplotlib
@@ -523,6 +558,11 @@ def report(args: argparse.Namespace, experiment: str, base: list[str],
         out.append("- partial_copy was not run: the backbone has a single stage, so copying all "
                    "but the last would copy nothing.")
     out += ["", "### Energy bound", "", bound_check(records), "",
+            "### FT accuracy with 95% intervals", "",
+            "Mean ± 95% t interval over seeds; Δ: the arm minus ft_only (τ = 0) or lp_ft "
+            "(converged, ε = 0) on the same seed, mean ± 95% t interval of those paired "
+            "differences, in points (every arm of a seed runs the same trial seed).", "",
+            interval_table(records), "",
             "### Per arm (mean ± std over seeds)", "", table(rows), "",
             f"![τ-curve]({os.path.relpath(png, md_dir)})", "",
             "Energy: mean ‖e_y − q_0‖ on the train split at the start of FT (unsmoothed labels); "
@@ -563,8 +603,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     kind.add_argument("--toy", action="store_true", help="the synthetic toy experiment instead")
     kind.add_argument("--smoke", action="store_true",
                       help="generated images, random ResNet-18, tiny sizes: < 1 minute")
+    kind.add_argument("--lowdata", action="store_true",
+                      help="split-CIFAR's low-data regime (+experiment=split_cifar_lowdata)")
     p.add_argument("--ft-epochs", type=int, default=None,
-                   help="FT epochs per trial (default 6 split-CIFAR, 8 toy, 1 smoke)")
+                   help="FT epochs per trial (default 6 split-CIFAR, 5 low-data, 8 toy, 1 smoke)")
     p.add_argument("--hp-max-epochs", type=int, default=None,
                    help="cap on HP epochs for the converged arms (default: hp.max_epochs)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -584,10 +626,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="also write the report as this experiment's section of a markdown file "
                         "(e.g. docs/results.md)")
     args = p.parse_args(argv)
-    experiment = "smoke" if args.smoke else "toy" if args.toy else "split_cifar"
+    experiment = ("smoke" if args.smoke else "toy" if args.toy
+                  else "split_cifar_lowdata" if args.lowdata else "split_cifar")
     args.experiment = experiment
     if args.ft_epochs is None:
-        args.ft_epochs = {"smoke": 1, "toy": 8, "split_cifar": 6}[experiment]
+        args.ft_epochs = {"smoke": 1, "toy": 8, "split_cifar": 6, "split_cifar_lowdata": 5}[experiment]
     if args.ft_epochs < 1 or len(set(args.seeds)) != len(args.seeds):
         p.error("--ft-epochs must be >= 1 and --seeds distinct")
     if args.out is None:
@@ -610,6 +653,8 @@ def _device_name(device) -> str:
 
 
 TITLES = {"split_cifar": "Reproduction on split-CIFAR (ResNet-18, 5 source → 5 target classes)",
+          "split_cifar_lowdata": "Reproduction on split-CIFAR's low-data regime (100 training "
+                                 "images per class)",
           "toy": "Reproduction on the toy experiment (linear backbone, synthetic data)",
           "smoke": "Smoke run (generated images, random ResNet-18)"}
 

@@ -71,21 +71,27 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 def check_composed(cfg: DictConfig) -> None:
     """The one check of a composed config, before anything runs: required keys, the schema's
-    ranges and cross-field rules (``validate_config``); for a search also every search-space
-    bound, fixed trial and baseline (each through the same validator) and the storage URL."""
+    ranges and cross-field rules (``validate_config``); for a search or a confirmation also every
+    search-space bound, fixed trial and baseline (each through the same validator) and the
+    storage URL."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"{missing[0]} must be given for experiment {cfg.experiment!r} "
                           f"(e.g. {missing[0]}=...); missing: {', '.join(missing)}")
     try:
         validate_config(cfg)
-        if cfg.mode == "search":
+        if cfg.mode in ("search", "confirm"):
             from hpsearch.schedules import baseline_schedules, study_distributions
+            from hpsearch.study.confirm import BASELINES_KEY
             from hpsearch.study.setup import check_enqueue
             from hpsearch.study.storage import check_connection
 
-            check_enqueue(cfg, study_distributions(cfg))
-            baseline_schedules(cfg)
+            distributions = study_distributions(cfg)
+            if cfg.mode == "search":
+                check_enqueue(cfg, distributions)
+                baseline_schedules(cfg)
+            if cfg.mode == "confirm" or cfg.study.confirm.auto:
+                baseline_schedules(cfg, BASELINES_KEY)
             check_connection(str(cfg.storage.url))  # host, password, database: before torch
     except HpsearchError:
         raise
@@ -131,6 +137,10 @@ def run(cfg: DictConfig) -> None:
         from hpsearch.review.replay import write_replay
 
         write_replay(cfg, replay_configs(cfg, list(HydraConfig.get().overrides.task)))
+    elif cfg.mode == "confirm":
+        from hpsearch.study.worker import run_confirm
+
+        run_confirm(cfg)
     else:
         from hpsearch.study.worker import run_search
 

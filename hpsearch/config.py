@@ -21,7 +21,7 @@ from hpsearch.errors import ConfigError
 # hpsearch/conf (a link in the repository, files in an installed wheel).
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
-MODES = ("search", "dashboard", "report", "replay")
+MODES = ("search", "confirm", "dashboard", "report", "replay")
 DATA_FORMATS = ("synthetic", "cifar10", "cifar100", "imagefolder", "tensors")
 ARCHS = ("linear", "mlp", "resnet18", "resnet34", "resnet50")
 CHANNELS_LAST = ("auto", "true", "false")
@@ -137,6 +137,17 @@ class FTConfig:
 
 
 @dataclass
+class ConfirmConfig:
+    """``mode=confirm``: re-run the search's best configurations and the baselines on fresh,
+    shared seeds, and answer which schedule to use (``hpsearch.study.confirm``)."""
+
+    top_k: int = 3  # best distinct configurations of the search to confirm
+    seeds: int = 3  # seeds each configuration and baseline runs (the same seeds for all)
+    baselines: List[str] = field(default_factory=lambda: ["ft_only", "lp_ft"])  # schedule names
+    auto: bool = False  # confirm at the end of a search (one process, or the workers=N launcher)
+
+
+@dataclass
 class StudyConfig:
     name: str = "toy"  # conf/config.yaml: the experiment's name unless given
     n_trials: int = 20  # per worker
@@ -147,6 +158,7 @@ class StudyConfig:
     # a list of {dotted.key: value} mappings
     baselines: List[str] = field(default_factory=list)  # schedule names enqueued as fixed trials
     top_k: int = 5  # rows of the best-trials table printed at the end
+    confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
 
 
 @dataclass
@@ -213,7 +225,7 @@ class ScheduleConfig:
 
 @dataclass
 class HpsearchConfig:
-    mode: str = "search"  # search | dashboard (optuna-dashboard) | report | replay (see review/)
+    mode: str = "search"  # search | confirm | dashboard | report | replay (docs/configuration.md)
     experiment: str = "toy"
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     # Memory layout of conv nets and their inputs: auto = channels_last for a ResNet on every
@@ -291,7 +303,8 @@ def validate_config(cfg: DictConfig) -> None:
         _require(value > 0 and math.isfinite(value), key, value, "a finite number > 0")
     for key in ("hp.batch_size", "ft.batch_size", "data.eval_batch_size", "data.train_per_class",
                 "data.val_per_class", "data.image_size", "head.hidden",
-                "backbone.feature_dim", "study.top_k", "workers", "storage.heartbeat_interval",
+                "backbone.feature_dim", "study.top_k", "study.confirm.top_k",
+                "study.confirm.seeds", "workers", "storage.heartbeat_interval",
                 "storage.pool_size", "storage.pool_recycle", "hp.max_epochs", "hp.converge_window"):
         value = _select(cfg, key)
         _require(value >= 1, key, value, ">= 1")

@@ -18,6 +18,8 @@ How a schedule meets the search space:
   values for the study's search-space keys become the trial's params where the distribution
   contains them (so the sampler learns from the baseline); a key it makes moot or whose value lies
   outside the distribution is left out of the params.
+- ``study.confirm.baselines`` names the schedules ``mode=confirm`` runs next to the search's best
+  configurations (``hpsearch.study.confirm``), enqueued the same way, once per confirmation seed.
 """
 from __future__ import annotations
 
@@ -164,15 +166,16 @@ def study_distributions(cfg: DictConfig) -> dict[str, optuna.distributions.BaseD
     return parse_search_space(space, applied)
 
 
-def baseline_schedules(cfg: DictConfig) -> list[Schedule]:
-    """``study.baselines`` as schedules, each checked against the config."""
-    names = list(_plain(cfg.study.baselines) or [])
+def baseline_schedules(cfg: DictConfig, key: str = "study.baselines") -> list[Schedule]:
+    """The schedules named by the list at ``key`` (``study.baselines``,
+    ``study.confirm.baselines``), each checked against the config."""
+    names = list(_plain(OmegaConf.select(cfg, key)) or [])
     schedules = []
     for i, name in enumerate(names):
         if names.index(name) != i:
-            raise ConfigError(f"study.baselines: {name!r} is listed twice")
-        schedule = load_schedule(name, f"study.baselines[{i}]")
-        checked_apply(cfg, schedule, f"study.baselines[{i}]")
+            raise ConfigError(f"{key}: {name!r} is listed twice")
+        schedule = load_schedule(name, f"{key}[{i}]")
+        checked_apply(cfg, schedule, f"{key}[{i}]")
         schedules.append(schedule)
     return schedules
 

@@ -1,9 +1,15 @@
-"""Statistics shared by the worker (the bound's running estimate), the report and the replay:
-ranks, Spearman's ρ, Kendall's τ, the bound's constant ĉ with its rank correlation, and a
-bootstrap interval of a mean."""
+"""Statistics shared by the worker (the bound's running estimate, the confirmation's answer), the
+report and the replay: ranks, Spearman's ρ, Kendall's τ, the bound's constant ĉ with its rank
+correlation, Student-t intervals of a mean and a bootstrap interval of a mean.
+
+The t quantile is computed here rather than taken from scipy, which the package does not depend
+on: the degrees of freedom are always whole numbers (seeds − 1), for which Student's t CDF has a
+closed form (a finite sum in θ = atan(t / √ν)), and bisection inverts it to 1e-12.
+"""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from optuna.trial import FrozenTrial, TrialState
@@ -101,3 +107,76 @@ def bound_stats(trials: Sequence[FrozenTrial]) -> dict[str, Any]:
     rho = spearman_rho([e for _, e, _ in pts], [a for _, _, a in pts])
     return {"c_hat": c_hat, "c_hat_trial": arg, "n_ratio": len(ratios), "spearman_rho": rho,
             "n_rho": len(pts)}
+
+
+def t_cdf_two_sided(t: float, df: int) -> float:
+    """P(|T| <= t) for Student's t with ``df`` >= 1 whole degrees of freedom (t >= 0).
+
+    With θ = atan(t / √df): for odd df, (2/π)(θ + sin θ · Σ_{k=0}^{(df-3)/2} a_k cos^{2k+1} θ)
+    with a_0 = 1, a_k = a_{k-1} · 2k / (2k + 1); for even df, sin θ · Σ_{k=0}^{(df-2)/2} b_k
+    cos^{2k} θ with b_0 = 1, b_k = b_{k-1} · (2k − 1) / (2k)."""
+    if df < 1 or df != int(df):
+        raise ValueError(f"df must be a whole number >= 1, got {df}")
+    theta = math.atan(abs(t) / math.sqrt(df))
+    s, c = math.sin(theta), math.cos(theta)
+    if df % 2 == 1:
+        total, term = 0.0, c
+        for k in range((df - 1) // 2):
+            if k:
+                term *= c * c * (2 * k) / (2 * k + 1)
+            total += term
+        return (2 / math.pi) * (theta + s * total)
+    total, term = 0.0, 1.0
+    for k in range(df // 2):
+        if k:
+            term *= c * c * (2 * k - 1) / (2 * k)
+        total += term
+    return s * total
+
+
+def t_quantile(level: float, df: int) -> float:
+    """The t with P(|T| <= t) = ``level`` (two-sided; 0.95 gives t_{0.975, df})."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    lo, hi = 0.0, 1.0
+    while t_cdf_two_sided(hi, df) < level:
+        hi *= 2.0
+    while hi - lo > 1e-12 * max(1.0, hi):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_cdf_two_sided(mid, df) < level else (lo, mid)
+    return (lo + hi) / 2
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean over ``n`` values and the half-width of its two-sided t interval at ``level``
+    (None below two values: one seed says nothing about the spread)."""
+
+    mean: float
+    half: float | None
+    n: int
+    level: float = 0.95
+
+    @property
+    def low(self) -> float | None:
+        return None if self.half is None else self.mean - self.half
+
+    @property
+    def high(self) -> float | None:
+        return None if self.half is None else self.mean + self.half
+
+    def excludes_zero(self) -> bool:
+        """True when the whole interval lies on one side of 0."""
+        return self.half is not None and (self.low > 0 or self.high < 0)
+
+
+def mean_interval(values: Sequence[float], level: float = 0.95) -> Interval | None:
+    """Mean ± t_{(1+level)/2, n−1} · s / √n of ``values``; None for no values."""
+    n = len(values)
+    if n == 0:
+        return None
+    mean = sum(values) / n
+    if n < 2:
+        return Interval(mean, None, n, level)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return Interval(mean, t_quantile(level, n - 1) * sd / math.sqrt(n), n, level)

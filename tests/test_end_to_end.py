@@ -9,7 +9,7 @@ from conftest import run_cli
 from hpsearch.trial import METRICS
 from imagedata import make_imagefolder
 
-SET_ON_EVERY_COMPLETE_TRIAL = set(METRICS) - {"pruned_at"}
+SET_ON_EVERY_COMPLETE_TRIAL = set(METRICS) - {"pruned_at", "confirm_of", "confirm_seed"}
 
 
 def load(work, name):

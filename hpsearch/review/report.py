@@ -3,14 +3,20 @@
 ``write_report`` reads the study named ``study.name`` from ``storage.url`` (a running study is
 fine: it reads what is stored now) and writes ``<storage.reports>/<study.name>/``:
 
-- ``summary.md``: trial counts, the best trials, the bound's ĉ and the energy–adaptation
-  Spearman ρ, compute spent per phase, pruned and failed trials, parameter importances;
+- ``summary.md``: trial counts, the answer of the confirmation (``mode=confirm``) when there is
+  one, the best trials, the bound's ĉ and the energy–adaptation Spearman ρ, compute spent per
+  phase, pruned and failed trials, parameter importances;
 - ``trials.csv``: one row per trial, every parameter and user attr;
+- ``confirm.csv`` (when the study has confirmation trials): per confirmed configuration and
+  baseline, FT validation and test accuracy with 95% t intervals, and per configuration and
+  baseline the paired differences;
 - ``config.yaml``: the composed config the study was created with (its user attr ``config``);
 - ``<plot>.png`` and ``<plot>.html`` for the figures of ``hpsearch.review.plots`` (the HTML pages share
   one ``plotly.min.js`` in the folder, so they open offline).
 
-summary.md, trials.csv, config.yaml and the PNGs are also put into the artifact store
+The answer is also stored as the study user attrs ``answer`` and ``answer_arms``
+(``hpsearch.study.answer``), so the dashboard shows it. summary.md, trials.csv, confirm.csv,
+config.yaml and the PNGs are also put into the artifact store
 (``storage.artifacts``) as the study's artifacts, so the dashboard shows them; a later report
 replaces them instead of adding copies.
 """
@@ -32,16 +38,18 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import FAIL_REASON, HpsearchError
 from hpsearch.review import plots
-from hpsearch.stats import bound_stats, finite
+from hpsearch.stats import Interval, bound_stats, finite
+from hpsearch.study.answer import Answer, points, record_answer
 from hpsearch.study.progress import prune_reason
-from hpsearch.study.storage import open_storage, safe_url
+from hpsearch.study.storage import load_existing_study, safe_url
 from hpsearch.tables import fmt, markdown_table
-from hpsearch.trial.records import METRICS
+from hpsearch.trial.records import METRICS, is_confirmation
 
 log = logging.getLogger("hpsearch")
 
 SUMMARY = "summary.md"
 TRIALS_CSV = "trials.csv"
+CONFIRM_CSV = "confirm.csv"
 CONFIG = "config.yaml"  # the study's user attr ``config``: the composed config of the search
 MIN_TRIALS_FOR_IMPORTANCE = 2
 
@@ -56,28 +64,6 @@ BEST_COLUMNS = (
 
 
 # ---------------------------------------------------------------------------- reading
-
-def load_existing_study(url: str, name: str) -> optuna.Study:
-    """The study ``name`` in the storage at ``url``; an unknown name is an HpsearchError that
-    lists the studies there. A SQLite file that does not exist is not created."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        parsed = make_url(url)
-    except Exception:
-        parsed = None
-    if (parsed is not None and parsed.get_backend_name() == "sqlite"
-            and parsed.database not in (None, "", ":memory:")
-            and not Path(parsed.database).expanduser().exists()):
-        raise HpsearchError(f"storage.url={url}: no such database file; run a search first "
-                            "or point storage.url at the search's storage")
-    storage = open_storage(url)
-    names = sorted(s.study_name for s in storage.get_all_studies())
-    if name not in names:
-        raise HpsearchError(f"study.name={name!r} is not in storage {safe_url(url)}; studies "
-                            f"there: {', '.join(names) if names else '(none)'}")
-    return optuna.load_study(study_name=name, storage=storage)
-
 
 def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
     """optuna's parameter importances over the complete trials, or (None, why not)."""
@@ -144,6 +130,69 @@ def write_trials_csv(trials: Sequence[FrozenTrial], path: Path) -> list[str]:
     return header
 
 
+# ---------------------------------------------------------------------------- confirm.csv
+
+CONFIRM_HEADER = ["kind", "arm", "versus", "schedule", "n_seeds", "seeds", "trials",
+                  "search_val_acc", "val_mean", "val_low", "val_high", "test_mean", "test_low",
+                  "test_high", "pending", "lost"]
+
+
+def _bounds(iv: Interval | None) -> list[Any]:
+    if iv is None:
+        return ["", "", ""]
+    return [iv.mean, _cell(iv.low), _cell(iv.high)]
+
+
+def write_confirm_csv(answer: Answer, path: Path) -> None:
+    """One ``arm`` row per confirmed configuration and baseline (FT validation and test accuracy,
+    mean and 95% t interval over its seeds), then one ``difference`` row per configuration and
+    baseline: configuration − baseline, paired over the seeds both completed."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(CONFIRM_HEADER)
+        for a in answer.arms:
+            seeds = sorted(a.runs)
+            writer.writerow(["arm", a.name, "", a.schedule, len(seeds), json.dumps(seeds),
+                             json.dumps([a.runs[s].number for s in seeds]),
+                             _cell(a.search_value), *_bounds(a.val), *_bounds(a.test),
+                             a.pending, a.lost])
+        for d in answer.differences:
+            writer.writerow(["difference", d.arm.name, d.baseline.name, d.arm.schedule,
+                             len(d.seeds), json.dumps(d.seeds),
+                             json.dumps([[d.arm.runs[s].number, d.baseline.runs[s].number]
+                                         for s in d.seeds]),
+                             "", *_bounds(d.val), *_bounds(d.test), "", ""])
+
+
+def answer_markdown(answer: Answer | None) -> list[str]:
+    """The summary's section on the confirmation: the recommendation, each arm, the paired
+    differences."""
+    out = ["## The answer: confirmed configurations against the baselines", ""]
+    if answer is None:
+        return out + ["Not confirmed yet: `mode=confirm` (with the search's overrides) re-runs the "
+                      "best configurations and the baselines on shared seeds and answers which "
+                      "schedule to use.", ""]
+    out += [f"**{answer.recommendation[0].upper()}{answer.recommendation[1:]}.**", "",
+            "FT accuracy in %, mean ± 95% t interval over the seeds every arm ran (the same "
+            "seeds for all; the search trial's own run is not one of them: it was chosen for "
+            "scoring highest, so its value is biased upward). See "
+            f"[`{CONFIRM_CSV}`]({CONFIRM_CSV}).", ""]
+    out += markdown_table(["arm", "schedule", "seeds", "search val", "val", "test", "pending"],
+                          [[a.name, a.schedule, str(len(a.runs)),
+                    "–" if a.search_value is None else f"{100 * a.search_value:.1f}",
+                    points(a.val), points(a.test), str(a.pending)] for a in answer.arms])
+    out.append("")
+    if answer.differences:
+        out += ["Paired differences, configuration − baseline, in points (same seeds):", ""]
+        out += markdown_table(["configuration", "baseline", "pairs", "Δ val", "Δ test",
+                       "beats it beyond the noise"],
+                      [[d.arm.name, d.baseline.name, str(len(d.seeds)),
+                        points(d.val, signed=True), points(d.test, signed=True),
+                        "yes" if d.beats() else "no"] for d in answer.differences])
+        out.append("")
+    return out
+
+
 # ---------------------------------------------------------------------------- summary.md
 
 def _sum_attr(trials: Sequence[FrozenTrial], key: str) -> float:
@@ -152,10 +201,11 @@ def _sum_attr(trials: Sequence[FrozenTrial], key: str) -> float:
 
 def summary_markdown(study: optuna.Study, trials: Sequence[FrozenTrial], top_k: int,
                      url: str, figures: Sequence[plots.Figure],
-                     imp: dict[str, float] | None, imp_note: str) -> str:
+                     imp: dict[str, float] | None, imp_note: str,
+                     answer: Answer | None = None) -> str:
     counts = {s: sum(1 for t in trials if t.state == s) for s in TrialState}
-    done = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
-                  key=lambda t: (-float(t.value), t.number))
+    done = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
+                   and not is_confirmation(t)), key=lambda t: (-float(t.value), t.number))
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     out = [f"# Study `{study.study_name}`", "",
            f"Storage `{safe_url(url)}`, report written {now}. Objective: FT validation accuracy "
@@ -170,7 +220,11 @@ def summary_markdown(study: optuna.Study, trials: Sequence[FrozenTrial], top_k: 
                     str(counts[TrialState.WAITING]), str(len(trials))]])
     out.append("")
 
+    out += answer_markdown(answer)
+
     out += ["## Best trials", ""]
+    if any(is_confirmation(t) for t in trials):
+        out += ["Search trials only (the confirmation's repeats are in the answer above).", ""]
     if done:
         best = done[0]
         out += [f"**Best trial: {best.number}** — FT validation accuracy {best.value:.4f}, "
@@ -240,6 +294,9 @@ def summary_markdown(study: optuna.Study, trials: Sequence[FrozenTrial], top_k: 
 
     out += ["## Files", "", f"- [`{TRIALS_CSV}`]({TRIALS_CSV}): one row per trial, every "
             "parameter and metric."]
+    if answer is not None:
+        out.append(f"- [`{CONFIRM_CSV}`]({CONFIRM_CSV}): the confirmation, per arm and per "
+                   "paired difference.")
     if "config" in study.user_attrs:
         out.append(f"- [`{CONFIG}`]({CONFIG}): the composed config the study was created with.")
     for fig in figures:
@@ -307,10 +364,14 @@ def write_report(cfg: DictConfig) -> Path:
     for fig in figures:
         plots.write_png(fig, out / f"{fig.stem}.png")
         plots.write_html(fig, out / f"{fig.stem}.html")
+    answer = record_answer(study)  # also the study's user attrs, for the dashboard
     (out / SUMMARY).write_text(
-        summary_markdown(study, trials, int(cfg.study.top_k), url, figures, imp, imp_note),
-        encoding="utf-8")
+        summary_markdown(study, trials, int(cfg.study.top_k), url, figures, imp, imp_note,
+                         answer), encoding="utf-8")
     published = [out / SUMMARY, out / TRIALS_CSV] + [out / f"{f.stem}.png" for f in figures]
+    if answer is not None:
+        write_confirm_csv(answer, out / CONFIRM_CSV)
+        published.append(out / CONFIRM_CSV)
     if "config" in study.user_attrs:  # the dashboard cuts attrs at 1024 characters; this is whole
         (out / CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(study.user_attrs["config"])),
                                   encoding="utf-8")

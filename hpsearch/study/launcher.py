@@ -18,8 +18,15 @@ output goes to ``<storage.logs>/<study>/<time>/worker-<i>.log`` and, prefixed wi
 running trial, see ``hpsearch.study.shutdown``), waits for all of them, and exits with the first
 non-zero exit code of a worker (0 when all succeeded).
 
+With ``study.confirm.auto=true`` the search workers run with ``auto`` off, and once all of them
+have succeeded the launcher starts N workers of ``mode=confirm`` (``hpsearch.study.confirm``), which
+share the confirmation trials. ``mode=confirm workers=N`` checks that there is something to
+confirm before it starts any worker.
+
 Workers on other machines are the same command without ``workers``: they share the study through
-``storage=postgres`` and the checkpoints through a shared ``storage.artifacts``.
+``storage=postgres`` and the checkpoints through a shared ``storage.artifacts``. Leave
+``study.confirm.auto`` off there (each worker would confirm when it alone is done) and run
+``mode=confirm`` once the search is over.
 """
 from __future__ import annotations
 
@@ -40,11 +47,17 @@ from hpsearch.study.placement import WORKER_INDEX_ENV
 
 # Overrides the launcher consumes; the workers get the rest of the command line unchanged.
 _LAUNCHER_KEYS = re.compile(r"^[+~]{0,2}(workers|devices|workers_per_device)(=|$)")
+_PHASE_KEYS = re.compile(r"^[+~]{0,2}(mode|study\.confirm\.auto)(=|$)")
 
 
-def worker_args(argv: list[str]) -> list[str]:
-    """The command-line arguments of one worker: the launcher's, minus the launcher's keys."""
-    return [a for a in argv if not _LAUNCHER_KEYS.match(a)]
+def worker_args(argv: list[str], phase: str | None = None) -> list[str]:
+    """The command-line arguments of one worker: the launcher's, minus the launcher's keys; for a
+    ``phase`` (search or confirm) of an auto-confirmed search, that mode with auto off."""
+    args = [a for a in argv if not _LAUNCHER_KEYS.match(a)]
+    if phase is None:
+        return args
+    return [a for a in args if not _PHASE_KEYS.match(a)] + [f"mode={phase}",
+                                                            "study.confirm.auto=false"]
 
 
 def worker_env(cfg: DictConfig, index: int, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -88,14 +101,36 @@ class _Worker:
 
 
 def launch_workers(cfg: DictConfig, argv: list[str], out: IO[str] = sys.stdout) -> int:
-    """Create the study, run ``cfg.workers`` worker processes of ``argv``, wait; an exit code."""
-    from hpsearch.space import parse_search_space
+    """Create the study (search) or check that it has something to confirm (confirm), run
+    ``cfg.workers`` worker processes of ``argv``, wait; an exit code. An auto-confirmed search
+    is two rounds: the search workers, then the confirm workers."""
+    from hpsearch.schedules import study_distributions
     from hpsearch.study.setup import check_enqueue, prepare_study
 
+    distributions = study_distributions(cfg)
+    if cfg.mode == "confirm":
+        from hpsearch.study.confirm import plan_confirmation
+        from hpsearch.study.storage import load_existing_study
+
+        plan_confirmation(load_existing_study(str(cfg.storage.url), str(cfg.study.name)), cfg,
+                          distributions)
+        return _run_round(cfg, worker_args(argv), out)
+    prepare_study(cfg, check_enqueue(cfg, distributions))
+    if not cfg.study.confirm.auto:
+        return _run_round(cfg, worker_args(argv), out)
+    code = _run_round(cfg, worker_args(argv, "search"), out)
+    if code != 0:
+        return code
+    return _run_round(cfg, worker_args(argv, "confirm"), out)
+
+
+def _run_round(cfg: DictConfig, args: list[str], out: IO[str]) -> int:
+    """Run ``cfg.workers`` workers of ``python -m hpsearch ARGS``, wait; an exit code."""
     n = int(cfg.workers)
-    prepare_study(cfg, check_enqueue(cfg, parse_search_space(cfg.search_space, cfg)))
+    mode = next((a.split("=", 1)[1] for a in reversed(args) if a.startswith("mode=")),
+                str(cfg.mode))
     log_dir = (Path(str(cfg.storage.logs)) / _safe_name(str(cfg.study.name))
-               / time.strftime("%Y-%m-%d_%H-%M-%S"))
+               / (time.strftime("%Y-%m-%d_%H-%M-%S") + ("" if mode == "search" else f"-{mode}")))
     log_dir.mkdir(parents=True, exist_ok=True)
     lock = threading.Lock()
     workers: list[_Worker] = []
@@ -107,11 +142,10 @@ def launch_workers(cfg: DictConfig, argv: list[str], out: IO[str] = sys.stdout) 
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        print(f"starting {n} workers of study {cfg.study.name!r}; logs in {log_dir}", file=out,
-              flush=True)
+        print(f"starting {n} {mode} workers of study {cfg.study.name!r}; logs in {log_dir}",
+              file=out, flush=True)
         for i in range(n):
-            cmd = [sys.executable, "-m", "hpsearch", *worker_args(argv),
-                   f"hydra.run.dir={log_dir}/worker-{i}"]
+            cmd = [sys.executable, "-m", "hpsearch", *args, f"hydra.run.dir={log_dir}/worker-{i}"]
             workers.append(_Worker(i, cmd, worker_env(cfg, i), log_dir / f"worker-{i}.log", out,
                                    lock))
         # A worker killed by signal N reads -N here; report it as the shell would (128 + N).

@@ -4,12 +4,15 @@ from __future__ import annotations
 import optuna
 
 from hpsearch.tables import fmt, text_table
+from hpsearch.trial.records import is_confirmation
 
 
 def best_trials_table(study: optuna.Study, top_k: int) -> str:
-    """A text table of the top-k complete trials by FT validation accuracy."""
+    """A text table of the top-k complete trials by FT validation accuracy (confirmation trials,
+    repeats of a search trial on other seeds, are the answer's, not this table's)."""
     done = [t for t in study.get_trials(deepcopy=False)
-            if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+            if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None
+            and not is_confirmation(t)]
     done.sort(key=lambda t: t.value, reverse=True)
     header = ("trial", "ft_val_acc", "tau", "eps", "depth", "copied", "hp_lr", "ft_lr", "energy",
               "hp_acc", "adapt_l2", "test_acc")

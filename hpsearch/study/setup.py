@@ -10,6 +10,7 @@ back (at most ``storage.outage_timeout``), and the study's storage rides out lat
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, Callable, Mapping
 
 import optuna
@@ -25,6 +26,9 @@ from hpsearch.study.storage import (Heartbeat, Pool, connect_storage, describe_e
                                     setup_lock)
 
 log = logging.getLogger(__name__)
+
+METRIC_NAMES = ["ft_val_acc"]  # the objective, as the dashboard's plots label it
+
 
 def make_sampler(study_cfg: DictConfig, worker_offset: int = 0) -> optuna.samplers.BaseSampler:
     seed = int(study_cfg.seed) + worker_offset
@@ -43,6 +47,10 @@ def create_study(cfg: DictConfig, storage: optuna.storages.BaseStorage,
         config = OmegaConf.to_container(cfg, resolve=True)
         config["storage"]["url"] = safe_url(str(cfg.storage.url))  # never store the password
         study.set_user_attr("config", config)
+    if study.metric_names != METRIC_NAMES:  # without it the plots say "Objective 0"
+        with warnings.catch_warnings():  # experimental since optuna 3.2, unchanged in 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(METRIC_NAMES)
     return study
 
 

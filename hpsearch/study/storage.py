@@ -18,6 +18,7 @@ by ``RetryHeartbeatStaleTrialCallback`` (at most ``max_retry`` times).
 
 ``setup_lock`` serialises study setup (table creation, study creation, fixed trials) across
 processes and machines, so many workers can start at the same moment on a fresh database.
+``load_existing_study`` opens a study that must already exist (report, confirmation).
 
 Every failure to open the storage is an ``HpsearchError`` of one line that names the URL with its
 password hidden and says what went wrong: host unreachable, authentication failed, database
@@ -314,3 +315,23 @@ def setup_lock(url: str) -> Iterator[None]:
                 fcntl.flock(handle, fcntl.LOCK_UN)
     else:
         yield
+
+
+def load_existing_study(url: str, name: str) -> optuna.Study:
+    """The study ``name`` in the storage at ``url``; an unknown name is an HpsearchError that
+    lists the studies there. A SQLite file that does not exist is not created."""
+    try:
+        parsed = _parse(url)
+    except HpsearchError:
+        parsed = None
+    if (parsed is not None and parsed.get_backend_name() == "sqlite"
+            and parsed.database not in (None, "", ":memory:")
+            and not Path(parsed.database).expanduser().exists()):
+        raise HpsearchError(f"storage.url={url}: no such database file; run a search first "
+                            "or point storage.url at the search's storage")
+    storage = open_storage(url)
+    names = sorted(s.study_name for s in storage.get_all_studies())
+    if name not in names:
+        raise HpsearchError(f"study.name={name!r} is not in storage {safe_url(url)}; studies "
+                            f"there: {', '.join(names) if names else '(none)'}")
+    return optuna.load_study(study_name=name, storage=storage)

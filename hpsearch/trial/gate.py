@@ -10,7 +10,7 @@ from typing import Sequence
 import optuna
 
 from hpsearch.pruners import EnergyPruner
-from hpsearch.trial.records import set_attrs
+from hpsearch.trial.records import is_confirmation, set_attrs
 
 
 def gate(trial: optuna.Trial) -> None:
@@ -18,7 +18,10 @@ def gate(trial: optuna.Trial) -> None:
     attrs) before any FT step is reported. Pruners that only judge FT epochs (median,
     hyperband) have no reported step yet and keep the trial. The energy pruner's decision is
     recorded on the trial whatever it is; on NaN/inf signals it raises InvalidSignalError and
-    the trial fails with that reason."""
+    the trial fails with that reason. A confirmation trial (mode=confirm) passes without asking:
+    it exists to measure its configuration's accuracy on another seed, not to compete."""
+    if is_confirmation(trial):
+        return
     pruner = trial.study.pruner
     try:
         pruned = trial.should_prune()
@@ -34,12 +37,13 @@ def gate(trial: optuna.Trial) -> None:
 
 
 def judge_epoch(trial: optuna.Trial, epoch: int, val_acc: float, curve: Sequence[float],
-                epochs_before: int = 0) -> None:
-    """Report the FT validation accuracy after ``epoch`` (1-based) and ask the pruner; when it
-    prunes, record where (``curve``: the accuracies so far; ``epochs_before``: FT epochs run
-    before this trial resumed) and raise ``optuna.TrialPruned``."""
+                epochs_before: int = 0, prunable: bool = True) -> None:
+    """Report the FT validation accuracy after ``epoch`` (1-based) and, unless the trial is not
+    ``prunable`` (a confirmation runs to the end), ask the pruner; when it prunes, record where
+    (``curve``: the accuracies so far; ``epochs_before``: FT epochs run before this trial
+    resumed) and raise ``optuna.TrialPruned``."""
     trial.report(val_acc, step=epoch)
-    if trial.should_prune():
+    if prunable and trial.should_prune():
         set_attrs(trial, {"pruned_at": f"ft_epoch_{epoch}",
                           "ft_epochs_run": epoch - epochs_before,
                           "ft_val_acc_curve": list(curve)})

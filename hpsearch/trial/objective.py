@@ -23,7 +23,7 @@ from hpsearch.trial.ft import Finetuner, accuracy, features
 from hpsearch.trial.gate import gate, judge_epoch
 from hpsearch.trial.hp import head_probe
 from hpsearch.trial.metrics import feature_adaptation
-from hpsearch.trial.records import schedule_attrs, set_attrs, trial_seed
+from hpsearch.trial.records import is_confirmation, schedule_attrs, seed_of, set_attrs
 from hpsearch.trial.workspace import Task, Workspace
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class Objective:
         cfg = self.trial_config(trial)
         saved = self.checkpoints.for_trial(trial) if self.checkpoints else None
         resume = saved.latest() if saved else None
-        seed = resume.seed if resume else trial_seed(cfg.seed, trial.number)
+        seed = resume.seed if resume else seed_of(trial, cfg.seed)
         set_attrs(trial, {**schedule_attrs(cfg), "seed": seed,
                           "baseline": bool(trial.user_attrs.get("baseline", False)),
                           "resumed_from_trial": resume.trial_number if resume else None,
@@ -117,8 +117,10 @@ class Objective:
         resumed_from = tuner.epoch
         trial.set_user_attr("ft_resumed_from_epoch", resumed_from)
 
+        prunable = not is_confirmation(trial)  # a confirmation runs to the end, whatever its curve
+
         def on_epoch(epoch: int, acc: float) -> None:
-            judge_epoch(trial, epoch, acc, tuner.val_acc_curve, resumed_from)
+            judge_epoch(trial, epoch, acc, tuner.val_acc_curve, resumed_from, prunable)
             if saved:
                 saved.save(Checkpoint(trial.number, seed, dict(hp_attrs),
                                       finetuner=tuner.state_dict(), ft_epoch=epoch))

@@ -13,6 +13,10 @@ from hpsearch.errors import FAIL_REASON
 METRICS = {
     "schedule": "the named schedule the trial ran (conf/schedule/; none: the search space decides)",
     "baseline": "true on a trial enqueued by study.baselines, false otherwise",
+    "confirm_of": "on a confirmation trial (mode=confirm): the search trial number it repeats, "
+                  "or the baseline schedule's name",
+    "confirm_seed": "on a confirmation trial: the seed it runs (shared by every confirmed "
+                    "configuration and baseline)",
     "tau": "HP epochs τ of this trial (the epochs HP ran when it ran until converged)",
     "hp_until_converged": "whether HP ran until converged (capped by hp.max_epochs) instead of τ",
     "hp_converged": "whether the convergence rule held at the end of HP",
@@ -88,5 +92,28 @@ def set_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
         trial.set_user_attr(key, value)
 
 
+CONFIRM_OF = "confirm_of"
+CONFIRM_SEED = "confirm_seed"
+
+
 def trial_seed(study_seed: int, number: int) -> int:
     return (int(study_seed) * 1_000_003 + int(number)) % (2**31 - 1)
+
+
+def confirm_seed(study_seed: int, slot: int) -> int:
+    """The seed of confirmation slot 0, 1, ...: the seed a trial numbered −1, −2, ... would
+    get, so it never equals a search trial's seed and every confirmed arm shares it."""
+    return trial_seed(study_seed, -(int(slot) + 1))
+
+
+def is_confirmation(trial: optuna.Trial | optuna.trial.FrozenTrial) -> bool:
+    """True for a trial enqueued by mode=confirm (it is never pruned)."""
+    return trial.user_attrs.get(CONFIRM_OF) is not None
+
+
+def seed_of(trial: optuna.Trial, study_seed: int) -> int:
+    """The seed a trial runs: its ``confirm_seed`` when it is a confirmation trial, else one
+    derived from the study seed and the trial number."""
+    if is_confirmation(trial):
+        return int(trial.user_attrs[CONFIRM_SEED])
+    return trial_seed(study_seed, trial.number)
