@@ -62,8 +62,8 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float | None:
     return (concordant - discordant) / math.sqrt(pairs_x * pairs_y)
 
 
-def mean_interval(values: Sequence[float], level: float = 0.95, resamples: int = 2000,
-                  seed: int = 0) -> tuple[float, float, float] | None:
+def bootstrap_interval(values: Sequence[float], level: float = 0.95, resamples: int = 2000,
+                       seed: int = 0) -> tuple[float, float, float] | None:
     """The mean and its ``level`` percentile-bootstrap interval (``resamples`` resamples with a
     fixed seed, so the same values give the same interval); None for no values. One value, or
     values all equal, give a zero-width interval."""

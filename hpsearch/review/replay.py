@@ -25,7 +25,7 @@ outcome and cost); ``replay`` runs many orders and pruners, in worker processes 
   over the trials of the order it predicted for (pruned ones included: the table knows them).
 
 Each is the mean over the orders with a 95% percentile-bootstrap interval of that mean
-(``stats.mean_interval``; the interval is over orders drawn from this one study).
+(``stats.bootstrap_interval``; the interval is over orders drawn from this one study).
 
 ``write_replay`` (the mode) reads ``study.name`` from ``storage.url`` and never writes to it;
 it writes ``replay.md``, ``replay.json`` and the cost-vs-regret figure (PNG + HTML) to
@@ -54,7 +54,7 @@ from hpsearch.errors import HpsearchError
 from hpsearch.pruners import InvalidSignalError, make_pruner
 from hpsearch.review import plots
 from hpsearch.review.report import load_existing_study
-from hpsearch.stats import finite, kendall_tau, mean_interval
+from hpsearch.stats import bootstrap_interval, finite, kendall_tau
 from hpsearch.study.storage import safe_url
 from hpsearch.tables import MISSING, markdown_table
 from hpsearch.trial.gate import gate, judge_epoch
@@ -346,7 +346,7 @@ def summarize(table: Table, results: Mapping[str, Sequence[OrderReplay]]
         summary: dict[str, Any] = {"orders": len(rows)}
         for key in SUMMARY_METRICS:
             values = [float(r[key]) for r in rows if r[key] is not None]
-            interval = mean_interval(values)
+            interval = bootstrap_interval(values)
             summary[key] = (None if interval is None else
                             dict(zip(("mean", "low", "high"), interval), n=len(values)))
         regrets = [r["regret_points"] for r in rows]

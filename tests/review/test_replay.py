@@ -14,7 +14,7 @@ from hpsearch.app import compose_config
 from hpsearch.errors import HpsearchError
 from hpsearch.review.replay import (COMPLETE, PRUNED_FT, PRUNED_GATE, check_budget, draw_orders,
                                     load_table, order_metrics, replay, replay_order, summarize)
-from hpsearch.stats import kendall_tau, mean_interval
+from hpsearch.stats import bootstrap_interval, kendall_tau
 from tabledata import add_trial, make_table_study, smooth_curve, spread_values
 
 
@@ -35,13 +35,13 @@ def test_kendall_tau_counts_pairs_and_ties() -> None:
     assert kendall_tau([1], [1]) is None and kendall_tau([2, 2], [1, 3]) is None
 
 
-def test_mean_interval_is_reproducible_and_brackets_the_mean() -> None:
+def test_bootstrap_interval_is_reproducible_and_brackets_the_mean() -> None:
     values = [0.0] * 30 + [1.0] * 10
-    mean, low, high = mean_interval(values)
+    mean, low, high = bootstrap_interval(values)
     assert mean == pytest.approx(0.25) and low < mean < high and 0.1 < low and high < 0.4
-    assert mean_interval(values) == (mean, low, high)
-    assert mean_interval([2.0, 2.0]) == (2.0, 2.0, 2.0)
-    assert mean_interval([]) is None
+    assert bootstrap_interval(values) == (mean, low, high)
+    assert bootstrap_interval([2.0, 2.0]) == (2.0, 2.0, 2.0)
+    assert bootstrap_interval([]) is None
 
 
 # ---------------------------------------------------------------------------- the engine
