@@ -42,8 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hpsearch.app import OPENMP_DEFAULTS, compose_config, set_openmp_defaults  # noqa: E402
 
-if "--serve" not in sys.argv:  # an arm's process keeps exactly the environment its arm set
-    set_openmp_defaults()  # as `python -m hpsearch` does, before torch loads OpenMP
+# As `python -m hpsearch` does, before torch loads OpenMP; an arm's process (--serve) keeps
+# exactly the environment its arm set.
+if __name__ == "__main__" and "--serve" not in sys.argv:
+    set_openmp_defaults()
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -249,6 +251,17 @@ def arm_comparison(arms: dict[str, dict[str, Any]], child_argv: list[str],
                 print(f"    evaluation speed-up (inference_mode) vs {base} (no_grad) by {kind} "
                       f"time: {fmt(r, 'x')}")
         result["arms"][name] = entry
+    # The layout alone: arms that differ only in channels_last (measured next to each other).
+    for nchw, cl in (("today", "channels_last"), ("passive", "new")):
+        if nchw in result["arms"] and cl in result["arms"]:
+            a, b = result["arms"][nchw], result["arms"][cl]
+            policy = arms[nchw]["OMP_WAIT_POLICY"] or "unset"
+            for what, key in (("FT epoch", "ft_{}_s"), ("evaluation", "eval_{}_s_no_grad")):
+                for kind in ("wall", "cpu"):
+                    r = paired_ratio(a[key.format(kind)], b[key.format(kind)])
+                    result[f"layout_speedup_{what.split()[0].lower()}_{kind}_{policy}"] = r
+                    print(f"  channels_last vs NCHW (OMP_WAIT_POLICY={policy}), {what}, by "
+                          f"{kind} time: {fmt(r, 'x')}")
     return result
 
 

@@ -21,8 +21,9 @@ from hpsearch.errors import ConfigError, HpsearchError
 CONF_DIR = str(conf_dir)
 # OpenMP settings for CPU training, set before torch loads OpenMP unless the environment has
 # them: threads waiting at the end of a parallel region sleep instead of spinning. On cores that
-# other jobs share, a spinning thread burns the time its descheduled partner needs, and FT of a
-# ResNet ran several times slower (benchmarks/pipeline.py: arms today vs passive).
+# other jobs share, a spinning thread burns the time its descheduled partner needs: an FT epoch
+# of a ResNet-18 took 6x the CPU time and ~10x the wall time (2 cores at load 7-17;
+# benchmarks/pipeline.py, arms today vs passive).
 OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 

@@ -20,14 +20,15 @@ from hpsearch.trial.workspace import use_channels_last
 from imagedata import make_imagefolder
 
 # One trial in the two layouts differs only by floating-point reordering inside the
-# convolutions; FT (every layer trains, BatchNorm in train mode) amplifies it over its steps.
-# Measured on a real trial (low-data split-CIFAR, tau=4, 8 FT epochs; benchmarks/pipeline.py
-# --compare-trial): HP metrics agreed to 2e-7, FT's continuous metrics to 1.2e-4 relative,
-# accuracies to one image (val 0.1 pt, test 0.02 pt) — as much as running NCHW at another
-# thread count moved them. The generated task here (random weights, batches of 14) amplifies
-# more (up to 5e-3 relative measured), so: one training step agrees to STEP_RTOL, HP to
-# HP_RTOL, FT's continuous metrics to FT_RTOL, accuracies to one image.
-STEP_RTOL, HP_RTOL, FT_RTOL = 1e-4, 1e-5, 1e-2
+# convolutions, which training then carries along. Measured on a real trial (low-data
+# split-CIFAR, tau=4, 8 FT epochs of 4 steps; benchmarks/pipeline.py --compare-trial): HP
+# metrics agreed to 2e-7, FT's continuous metrics to 1.2e-4 relative, accuracies to one image
+# (val 0.1 pt, test 0.02 pt) — as much as running NCHW at another thread count moved them.
+# The tolerances here: one training step STEP_RTOL, HP HP_RTOL, FT's continuous metrics
+# FT_RTOL (measured here: < 1e-5), accuracies one image. FT runs 2 steps of 42 images: with
+# many steps of a few images, a randomly initialised ResNet amplifies rounding so much that
+# a 1e-6 relative change of its inputs moves adaptation_cos by 6% (measured), in either layout.
+STEP_RTOL, HP_RTOL, FT_RTOL = 1e-4, 1e-5, 1e-3
 HP_METRICS = ("energy", "hp_train_loss", "head_norm", "feature_norm_0")
 FT_METRICS = ("adaptation_l2", "adaptation_cos", "feature_norm_T")
 ACCURACIES = {"hp_train_acc": 3 * 14, "hp_val_acc": 3 * 6, "ft_val_acc": 3 * 6,
@@ -42,7 +43,7 @@ def image_config(tmp_path: Path, extra: list[str] = ()):
         "data=imagefolder", f"data.root={root}", "data.train_per_class=14",
         "data.val_per_class=6", "data.image_size=16", "backbone=resnet18",
         "backbone.weights=none", "backbone.layers_copied=5", "search_space=none",
-        "hp.epochs=2", "hp.batch_size=14", "ft.epochs=2", "ft.batch_size=14", "ft.lr=0.001",
+        "hp.epochs=2", "hp.batch_size=14", "ft.epochs=2", "ft.batch_size=42", "ft.lr=0.01",
         "data.eval_batch_size=16", "progress=false", "device=cpu",
         f"storage.cache_dir={tmp_path / 'cache'}", *extra])
 
