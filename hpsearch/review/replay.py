@@ -249,9 +249,20 @@ def replay_order(table: Table, pruner_cfg: DictConfig, order: Sequence[int],
 _WORKER_TABLE: Table | None = None
 
 
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose parent died (killed, not interrupted) would wait for work forever."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
 def _init_worker(table: Table) -> None:
     global _WORKER_TABLE
+    import threading
+
     import torch
+
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
 
     # One thread: the energy pruner's GP works on matrices of tens of rows, where more threads
     # cost several times the CPU time for the same result (same numbers: the fidelity tests).
