@@ -28,9 +28,10 @@ def smooth_curve(value: float, epochs: int) -> list[float]:
 
 
 def add_trial(study: optuna.Study, i: int, curve: Sequence[float],
-              state: TrialState = TrialState.COMPLETE, test_acc: float | None = None) -> None:
+              state: TrialState = TrialState.COMPLETE, test_acc: float | None = None,
+              **extra_attrs: object) -> None:
     value = curve[-1] if curve else math.nan
-    attrs = {**signals(i, value if curve else 0.5), "ft_epochs_run": len(curve)}
+    attrs = {**signals(i, value if curve else 0.5), "ft_epochs_run": len(curve), **extra_attrs}
     if test_acc is not None:
         attrs["test_acc"] = test_acc
     study.add_trial(optuna.trial.create_trial(

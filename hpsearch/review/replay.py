@@ -58,7 +58,7 @@ from hpsearch.stats import bootstrap_interval, finite, kendall_tau
 from hpsearch.study.storage import safe_url
 from hpsearch.tables import MISSING, markdown_table
 from hpsearch.trial.gate import gate, judge_epoch
-from hpsearch.trial.records import GATE_INPUTS, set_attrs
+from hpsearch.trial.records import GATE_INPUTS, is_confirmation, set_attrs
 
 log = logging.getLogger("hpsearch")
 
@@ -115,7 +115,8 @@ def load_table(study: optuna.Study, skip_pruned: bool = False) -> Table:
 
     Pruned trials stopped early, so their curves are cut and the complete ones are the
     survivors of that pruner: a study with pruned trials is refused unless ``skip_pruned``.
-    Failed, running and waiting trials are left out (counted in ``left_out``). The complete
+    Failed, running and waiting trials, and mode=confirm's trials (a top configuration run
+    again on another seed), are left out (counted in ``left_out``). The complete
     trials must have one FT length, reported at steps 1..ft_epochs, and a finite objective.
     """
     name = study.study_name
@@ -136,6 +137,10 @@ def load_table(study: optuna.Study, skip_pruned: bool = False) -> Table:
             "run with pruner=none, or pass replay.skip_pruned=true to replay the complete "
             "trials alone (biased towards the survivors)")
     done = [t for t in trials if t.state == TrialState.COMPLETE]
+    confirming = [t for t in done if is_confirmation(t)]
+    if confirming:  # a top configuration again on another seed: not a trial of the search
+        left_out["confirmation (mode=confirm)"] = len(confirming)
+        done = [t for t in done if not is_confirmation(t)]
     no_value = [t for t in done if not finite(t.value)]
     if no_value:
         left_out["complete without a finite objective"] = len(no_value)

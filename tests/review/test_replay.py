@@ -118,7 +118,8 @@ def test_many_orders_in_worker_processes_equal_one_process(tmp_path: Path) -> No
     assert summary["median"]["kendall_tau"] is None
 
 
-def test_table_refuses_cut_curves_and_mixed_lengths(tmp_path: Path) -> None:
+def test_table_refuses_cut_curves_and_mixed_lengths_leaves_out_confirmations(
+        tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/bad.db"
     study = make_table_study(url, "pruned", [0.5, 0.6, 0.7])
     add_trial(study, 3, [0.1], state=TrialState.PRUNED)
@@ -129,6 +130,12 @@ def test_table_refuses_cut_curves_and_mixed_lengths(tmp_path: Path) -> None:
     with pytest.raises(HpsearchError, match=r"replay.budget=4 is more than .* 3 complete trials "
                                             r"\(left out: 1 pruned"):
         check_budget(table, 4)
+
+    confirmed = make_table_study(url, "confirmed", [0.5, 0.6, 0.7])
+    add_trial(confirmed, 3, smooth_curve(0.71, 3), confirm_of=2, confirm_seed=7)
+    table = load_table(confirmed)
+    assert [t.number for t in table.trials] == [0, 1, 2]
+    assert table.left_out == {"confirmation (mode=confirm)": 1}
 
     mixed = make_table_study(url, "mixed", [0.5, 0.6])
     add_trial(mixed, 2, smooth_curve(0.7, 5))
