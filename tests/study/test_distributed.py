@@ -207,7 +207,8 @@ def test_sigterm_fails_and_requeues_the_running_trial(pg_url: str, tmp_path: Pat
                              f"storage.artifacts={tmp_path / 'artifacts'}"]
     worker = start_worker(args, tmp_path, "worker.log", {"HPSEARCH_STORAGE_URL": pg_url})
     try:
-        victim = wait_for(lambda: running_in_ft(pg_url, "term", 1), 180, "a trial in FT",
+        # the slow second trial (batch size 8): the quick first one could end before the signal
+        victim = wait_for(lambda: running_in_ft(pg_url, "term", 1, 1), 180, "the slow trial in FT",
                           [worker])
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(timeout=30)
