@@ -366,7 +366,7 @@ def test_compose_runs_on_cpus_and_the_gpu_overlay_adds_devices() -> None:
         {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
     values = env_example()
     env = {key: interpolate(str(value), values) for key, value in worker["environment"].items()}
-    assert env == {placement.GPU_LOCK_DIR_ENV: "/gpulocks", "HPSEARCH_WORKERS_PER_DEVICE": "1"}
+    assert env == {placement.GPU_LOCK_DIR_ENV: "/gpulocks", placement.WORKERS_PER_DEVICE_ENV: "1"}
     assert worker["volumes"] == ["gpulocks:/gpulocks"] and "gpulocks" in gpu["volumes"]
 
 
