@@ -83,8 +83,9 @@ class Checkpoint:
 class CheckpointStore:
     """Save, find and remove trial checkpoints in one artifact store."""
 
-    def __init__(self, artifact_store: Any) -> None:
+    def __init__(self, artifact_store: Any, directory: Path | None = None) -> None:
         self.artifact_store = artifact_store
+        self.directory = directory  # where the files lie, when the store is a directory
 
     @classmethod
     def at(cls, path: str) -> "CheckpointStore":
@@ -94,7 +95,7 @@ class CheckpointStore:
         except OSError as err:
             raise HpsearchError(f"storage.artifacts={path!r}: cannot create the checkpoint "
                                 f"directory ({err.strerror})") from None
-        return cls(FileSystemArtifactStore(path))
+        return cls(FileSystemArtifactStore(path), Path(path))
 
     def for_trial(self, trial: optuna.Trial) -> "TrialCheckpoints":
         return TrialCheckpoints(self, trial)
@@ -110,11 +111,25 @@ class CheckpointStore:
             log.warning("checkpoint %s not removed (%s)", artifact_id, err.strerror or err)
 
     def on_trial_finished(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        """``study.optimize`` callback: a finished trial needs no checkpoint any more."""
+        """``study.optimize`` callback: a finished trial needs no checkpoint any more, nor do the
+        failed trials it retried. A worker killed between writing a checkpoint and pointing its
+        trial at it leaves a file nothing points to: those go too, by the trial numbers in their
+        names."""
+        if trial.state not in (optuna.trial.TrialState.COMPLETE,
+                               optuna.trial.TrialState.PRUNED):
+            return
         pointer = trial.system_attrs.get(POINTER_ATTR)
-        if pointer and trial.state in (optuna.trial.TrialState.COMPLETE,
-                                       optuna.trial.TrialState.PRUNED):
+        if pointer:
             self.remove(pointer["artifact_id"])
+        if self.directory is None:
+            return
+        attrs = trial.system_attrs
+        chain = {trial.number, *attrs.get("retry_history", [])}
+        if attrs.get("failed_trial") is not None:
+            chain.add(attrs["failed_trial"])
+        for number in chain:
+            for path in self.directory.glob(f"hpsearch-trial{int(number)}-*.pt"):
+                self.remove(path.name)
 
 
 class TrialCheckpoints:

@@ -75,3 +75,25 @@ def test_a_vanished_checkpoint_directory_costs_the_checkpoints_not_the_trial(
     assert trial.user_attrs[CHECKPOINT_ERROR] == "ft_epoch_3: No such file or directory"
     assert POINTER_ATTR not in trial.system_attrs
     assert not (tmp_path / "mount").exists()
+
+
+def test_a_finished_retry_removes_the_checkpoints_its_failed_trials_left(tmp_path):
+    """kill -9 between writing a checkpoint and pointing the trial at it leaves a file nothing
+    points to; the retry's completion removes it with the rest of the chain's files."""
+    import optuna
+
+    from hpsearch.trial.checkpoints import POINTER_ATTR, CheckpointStore
+
+    store = CheckpointStore.at(str(tmp_path))
+    for name in ("hpsearch-trial1-ft_epoch_18-aaaa.pt", "hpsearch-trial2-ft_epoch_30-bbbb.pt",
+                 "hpsearch-trial3-hp-cccc.pt"):
+        (tmp_path / name).write_bytes(b"x")
+    retry = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE, value=0.5,
+        system_attrs={"failed_trial": 1, "retry_history": [1],
+                      POINTER_ATTR: {"artifact_id": "hpsearch-trial2-ft_epoch_30-bbbb.pt",
+                                     "trial": 2, "phase": "ft_epoch_30", "ft_epoch": 30}})
+    retry.number = 2
+    store.on_trial_finished(None, retry)
+    # trial 3 is another trial, maybe still running: its checkpoint stays
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hpsearch-trial3-hp-cccc.pt"]
