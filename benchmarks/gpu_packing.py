@@ -43,11 +43,12 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26,
-       10: 2.23}
+from hpsearch.stats import t_quantile  # noqa: E402
+from pruning import make_smoke_inputs  # noqa: E402  (benchmarks/pruning.py)
+
 PEAK_LINE = re.compile(r"peak GPU memory of this worker: (\d+) MiB")
-SMOKE_CLASSES = ["dog", "frog", "horse", "ship", "truck"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,28 +76,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error(f"--trials {args.trials} must be a multiple of every K (not of {bad}), so that "
                  "every K runs the same trials")
     return args
-
-
-def make_smoke_inputs(root: Path) -> tuple[Path, Path]:
-    """Tiny class-coloured PNGs in ImageFolder layout and a random ResNet-18 state_dict."""
-    import torch
-    import torchvision
-    from torchvision.io import write_png
-
-    gen = torch.Generator().manual_seed(0)
-    data = root / "smoke_data"
-    for split, n in (("train", 8), ("test", 2)):
-        for c, name in enumerate(SMOKE_CLASSES):
-            folder = data / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                base = torch.full((3, 16, 16), 40.0 * c + 30)
-                pixels = (base + 40 * torch.randn(3, 16, 16, generator=gen)).clamp(0, 255)
-                write_png(pixels.to(torch.uint8), str(folder / f"{i:04d}.png"))
-    weights = root / "smoke_resnet18.pt"
-    torch.manual_seed(0)
-    torch.save(torchvision.models.resnet18(num_classes=5).state_dict(), weights)
-    return data, weights
 
 
 def base_overrides(args: argparse.Namespace, workdir: Path) -> list[str]:
@@ -189,7 +168,7 @@ def run_k(args: argparse.Namespace, workdir: Path, base: list[str], k: int,
 def interval(values: list[float]) -> tuple[float, float]:
     mean = statistics.fmean(values)
     n = len(values)
-    half = T95.get(n - 1, 1.96) * statistics.stdev(values) / math.sqrt(n) if n > 1 else math.nan
+    half = t_quantile(0.95, n - 1) * statistics.stdev(values) / math.sqrt(n) if n > 1 else math.nan
     return mean, half
 
 
