@@ -252,6 +252,10 @@ def replay_order(table: Table, pruner_cfg: DictConfig, order: Sequence[int],
 # ---------------------------------------------------------------------------- many orders
 
 _WORKER_TABLE: Table | None = None
+# One BLAS thread per worker process. The gate's GP works on matrices of tens of rows; with a
+# BLAS thread pool per process, the processes' threads spin against each other (measured: 5x the
+# CPU time of the energy pruner's replay with 2 processes on 2 cores, same decisions).
+ONE_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -308,12 +312,21 @@ def replay(table: Table, pruners: Mapping[str, DictConfig], orders: Sequence[Seq
     size = max(1, math.ceil(len(orders) / (4 * processes)))  # small chunks balance the load
     chunks = [(name, cfg, orders[i:i + size]) for name, cfg in pruners.items()
               for i in range(0, len(orders), size)]
-    with ProcessPoolExecutor(max_workers=processes,
-                             mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker, initargs=(table,)) as pool:
-        futures = [pool.submit(_replay_chunk, *chunk) for chunk in chunks]
-        for (name, _, _), future in zip(chunks, futures):
-            results[name].extend(future.result())
+    saved = {key: os.environ.get(key) for key in ONE_THREAD_ENV}
+    os.environ.update(ONE_THREAD_ENV)  # the workers inherit it before they load numpy
+    try:
+        with ProcessPoolExecutor(max_workers=processes,
+                                 mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(table,)) as pool:
+            futures = [pool.submit(_replay_chunk, *chunk) for chunk in chunks]
+            for (name, _, _), future in zip(chunks, futures):
+                results[name].extend(future.result())
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return results
 
 
@@ -449,7 +462,7 @@ def pruner_settings(cfg: DictConfig) -> dict[str, Any]:
     keep = {"none": (), "median": ("n_startup_trials", "n_warmup_steps"),
             "hyperband": ("min_resource", "reduction_factor")}
     if p["name"] == "energy":
-        keys = ["ft", "n_startup_trials", "top_k", "kappa", "min_std", "energy_min",
+        keys = ["ft", "n_startup_trials", "top_k", "min_prob", "energy_min",
                 "energy_max", "signals"] + list(keep[p["ft"]])
     else:
         keys = list(keep[p["name"]])
