@@ -77,8 +77,8 @@ ARMS: dict[str, list[str]] = {
 SMOKE_CLASSES = ("dog", "frog", "horse", "ship", "truck")  # the split_cifar experiment's classes
 PRUNER = PrunerConfig()  # the benchmark's pruner defaults are the product's
 # The live mode's pruner settings unless given (--replay: each arm's config unless given).
-LIVE_DEFAULTS = {"pruner_startup": PRUNER.n_startup_trials, "kappa": PRUNER.kappa,
-                 "top_k": PRUNER.top_k, "min_std": PRUNER.min_std}
+LIVE_DEFAULTS = {"pruner_startup": PRUNER.n_startup_trials, "min_prob": PRUNER.min_prob,
+                 "top_k": PRUNER.top_k}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -100,13 +100,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          f"default {LIVE_DEFAULTS['pruner_startup']} (live)")
     ap.add_argument("--sampler-startup", type=int, default=5,
                     help="random trials before TPE models the space")
-    ap.add_argument("--kappa", type=float, default=None,
-                    help=f"energy pruner: UCB width; default {LIVE_DEFAULTS['kappa']} (live)")
+    ap.add_argument("--min-prob", type=float, nargs="+", default=None,
+                    help="energy pruner: prune below this P(beats the top_k-th best); "
+                         f"default {LIVE_DEFAULTS['min_prob']} (live); --replay takes several "
+                         "values and replays each energy arm at each (the cost-vs-regret "
+                         "frontier)")
     ap.add_argument("--top-k", type=int, default=None,
                     help=f"energy pruner: rank to reach; default {LIVE_DEFAULTS['top_k']} (live)")
-    ap.add_argument("--min-std", type=float, default=None,
-                    help="energy pruner: floor on the prediction's std (validation noise); "
-                         f"default {LIVE_DEFAULTS['min_std']} (live)")
     ap.add_argument("--workdir", default=None,
                     help="storage and caches (default: a fresh temporary directory)")
     ap.add_argument("--override", nargs="*", default=[],
@@ -129,6 +129,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.replay:
         return args
+    if args.min_prob is not None:
+        if len(args.min_prob) > 1:
+            ap.error("--min-prob takes one value in the live mode (several with --replay)")
+        args.min_prob = args.min_prob[0]
     for key, value in LIVE_DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -180,12 +184,32 @@ def base_overrides(args: argparse.Namespace, workdir: Path) -> list[str]:
     return out + list(args.override)
 
 
-def arm_overrides(arm: str, args: argparse.Namespace) -> list[str]:
+def arm_overrides(arm: str, args: argparse.Namespace, min_prob: float | None = None
+                  ) -> list[str]:
+    """The arm's config overrides; ``min_prob`` (replay) stands for ``args.min_prob``."""
     out = list(ARMS[arm])
     if arm.startswith("energy"):
-        out += [f"pruner.{key}={getattr(args, key)}" for key in ("kappa", "top_k", "min_std")
-                if getattr(args, key) is not None]
+        prob = min_prob if min_prob is not None else args.min_prob
+        out += [f"pruner.{key}={value}" for key, value in (("min_prob", prob),
+                                                          ("top_k", args.top_k))
+                if value is not None]
     return out
+
+
+def replay_arms(args: argparse.Namespace, common: list[str]) -> dict[str, Any]:
+    """Arm name -> config for a replay; with several ``--min-prob`` values each energy arm is
+    replayed at each, as ``ARM min_prob=V``."""
+    probs = args.min_prob if args.min_prob and len(args.min_prob) > 1 else None
+    arms: dict[str, Any] = {}
+    for arm in args.arms:
+        if arm.startswith("energy") and probs:
+            for prob in probs:
+                arms[f"{arm} min_prob={prob:g}"] = compose_config(
+                    common + arm_overrides(arm, args, prob))
+        else:
+            one = args.min_prob[0] if args.min_prob else None
+            arms[arm] = compose_config(common + arm_overrides(arm, args, one))
+    return arms
 
 
 def compose(overrides: list[str], smoke: bool) -> DictConfig:
@@ -231,7 +255,8 @@ def summarize(study: optuna.Study, wall_s: float) -> dict[str, Any]:
             "energy": a.get("energy"), "hp_val_acc": a.get("hp_val_acc"),
             "adaptation_l2": a.get("adaptation_l2"), "gate_decision": a.get("gate_decision"),
             "gate_predicted_objective": a.get("gate_predicted_objective"),
-            "gate_bound": a.get("gate_bound"), "gate_threshold": a.get("gate_threshold"),
+            "gate_probability": a.get("gate_probability"),
+            "gate_threshold": a.get("gate_threshold"),
             "params": t.params, "wall_s": t.duration.total_seconds() if t.duration else None,
         })
     return {
@@ -319,8 +344,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {a['wall_s']:.0f} ± {a['wall_s_std']:.0f} "
             f"| {a['pruned_at_gate']:.1f} / {a['pruned_in_ft']:.1f} |")
     lines += ["", "Mean ± std over seeds; Δ and ratios are paired by seed. "
-              f"Pruners start after {s['pruner_startup']} completed trials; energy: kappa="
-              f"{s['kappa']}, top_k={s['top_k']}, min_std={s['min_std']}. Targets: "
+              f"Pruners start after {s['pruner_startup']} completed trials; energy: min_prob="
+              f"{s['min_prob']}, top_k={s['top_k']}. Targets: "
               + ", ".join(f"{k}={v if not isinstance(v, float) else round(v, 2)}"
                           for k, v in result["targets"].items())]
     return "\n".join(lines) + "\n"
@@ -378,7 +403,7 @@ def previous_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
     old = json.loads(path.read_text())
     mine = {"trials": args.trials, "ft_epochs": args.ft_epochs, "search_space": args.search_space,
             "pruner_startup": args.pruner_startup, "sampler_startup": args.sampler_startup,
-            "kappa": args.kappa, "top_k": args.top_k, "min_std": args.min_std}
+            "min_prob": args.min_prob, "top_k": args.top_k}
     differ = {k: (old["settings"].get(k), v) for k, v in mine.items()
               if old["settings"].get(k) != v}
     if differ:
@@ -397,8 +422,8 @@ def write_outputs(args: argparse.Namespace, base: list[str], device: str,
                      "trials": args.trials, "ft_epochs": args.ft_epochs, "seeds": args.seeds,
                      "device": device, "arms": args.arms, "search_space": args.search_space,
                      "pruner_startup": args.pruner_startup,
-                     "sampler_startup": args.sampler_startup, "kappa": args.kappa,
-                     "top_k": args.top_k, "min_std": args.min_std, "overrides": base,
+                     "sampler_startup": args.sampler_startup, "min_prob": args.min_prob,
+                     "top_k": args.top_k, "overrides": base,
                      "torch": torch.__version__, "optuna": optuna.__version__,
                      "host": platform.node(),
                      "complete": len(runs) == len(args.arms) * len(args.seeds)},
@@ -453,11 +478,11 @@ def replay_tables(args: argparse.Namespace) -> str:
                   *([f"pruner.n_startup_trials={args.pruner_startup}"]
                     if args.pruner_startup is not None else []), *args.override]
         cfg = compose_config(common)
-        pruners = {arm: compose_config(common + arm_overrides(arm, args)) for arm in args.arms}
+        pruners = replay_arms(args, common)
         table = rp.load_table(study)
         r = cfg.replay
         log.info("=== replay of %s: %d trials x %d FT epochs, arms %s ===", table_arg,
-                 len(table.trials), table.ft_epochs, ", ".join(args.arms))
+                 len(table.trials), table.ft_epochs, ", ".join(pruners))
         settings, summary = rp.run_replay(table, pruners, int(r.orders), int(r.budget),
                                           int(r.seed), int(r.processes) or rp.available_cpus())
         settings["storage"] = safe_url(url)

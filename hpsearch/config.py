@@ -46,6 +46,10 @@ RESNET_STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
 # (`pruner.signals`); hpsearch.pruners.SIGNALS says how the predictor sees each.
 ENERGY_SIGNALS = ("energy", "hp_train_acc", "hp_train_loss", "hp_val_acc", "head_norm", "tau",
                   "label_smoothing", "head_depth", "layers_copied", "hp_lr", "ft_lr")
+# The ones it reads by default: what head probing measured (energy, validation accuracy, train
+# loss) and the two schedule settings it does not see (the FT learning rate, the copied stages).
+# Chosen by replay on the toy and low-data tables (docs/energy-pruner.md).
+GATE_SIGNALS = ("energy", "hp_val_acc", "hp_train_loss", "ft_lr", "layers_copied")
 
 
 def backbone_stage_count(arch: str, mlp_depth: int = 2) -> int:
@@ -185,12 +189,11 @@ class PrunerConfig:
     reduction_factor: int = 3  # hyperband
     # pruner=energy (hpsearch.pruners.EnergyPruner): the gate between HP and FT
     ft: str = "none"  # the pruner it hands the FT epochs to: none | median | hyperband
-    top_k: int = 1  # 1: prune what cannot become the best; larger keeps more trials
-    kappa: float = 2.0  # width of the optimistic bound in standard deviations; larger prunes less
-    min_std: float = 0.01  # floor on that std: the objective's noise (~1 point on 1,000 val images)
+    top_k: int = 1  # 1: prune what is unlikely to become the best; larger keeps more trials
+    min_prob: float = 0.003  # prune when P(beats the top_k-th best) is below; larger prunes more
     energy_min: Optional[float] = None  # optional hard band on the energy (from the first trial)
     energy_max: Optional[float] = None
-    signals: Optional[List[str]] = None  # user attrs the predictor reads; None: ENERGY_SIGNALS
+    signals: Optional[List[str]] = None  # user attrs the predictor reads; None: GATE_SIGNALS
 
 
 @dataclass
@@ -389,10 +392,8 @@ def _check_energy_pruner(p: DictConfig) -> None:
              ">= 2 for pruner=energy (the predictor needs two completed trials)")
     _require(1 <= p.top_k <= p.n_startup_trials, "pruner.top_k", p.top_k,
              f"in [1, pruner.n_startup_trials={p.n_startup_trials}]")
-    _require(math.isfinite(p.kappa) and p.kappa >= 0, "pruner.kappa", p.kappa,
-             "a finite number >= 0")
-    _require(math.isfinite(p.min_std) and p.min_std >= 0, "pruner.min_std", p.min_std,
-             "a finite number >= 0")
+    _require(math.isfinite(p.min_prob) and 0 < p.min_prob < 1, "pruner.min_prob", p.min_prob,
+             "a probability in (0, 1)")
     for key in ("energy_min", "energy_max"):
         value = p[key]
         _require(value is None or (math.isfinite(value) and value >= 0), f"pruner.{key}", value,

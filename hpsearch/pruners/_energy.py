@@ -11,12 +11,13 @@ from optuna.pruners import BasePruner, NopPruner
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.config import ENERGY_SIGNALS, PrunerConfig
-from hpsearch.pruners._gp import GaussianProcess
+from hpsearch.config import ENERGY_SIGNALS, GATE_SIGNALS, PrunerConfig
+from hpsearch.pruners._gp import RankGaussianProcess, normal_cdf
 
 # HP-phase signal (a trial user attr set before the gate) -> how the predictor sees it. The
-# learning rates are searched on a log scale, so the predictor sees them on one too.
-_LOG_SCALED = ("hp_lr", "ft_lr")
+# learning rates are searched on a log scale, so the predictor sees them on one too; the HP loss
+# and the head's norm span orders of magnitude (a diverging HP reaches 1e16), so they are logged.
+_LOG_SCALED = ("hp_lr", "ft_lr", "hp_train_loss", "head_norm")
 SIGNALS: dict[str, Callable[[float], float]] = {
     name: (lambda v: math.log(v) if v > 0 else math.nan) if name in _LOG_SCALED else float
     for name in ENERGY_SIGNALS
@@ -27,10 +28,14 @@ _DEFAULTS = PrunerConfig()  # the constructor's defaults are the config schema's
 DECISION_ATTRS = {
     "gate_decision": "the energy pruner's decision at the gate: keep, prune or fail",
     "gate_reason": "why, in words (also prune_reason / fail_reason when it pruned / failed)",
-    "gate_predicted_objective": "predicted FT objective from the HP signals (GP mean)",
-    "gate_predicted_std": "standard deviation of that prediction (one new observation)",
-    "gate_bound": "the optimistic prediction: mean + kappa * std (UCB)",
-    "gate_threshold": "the top_k-th best completed objective the bound had to reach",
+    "gate_probability": "the predicted probability that the trial beats the top_k-th best "
+                        "completed trial; the gate prunes below pruner.min_prob",
+    "gate_predicted_objective": "the FT objective at the predicted rank: the completed trials' "
+                                "objective interpolated at the predicted normal score",
+    "gate_predicted_score": "the predicted normal score of the trial's rank among the completed "
+                            "trials (GP mean; 0 = their median)",
+    "gate_predicted_std": "the standard deviation of that score (one new trial: GP and noise)",
+    "gate_threshold": "the top_k-th best completed objective the trial had to beat",
     "gate_history_trials": "completed trials the predictor was fitted on",
     "prune_reason": "why the trial was pruned",
     "fail_reason": "why the trial failed",
@@ -52,9 +57,10 @@ class GateDecision:
     trial_number: int
     action: str  # "keep", "prune" or "fail"
     reason: str
-    predicted: float | None = None  # GP mean of the FT objective
-    predicted_std: float | None = None
-    bound: float | None = None  # predicted + kappa * std (maximize) or - (minimize)
+    probability: float | None = None  # P(beats the top_k-th best completed trial)
+    predicted: float | None = None  # the objective at the predicted rank
+    predicted_score: float | None = None  # GP mean of the rank's normal score
+    predicted_std: float | None = None  # and its std (new observation)
     threshold: float | None = None  # the top_k-th best completed objective
     history_trials: int = 0
 
@@ -66,9 +72,11 @@ class GateDecision:
         """The decision as trial user attrs (see ``DECISION_ATTRS``); unset values are left out."""
         attrs: dict[str, Any] = {"gate_decision": self.action, "gate_reason": self.reason,
                                  "gate_history_trials": self.history_trials}
-        for key, value in (("gate_predicted_objective", self.predicted),
+        for key, value in (("gate_probability", self.probability),
+                           ("gate_predicted_objective", self.predicted),
+                           ("gate_predicted_score", self.predicted_score),
                            ("gate_predicted_std", self.predicted_std),
-                           ("gate_bound", self.bound), ("gate_threshold", self.threshold)):
+                           ("gate_threshold", self.threshold)):
             if value is not None:
                 attrs[key] = value
         if self.action == "prune":
@@ -96,35 +104,41 @@ def _signal_vector(attrs: Mapping[str, Any],
 
 class EnergyPruner(BasePruner):
     """Prune a trial after head probing, before it pays for finetuning, when its HP-phase signals
-    predict an FT objective that cannot reach the ``top_k``-th best completed trial.
+    make it unlikely to beat the ``top_k``-th best completed trial.
 
     The pruner is consulted twice in a trial's life. At the *gate* (``trial.should_prune()``
     called after HP has set the signal user attrs and before any FT step is reported, so
     ``trial.last_step is None``) it decides, in this order:
 
-    1. any signal missing, NaN or infinite: raise ``InvalidSignalError`` — the trial fails with
-       that reason (an energy of NaN means HP diverged; keeping or pruning it would both hide it);
+    1. a signal it reads (or the energy) missing, or any HP signal NaN or infinite: raise
+       ``InvalidSignalError`` — the trial fails with that reason (an energy of NaN means HP
+       diverged; keeping or pruning it would both hide it);
     2. energy outside ``[energy_min, energy_max]``: prune. The band is the user's rule (too little
        energy leaves the features where they are, too much distorts them), not a learned one, so
        it applies from the first trial;
     3. fewer than ``n_startup_trials`` completed trials with valid signals: keep;
-    4. otherwise fit the predictor on the completed trials, signals -> objective, and prune when
-       the optimistic prediction ``mean + kappa * std`` is below the ``top_k``-th best completed
-       objective (for a minimised objective: ``mean - kappa * std`` above it); keep otherwise.
+    4. otherwise fit the predictor on the completed trials (signals -> rank of the objective),
+       predict the trial's rank and prune when the probability that it beats the ``top_k``-th
+       best completed trial is below ``min_prob``; keep otherwise.
 
     After the gate, FT epochs are judged by ``ft_pruner`` (e.g. ``MedianPruner`` or
     ``HyperbandPruner``; ``None`` never prunes an FT epoch).
 
-    Why a Gaussian process: the completed trials are few (tens) and costly, the map from schedule
-    and HP signals to the FT objective is smooth but not monotone (too small and too large FT
-    learning rates both hurt), and the rule needs an honest uncertainty that grows away from the
-    trials seen — a trial unlike any completed one keeps a wide bound and is not pruned. An ARD
-    kernel lets the data decide which signals matter (energy, HP accuracy, FT learning rate, ...);
-    the std includes the observation noise, because the threshold is itself a noisy observation.
+    The predictor (``RankGaussianProcess``) models the normal scores of the objective's ranks
+    with an ARD Gaussian process: only the order matters to the question asked, a diverged trial
+    scoring at chance does not stretch the scale, and the threshold is a score on the same scale.
+    A trial unlike any completed one gets the prior's wide spread, so its probability stays near
+    that of a random trial and it is kept unless ``min_prob`` is large. The probability counts
+    the noise of one evaluation, because the threshold itself is one noisy evaluation.
+
+    A gate-pruned trial is PRUNED with no intermediate value: Optuna's TPE sampler ranks pruned
+    trials after every complete one, and those without a step last, so it sees them as the worst
+    configurations of the study — what the gate predicted them to be.
 
     Every decision is kept as a ``GateDecision``; the objective fetches it with
     ``take_decision(trial.number)`` and records it as trial user attrs (``DECISION_ATTRS``),
-    since a pruner cannot write on the ``FrozenTrial`` it is given.
+    since a pruner cannot write on the ``FrozenTrial`` it is given. A decision is a function of
+    the completed trials and the trial's signals alone, so it is reproducible from the study.
 
     Example:
 
@@ -138,7 +152,7 @@ class EnergyPruner(BasePruner):
 
             def objective(trial):
                 ...  # suggest a schedule, run head probing
-                for key, value in hp_signals.items():  # energy, hp_train_acc, ..., ft_lr
+                for key, value in hp_signals.items():  # energy, hp_val_acc, ..., ft_lr
                     trial.set_user_attr(key, value)
                 try:
                     pruned = trial.should_prune()  # the gate: no FT step reported yet
@@ -163,14 +177,11 @@ class EnergyPruner(BasePruner):
         n_startup_trials:
             The gate prunes by prediction only once this many trials completed (at least 2).
         top_k:
-            Prune when the bound cannot reach the ``top_k``-th best completed objective; 1 asks
-            "could it become the best?", larger values keep more trials (``<= n_startup_trials``).
-        kappa:
-            Width of the optimistic bound in standard deviations (>= 0); larger prunes less.
-        min_std:
-            Floor on the prediction's std, in objective units (>= 0): the objective's own
-            evaluation noise (about 0.01 for accuracy on 1,000 validation images). Guards against
-            a few early trials that happen to score alike making the predictor overconfident.
+            The trial must be likely to beat the ``top_k``-th best completed trial; 1 asks "could
+            it become the best?", larger values keep more trials (``<= n_startup_trials``).
+        min_prob:
+            Prune when that probability is below this, in (0, 1); larger prunes more and risks
+            more (docs/energy-pruner.md has the cost-vs-regret frontier).
         energy_min, energy_max:
             Optional hard band on the energy; ``None`` leaves that side open.
         signals:
@@ -179,20 +190,17 @@ class EnergyPruner(BasePruner):
 
     def __init__(self, ft_pruner: BasePruner | None = None, *,
                  n_startup_trials: int = _DEFAULTS.n_startup_trials,
-                 top_k: int = _DEFAULTS.top_k, kappa: float = _DEFAULTS.kappa,
-                 min_std: float = _DEFAULTS.min_std,
+                 top_k: int = _DEFAULTS.top_k, min_prob: float = _DEFAULTS.min_prob,
                  energy_min: float | None = _DEFAULTS.energy_min,
                  energy_max: float | None = _DEFAULTS.energy_max,
-                 signals: Sequence[str] = ENERGY_SIGNALS) -> None:
+                 signals: Sequence[str] = GATE_SIGNALS) -> None:
         if n_startup_trials < 2:
             raise ValueError(f"n_startup_trials must be >= 2 but got {n_startup_trials}.")
         if not 1 <= top_k <= n_startup_trials:
             raise ValueError(f"top_k must be in [1, n_startup_trials={n_startup_trials}] but got "
                              f"{top_k}.")
-        if not (math.isfinite(kappa) and kappa >= 0):
-            raise ValueError(f"kappa must be a finite number >= 0 but got {kappa}.")
-        if not (math.isfinite(min_std) and min_std >= 0):
-            raise ValueError(f"min_std must be a finite number >= 0 but got {min_std}.")
+        if not (math.isfinite(min_prob) and 0 < min_prob < 1):
+            raise ValueError(f"min_prob must be in (0, 1) but got {min_prob}.")
         for name, value in (("energy_min", energy_min), ("energy_max", energy_max)):
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be None or a finite number >= 0 but got {value}.")
@@ -205,12 +213,11 @@ class EnergyPruner(BasePruner):
         self._ft_pruner = ft_pruner if ft_pruner is not None else NopPruner()
         self._n_startup_trials = n_startup_trials
         self._top_k = top_k
-        self._kappa = kappa
-        self._min_std = min_std
+        self._min_prob = min_prob
         self._energy_min, self._energy_max = energy_min, energy_max
         self._signals = tuple(signals)
         self._decisions: dict[int, GateDecision] = {}
-        self._fit: tuple[Any, GaussianProcess] | None = None  # the last history and its fit
+        self._fit: tuple[Any, RankGaussianProcess] | None = None  # the last history and its fit
 
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
         if trial.last_step is not None:  # an FT epoch: not the gate
@@ -229,8 +236,11 @@ class EnergyPruner(BasePruner):
         """The gate decision for ``trial`` given the study's completed trials; no side effects
         but keeping the predictor's fit for the next decision (``_predictor``)."""
         # energy is checked even when the predictor does not read it: the band needs it
+        # The signals it reads and the energy (the band needs it) must be there and finite; any
+        # other HP signal the trial has must be finite too (a head norm of inf: HP diverged).
         needed = self._signals if "energy" in self._signals else self._signals + ("energy",)
-        _, bad = _signal_vector(trial.user_attrs, needed)
+        _, bad = _signal_vector(trial.user_attrs, needed + tuple(
+            name for name in SIGNALS if name in trial.user_attrs and name not in needed))
         if bad:
             return GateDecision(trial.number, "fail", "HP signals not finite: " + ", ".join(bad)
                                 + "; the energy pruner cannot judge this trial")
@@ -249,27 +259,31 @@ class EnergyPruner(BasePruner):
             return GateDecision(trial.number, "keep", f"startup: {n} of {self._n_startup_trials} "
                                 "completed trials needed before predicting", history_trials=n)
         sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
-        mean, std = (float(v[0]) for v in self._predictor(xs, ys).predict(x[None, :]))
-        std = max(std, self._min_std)
-        bound = mean + sign * self._kappa * std
+        model = self._predictor(xs, sign * ys)
+        score, std = model.predict(x)
+        threshold_score = float(np.sort(model.scores)[-self._top_k])
+        probability = 1.0 - normal_cdf((threshold_score - score) / std)
         threshold = float(sorted(ys, key=lambda v: -sign * v)[self._top_k - 1])
+        predicted = sign * model.objective_at(score)
         rank = "" if self._top_k == 1 else f"{self._top_k}-th "
-        numbers = dict(predicted=mean, predicted_std=std, bound=bound, threshold=threshold,
-                       history_trials=n)
-        words = (f"bound {bound:.4f} (predicted {mean:.4f} {'+' if sign > 0 else '-'} "
-                 f"{self._kappa:g} x {std:.4f}) vs the {rank}best {threshold:.4f} of {n} "
-                 "completed trials")
-        if sign * (bound - threshold) < 0:
-            return GateDecision(trial.number, "prune", "cannot reach the top: " + words, **numbers)
+        numbers = dict(probability=probability, predicted=predicted, predicted_score=score,
+                       predicted_std=std, threshold=threshold, history_trials=n)
+        words = (f"P(beats the {rank}best {threshold:.4f} of {n} completed trials) = "
+                 f"{probability:.3g} {'<' if probability < self._min_prob else '>='} min_prob "
+                 f"{self._min_prob:g} (predicted rank score {score:.2f} ± {std:.2f} vs "
+                 f"{threshold_score:.2f}; objective ~{predicted:.4f})")
+        if probability < self._min_prob:
+            return GateDecision(trial.number, "prune", "unlikely to reach the top: " + words,
+                                **numbers)
         return GateDecision(trial.number, "keep", "may reach the top: " + words, **numbers)
 
-    def _predictor(self, xs: np.ndarray, ys: np.ndarray) -> GaussianProcess:
+    def _predictor(self, xs: np.ndarray, ys: np.ndarray) -> RankGaussianProcess:
         """The predictor fitted on this history. The fit is a deterministic function of the
         history, so it is refitted only when the history changed: a trial pruned or failed
         since the last decision added nothing to it, and the next decision reuses the fit."""
         key = (xs.shape, xs.tobytes(), ys.tobytes())
         if self._fit is None or self._fit[0] != key:
-            self._fit = (key, GaussianProcess(xs, ys))
+            self._fit = (key, RankGaussianProcess(xs, ys))
         return self._fit[1]
 
     def _history(self, study: optuna.study.Study) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import optuna
 from omegaconf import DictConfig
 
-from hpsearch.pruners._energy import SIGNALS, EnergyPruner
+from hpsearch.config import GATE_SIGNALS
+from hpsearch.pruners._energy import EnergyPruner
 
 
 def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
@@ -16,10 +17,10 @@ def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
     if p.name == "energy":
         return EnergyPruner(epoch_pruner(str(p.ft), cfg),
                             n_startup_trials=int(p.n_startup_trials), top_k=int(p.top_k),
-                            kappa=float(p.kappa), min_std=float(p.min_std),
+                            min_prob=float(p.min_prob),
                             energy_min=p.energy_min,
                             energy_max=p.energy_max,
-                            signals=tuple(p.signals) if p.signals is not None else tuple(SIGNALS))
+                            signals=tuple(p.signals) if p.signals is not None else GATE_SIGNALS)
     return epoch_pruner(str(p.name), cfg)
 
 

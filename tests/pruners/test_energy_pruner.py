@@ -9,6 +9,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpsearch.app import compose_config
+from hpsearch.config import GATE_SIGNALS
 from hpsearch.errors import ConfigError
 from hpsearch.pruners import EnergyPruner, InvalidSignalError, make_pruner
 from hpsearch.trial import set_attrs
@@ -74,11 +75,12 @@ def test_hopeless_trial_is_pruned_before_ft_with_its_decision_recorded() -> None
     a = trial.user_attrs
     assert a["gate_decision"] == "prune" and a["pruned_at"] == "gate" and a["ft_epochs_run"] == 0
     assert trial.intermediate_values == {}
-    assert a["gate_bound"] < a["gate_threshold"] == pytest.approx(max(t.value for t in
-                                                                       history(12)))
+    assert a["gate_probability"] < 0.003  # pruner.min_prob's default
+    assert a["gate_threshold"] == pytest.approx(max(t.value for t in history(12)))
     assert a["gate_predicted_objective"] < 0.65 and a["gate_predicted_std"] > 0
+    assert a["gate_predicted_score"] < -0.8  # among the worst ranks (of 12: -1.73 .. 1.73)
     assert a["gate_history_trials"] == 12
-    assert a["prune_reason"] == a["gate_reason"] and "cannot reach" in a["prune_reason"]
+    assert a["prune_reason"] == a["gate_reason"] and "unlikely to reach" in a["prune_reason"]
     assert a["energy"] == 0.93  # the HP metrics stay on the pruned trial
     assert pruner.take_decision(trial.number) is None  # handed over once, not kept
 
@@ -90,27 +92,57 @@ def test_promising_trial_is_kept_and_its_decision_recorded() -> None:
     assert trial.state == TrialState.COMPLETE
     a = trial.user_attrs
     assert a["gate_decision"] == "keep" and "may reach" in a["gate_reason"]
-    assert a["gate_bound"] >= a["gate_threshold"]
+    assert a["gate_probability"] >= 0.003
     assert abs(a["gate_predicted_objective"] - objective_of(0.5)) < 0.05
     assert "prune_reason" not in a and len(trial.intermediate_values) == 2
 
 
-def test_larger_kappa_and_top_k_prune_less() -> None:
+def test_smaller_min_prob_and_larger_top_k_prune_less() -> None:
     """The knobs move the decision the documented way, on the same borderline trial."""
-    borderline = signals(0.75)  # predicted ~0.78 against a best of ~0.9
-    pruned = run_gated(study_with(EnergyPruner(n_startup_trials=5, kappa=0.0), 12), borderline)
-    kept_wide = run_gated(study_with(EnergyPruner(n_startup_trials=5, kappa=50.0), 12),
-                          borderline)
-    assert pruned.state == TrialState.PRUNED
-    assert kept_wide.state == TrialState.COMPLETE
+    borderline = signals(0.72)  # predicted ~0.80 against a best of ~0.9
+    probability = EnergyPruner(n_startup_trials=5).decide(
+        study_with(EnergyPruner(n_startup_trials=5), 12),
+        optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=borderline)).probability
+    assert 1e-6 < probability < 0.5
+    strict = EnergyPruner(n_startup_trials=5, min_prob=min(0.9, probability * 2))
+    lenient = EnergyPruner(n_startup_trials=5, min_prob=probability / 2)
+    assert run_gated(study_with(strict, 12), borderline).state == TrialState.PRUNED
+    assert run_gated(study_with(lenient, 12), borderline).state == TrialState.COMPLETE
+    wide = EnergyPruner(n_startup_trials=5, top_k=5, min_prob=min(0.9, probability * 2))
+    kept = run_gated(study_with(wide, 12), borderline)
+    assert kept.state == TrialState.COMPLETE
+    assert kept.user_attrs["gate_probability"] > probability  # the 5th best is easier to beat
 
 
-def test_min_std_floors_the_prediction_std() -> None:
-    """A floor of 0.2 (20 points) makes even the worst corner look reachable: kept."""
-    study = study_with(EnergyPruner(n_startup_trials=5, min_std=0.2), 12)
-    trial = run_gated(study, signals(0.93))
-    assert trial.state == TrialState.COMPLETE
-    assert trial.user_attrs["gate_predicted_std"] == 0.2
+def test_the_gate_closes_on_the_bad_region_and_keeps_the_good_one() -> None:
+    """20 completed trials are enough for the gate to prune every trial far from the peak and
+    keep every trial at it; the decision is a function of the history (a fresh pruner agrees)."""
+    study = study_with(EnergyPruner(n_startup_trials=5), 20)
+    decisions = {}
+    for energy in np.linspace(0.05, 0.95, 19):
+        trial = optuna.trial.create_trial(state=TrialState.RUNNING,
+                                          user_attrs=signals(float(energy)))
+        decisions[round(float(energy), 3)] = EnergyPruner(n_startup_trials=5).decide(study, trial)
+        assert study.pruner.decide(study, trial) == decisions[round(float(energy), 3)]
+    for energy, decision in decisions.items():
+        if abs(energy - 0.5) >= 0.25:  # 12+ points below the peak
+            assert decision.prune, (energy, decision.reason)
+        if abs(energy - 0.5) <= 0.05:
+            assert not decision.prune, (energy, decision.reason)
+
+
+def test_a_trial_unlike_any_seen_stays_open() -> None:
+    """Energy 3, far outside the history's 0.05-0.95: the GP knows nothing there, so the trial
+    is as likely to beat the best as a random one and is kept; at the history's bad edge (0.93)
+    the same gate prunes."""
+    study = study_with(EnergyPruner(n_startup_trials=5), 20)
+    far = EnergyPruner(n_startup_trials=5).decide(study, optuna.trial.create_trial(
+        state=TrialState.RUNNING, user_attrs=signals(3.0)))
+    edge = EnergyPruner(n_startup_trials=5).decide(study, optuna.trial.create_trial(
+        state=TrialState.RUNNING, user_attrs=signals(0.93)))
+    assert not far.prune and far.probability > 0.003
+    assert abs(far.predicted_score) < 0.5 and far.predicted_std > 0.8  # the prior: N(0, ~1)
+    assert edge.prune
 
 
 def test_nothing_is_pruned_during_startup() -> None:
@@ -120,7 +152,7 @@ def test_nothing_is_pruned_during_startup() -> None:
     assert trial.state == TrialState.COMPLETE
     assert trial.user_attrs["gate_decision"] == "keep"
     assert trial.user_attrs["gate_reason"].startswith("startup: 4 of 5")
-    assert "gate_bound" not in trial.user_attrs
+    assert "gate_probability" not in trial.user_attrs
 
     # From an empty study, run trials of all kinds: none is pruned before 5 completed.
     study = optuna.create_study(direction="maximize", pruner=EnergyPruner(n_startup_trials=5))
@@ -129,12 +161,12 @@ def test_nothing_is_pruned_during_startup() -> None:
 
 
 @pytest.mark.parametrize("bad", [{"energy": math.nan}, {"energy": math.inf},
-                                 {"hp_train_loss": math.nan}, {"head_norm": None}])
+                                 {"hp_train_loss": math.nan}, {"ft_lr": None}])
 def test_non_finite_signal_fails_the_trial_with_its_reason_and_the_study_goes_on(bad) -> None:
     study = study_with(EnergyPruner(n_startup_trials=5), 12)
     attrs = {**signals(0.5), **bad}
-    if bad.get("head_norm", 0) is None:
-        del attrs["head_norm"]
+    if bad.get("ft_lr", 0) is None:  # missing
+        del attrs["ft_lr"]
     trial = run_gated(study, attrs)
 
     assert trial.state == TrialState.FAIL
@@ -197,18 +229,23 @@ def test_wrapped_hyperband_runs_and_the_gate_ignores_it() -> None:
     assert study.best_trial.state == TrialState.COMPLETE
 
 
-def test_minimized_objective_uses_the_lower_bound() -> None:
+def test_minimized_objective_is_ranked_the_other_way() -> None:
     study = optuna.create_study(direction="minimize", pruner=EnergyPruner(n_startup_trials=5))
     for t in history(12):
         study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=-t.value,
                                                   user_attrs=t.user_attrs))
     decision = study.pruner.decide(study, optuna.trial.create_trial(
         state=TrialState.RUNNING, user_attrs=signals(0.93)))
-    assert decision.prune and decision.bound > decision.threshold
+    assert decision.prune and decision.probability < 0.003
     assert decision.threshold == pytest.approx(-max(t.value for t in history(12)))
+    assert decision.predicted > decision.threshold  # a worse (larger) objective predicted
+    good = study.pruner.decide(study, optuna.trial.create_trial(
+        state=TrialState.RUNNING, user_attrs=signals(0.5)))
+    assert not good.prune and good.predicted < -0.85
 
 
-@pytest.mark.parametrize("kwargs", [dict(n_startup_trials=1), dict(top_k=6), dict(kappa=-1.0), dict(min_std=-0.1),
+@pytest.mark.parametrize("kwargs", [dict(n_startup_trials=1), dict(top_k=6), dict(min_prob=0.0), dict(min_prob=1.0),
+                                    dict(min_prob=math.nan),
                                     dict(energy_min=0.5, energy_max=0.5),
                                     dict(energy_max=math.nan), dict(signals=("energy", "nope")),
                                     dict(signals=())])
@@ -218,21 +255,21 @@ def test_constructor_rejects_bad_arguments(kwargs) -> None:
 
 
 def test_config_builds_the_composed_pruner() -> None:
-    cfg = compose_config(["pruner=energy", "pruner.ft=median", "pruner.kappa=1.5",
-                          "pruner.min_std=0.02",
+    cfg = compose_config(["pruner=energy", "pruner.ft=median", "pruner.min_prob=0.05",
                           "pruner.energy_max=0.9", "pruner.signals=[energy,ft_lr]"])
     pruner = make_pruner(cfg)
     assert isinstance(pruner, EnergyPruner)
     assert isinstance(pruner._ft_pruner, optuna.pruners.MedianPruner)
-    assert pruner._kappa == 1.5 and pruner._energy_max == 0.9 and pruner._min_std == 0.02
+    assert pruner._min_prob == 0.05 and pruner._energy_max == 0.9
     assert pruner._signals == ("energy", "ft_lr")
     plain = make_pruner(compose_config(["pruner=energy"]))
     assert isinstance(plain._ft_pruner, optuna.pruners.NopPruner)
+    assert plain._signals == GATE_SIGNALS and plain._min_prob == 0.003
 
 
 @pytest.mark.parametrize("override, key", [
-    ("pruner.top_k=0", "pruner.top_k"), ("pruner.kappa=-1", "pruner.kappa"),
-    ("pruner.min_std=-0.5", "pruner.min_std"),
+    ("pruner.top_k=0", "pruner.top_k"), ("pruner.min_prob=0", "pruner.min_prob"),
+    ("pruner.min_prob=1.5", "pruner.min_prob"),
     ("pruner.n_startup_trials=1", "pruner.n_startup_trials"), ("pruner.ft=energy", "pruner.ft"),
     ("pruner.signals=[energy,bogus]", "pruner.signals"),
     ("pruner.energy_min=2", "pruner.energy_min"),  # with energy_max=1 below

@@ -91,7 +91,8 @@ def test_median_replay_makes_the_known_decisions_and_costs(tmp_path: Path) -> No
 
 def test_energy_replay_predicts_at_the_gate_and_ranks_the_trials(tmp_path: Path) -> None:
     table = _table(tmp_path, spread_values(16))
-    cfg = compose_config(["pruner=energy", "pruner.n_startup_trials=4", "pruner.kappa=0"])
+    cfg = compose_config(["pruner=energy", "pruner.n_startup_trials=4",
+                          "pruner.min_prob=0.3"])  # an eager gate: it prunes some
     run = replay_order(table, cfg, range(16))
     assert all(o.predicted is None for o in run.outcomes[:4])  # startup: no prediction
     assert all(o.predicted is not None for o in run.outcomes[4:])
@@ -106,7 +107,7 @@ def test_many_orders_in_worker_processes_equal_one_process(tmp_path: Path) -> No
     table = _table(tmp_path, spread_values(10))
     pruners = {"median": compose_config(["pruner=median", "pruner.n_startup_trials=2"]),
                "energy": compose_config(["pruner=energy", "pruner.n_startup_trials=3",
-                                         "pruner.kappa=0.5"])}
+                                         "pruner.min_prob=0.1"])}
     orders = draw_orders(10, 3, 8, seed=1)
     serial = replay(table, pruners, orders, processes=1)
     parallel = replay(table, pruners, orders, processes=2)
@@ -193,8 +194,8 @@ def test_replay_writes_its_report_and_leaves_the_study_alone(cli_dir: Path) -> N
     assert (s["trials"], s["ft_epochs"], s["orders"], s["budget"]) == (30, 3, 12, 20)
     assert s["pruners"]["median"]["n_startup_trials"] == 3  # the command line's setting ...
     assert s["pruners"]["energy+median"] == {**s["pruners"]["energy+median"], "ft": "median",
-                                             "n_startup_trials": 3, "kappa": 2.0,
-                                             "min_std": 0.01}  # ... over pruner=energy's
+                                             "n_startup_trials": 3,
+                                             "min_prob": 0.003}  # ... over pruner=energy's
     none = data["pruners"]["none"]
     assert none["ft_epochs_vs_none"]["mean"] == 1.0 and none["regret_points"]["mean"] == 0.0
     assert len(none["per_order"]) == 12

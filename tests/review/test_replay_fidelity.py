@@ -30,10 +30,10 @@ TINY = ["progress=false", "ft.epochs=3", "data.train_per_class=60", "data.val_pe
 # Settings under which each pruner decides often on 12 trials (asserted below).
 PRUNERS = {
     "median": ["pruner=median", "pruner.n_startup_trials=3", "pruner.n_warmup_steps=0"],
-    # kappa=1 (a narrow bound): on this table the gate prunes some trials and keeps others
-    "energy": ["pruner=energy", "pruner.n_startup_trials=3", "pruner.kappa=1"],
+    # min_prob=0.1 (an eager gate): on this table it prunes some trials and keeps others
+    "energy": ["pruner=energy", "pruner.n_startup_trials=3", "pruner.min_prob=0.1"],
     "energy+median": ["pruner=energy", "pruner.ft=median", "pruner.n_startup_trials=3",
-                      "pruner.kappa=1", "pruner.n_warmup_steps=0"],
+                      "pruner.min_prob=0.1", "pruner.n_warmup_steps=0"],
 }
 
 
