@@ -82,3 +82,29 @@ def test_replay_of_a_missing_table_is_one_line_and_exit_2(tmp_path: Path) -> Non
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("pruning benchmark: error: --replay")
     assert "Traceback" not in result.stderr and not (tmp_path / "r.json").exists()
+
+
+def test_replay_with_several_min_probs_traces_the_gates_frontier(tmp_path: Path) -> None:
+    from tabledata import make_table_study, spread_values
+
+    db = tmp_path / "table.db"
+    make_table_study(f"sqlite:///{db}", "table", spread_values(24), epochs=3)
+    out_json = tmp_path / "frontier.json"
+    result = _benchmark(["--replay", str(db), "--arms", "none", "energy", "--min-prob", "0.001",
+                         "0.5", "--orders", "4", "--budget", "12", "--processes", "1",
+                         "--pruner-startup", "3", "--out-json", str(out_json), "--out-md",
+                         str(tmp_path / "frontier.md")], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(out_json.read_text())["tables"][str(db)]
+    assert list(data["pruners"]) == ["none", "energy min_prob=0.001", "energy min_prob=0.5"]
+    settings = data["settings"]["pruners"]
+    assert settings["energy min_prob=0.5"]["min_prob"] == 0.5
+    cost = {name: p["ft_epochs_vs_none"]["mean"] for name, p in data["pruners"].items()}
+    assert cost["energy min_prob=0.5"] < cost["energy min_prob=0.001"] <= cost["none"]
+
+
+def test_live_mode_takes_one_min_prob(tmp_path: Path) -> None:
+    result = _benchmark(["--smoke", "--min-prob", "0.01", "0.1", "--out-json",
+                         str(tmp_path / "r.json"), "--out-md", str(tmp_path / "r.md")], tmp_path)
+    assert result.returncode == 2 and "--min-prob takes one value" in result.stderr
+    assert not (tmp_path / "r.json").exists()
