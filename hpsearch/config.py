@@ -194,6 +194,10 @@ class PrunerConfig:
     energy_min: Optional[float] = None  # optional hard band on the energy (from the first trial)
     energy_max: Optional[float] = None
     signals: Optional[List[str]] = None  # user attrs the predictor reads; None: GATE_SIGNALS
+    # Earlier studies on related data (same objective and direction) whose completed trials the
+    # gate's predictor is fitted on too; in prior_storage, or in storage.url when that is null.
+    prior_studies: List[str] = field(default_factory=list)
+    prior_storage: Optional[str] = None
 
 
 @dataclass
@@ -293,6 +297,10 @@ def validate_config(cfg: DictConfig) -> None:
     _one_of(cfg, "pruner.ft", FT_PRUNERS)
     if cfg.pruner.name == "energy":
         _check_energy_pruner(cfg.pruner)
+        _require(str(cfg.study.name) not in list(cfg.pruner.prior_studies) or
+                 cfg.pruner.prior_storage not in (None, str(cfg.storage.url)),
+                 "pruner.prior_studies", list(cfg.pruner.prior_studies),
+                 f"a list of earlier studies, not this one (study.name={cfg.study.name})")
     _check_replay(cfg.replay)
     device = cfg.device
     _require(device in ("auto", "cpu", "cuda") or str(device).startswith("cuda:"), "device", device,
@@ -388,6 +396,9 @@ def validate_config(cfg: DictConfig) -> None:
 
 
 def _check_energy_pruner(p: DictConfig) -> None:
+    names = [str(n) for n in p.prior_studies]
+    _require(all(names) and len(set(names)) == len(names), "pruner.prior_studies", names,
+             "a list of distinct, non-empty study names")
     _require(p.n_startup_trials >= 2, "pruner.n_startup_trials", p.n_startup_trials,
              ">= 2 for pruner=energy (the predictor needs two completed trials)")
     _require(1 <= p.top_k <= p.n_startup_trials, "pruner.top_k", p.top_k,

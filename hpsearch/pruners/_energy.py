@@ -36,6 +36,8 @@ DECISION_ATTRS = {
                             "trials (GP mean; 0 = their median)",
     "gate_predicted_std": "the standard deviation of that score (one new trial: GP and noise)",
     "gate_threshold": "the top_k-th best completed objective the trial had to beat",
+    "gate_prior_trials": "completed trials of pruner.prior_studies the predictor was also fitted "
+                         "on (only with a prior)",
     "gate_history_trials": "completed trials the predictor was fitted on",
     "prune_reason": "why the trial was pruned",
     "fail_reason": "why the trial failed",
@@ -63,6 +65,7 @@ class GateDecision:
     predicted_std: float | None = None  # and its std (new observation)
     threshold: float | None = None  # the top_k-th best completed objective
     history_trials: int = 0
+    prior_trials: int = 0  # of earlier studies, fitted on too
 
     @property
     def prune(self) -> bool:
@@ -76,7 +79,8 @@ class GateDecision:
                            ("gate_predicted_objective", self.predicted),
                            ("gate_predicted_score", self.predicted_score),
                            ("gate_predicted_std", self.predicted_std),
-                           ("gate_threshold", self.threshold)):
+                           ("gate_threshold", self.threshold),
+                           ("gate_prior_trials", self.prior_trials or None)):
             if value is not None:
                 attrs[key] = value
         if self.action == "prune":
@@ -186,6 +190,11 @@ class EnergyPruner(BasePruner):
             Optional hard band on the energy; ``None`` leaves that side open.
         signals:
             Names of the user attrs the predictor reads (keys of ``SIGNALS``).
+        prior_trials:
+            Completed trials of earlier studies on related data (same objective, same
+            direction): the predictor is fitted on them too, ranked with this study's trials,
+            so the gate knows the space before this study has many trials. The startup count
+            and the threshold (the ``top_k``-th best) are this study's alone.
     """
 
     def __init__(self, ft_pruner: BasePruner | None = None, *,
@@ -193,7 +202,8 @@ class EnergyPruner(BasePruner):
                  top_k: int = _DEFAULTS.top_k, min_prob: float = _DEFAULTS.min_prob,
                  energy_min: float | None = _DEFAULTS.energy_min,
                  energy_max: float | None = _DEFAULTS.energy_max,
-                 signals: Sequence[str] = GATE_SIGNALS) -> None:
+                 signals: Sequence[str] = GATE_SIGNALS,
+                 prior_trials: Sequence[FrozenTrial] = ()) -> None:
         if n_startup_trials < 2:
             raise ValueError(f"n_startup_trials must be >= 2 but got {n_startup_trials}.")
         if not 1 <= top_k <= n_startup_trials:
@@ -218,6 +228,7 @@ class EnergyPruner(BasePruner):
         self._signals = tuple(signals)
         self._decisions: dict[int, GateDecision] = {}
         self._fit: tuple[Any, RankGaussianProcess] | None = None  # the last history and its fit
+        self._prior = self._rows(prior_trials)
 
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
         if trial.last_step is not None:  # an FT epoch: not the gate
@@ -259,19 +270,23 @@ class EnergyPruner(BasePruner):
             return GateDecision(trial.number, "keep", f"startup: {n} of {self._n_startup_trials} "
                                 "completed trials needed before predicting", history_trials=n)
         sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
-        model = self._predictor(xs, sign * ys)
+        prior_x, prior_y = self._prior
+        model = self._predictor(np.vstack([prior_x, xs]), sign * np.r_[prior_y, ys])
         score, std = model.predict(x)
-        threshold_score = float(np.sort(model.scores)[-self._top_k])
+        # the threshold is this study's top_k-th best, scored among all the fitted trials
+        threshold_score = float(np.sort(model.scores[len(prior_y):])[-self._top_k])
         probability = 1.0 - normal_cdf((threshold_score - score) / std)
         threshold = float(sorted(ys, key=lambda v: -sign * v)[self._top_k - 1])
         predicted = sign * model.objective_at(score)
         rank = "" if self._top_k == 1 else f"{self._top_k}-th "
         numbers = dict(probability=probability, predicted=predicted, predicted_score=score,
-                       predicted_std=std, threshold=threshold, history_trials=n)
+                       predicted_std=std, threshold=threshold, history_trials=n,
+                       prior_trials=len(prior_y))
         words = (f"P(beats the {rank}best {threshold:.4f} of {n} completed trials) = "
                  f"{probability:.3g} {'<' if probability < self._min_prob else '>='} min_prob "
                  f"{self._min_prob:g} (predicted rank score {score:.2f} ± {std:.2f} vs "
-                 f"{threshold_score:.2f}; objective ~{predicted:.4f})")
+                 f"{threshold_score:.2f}; objective ~{predicted:.4f}"
+                 + (f"; with {len(prior_y)} prior trials)" if len(prior_y) else ")"))
         if probability < self._min_prob:
             return GateDecision(trial.number, "prune", "unlikely to reach the top: " + words,
                                 **numbers)
@@ -287,9 +302,15 @@ class EnergyPruner(BasePruner):
         return self._fit[1]
 
     def _history(self, study: optuna.study.Study) -> tuple[np.ndarray, np.ndarray]:
-        """Signals and objective of the completed trials whose signals are all finite."""
+        """Signals and objective of the study's completed trials whose signals are all finite."""
+        return self._rows(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+    def _rows(self, trials: Sequence[FrozenTrial]) -> tuple[np.ndarray, np.ndarray]:
+        """Signals and objective of those of ``trials`` that are complete with finite signals."""
         rows, values = [], []
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        for t in trials:
+            if t.state != TrialState.COMPLETE:
+                continue
             x, bad = _signal_vector(t.user_attrs, self._signals)
             if not bad and t.value is not None and math.isfinite(t.value):
                 rows.append(x)

@@ -1,27 +1,76 @@
 """The study's pruner, built from ``cfg.pruner``."""
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import optuna
 from omegaconf import DictConfig
+from sqlalchemy.engine import make_url
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.config import GATE_SIGNALS
+from hpsearch.errors import ConfigError
 from hpsearch.pruners._energy import EnergyPruner
 
 
 def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
     """The study's pruner; its FT-epoch pruners see FT validation accuracy at steps 1..ft.epochs.
 
-    ``pruner=energy`` decides at the gate before FT and hands the FT epochs to ``pruner.ft``.
+    ``pruner=energy`` decides at the gate before FT and hands the FT epochs to ``pruner.ft``;
+    with ``pruner.prior_studies`` its predictor also learns from those studies' trials.
     """
     p = cfg.pruner
     if p.name == "energy":
+        prior: tuple[FrozenTrial, ...] = ()
+        if p.prior_studies:
+            url = str(p.prior_storage if p.prior_storage is not None else cfg.storage.url)
+            prior = prior_trials(url, tuple(str(n) for n in p.prior_studies))
         return EnergyPruner(epoch_pruner(str(p.ft), cfg),
                             n_startup_trials=int(p.n_startup_trials), top_k=int(p.top_k),
                             min_prob=float(p.min_prob),
                             energy_min=p.energy_min,
                             energy_max=p.energy_max,
-                            signals=tuple(p.signals) if p.signals is not None else GATE_SIGNALS)
+                            signals=tuple(p.signals) if p.signals is not None else GATE_SIGNALS,
+                            prior_trials=prior)
     return epoch_pruner(str(p.name), cfg)
+
+
+@functools.lru_cache(maxsize=8)
+def prior_trials(url: str, names: tuple[str, ...]) -> tuple[FrozenTrial, ...]:
+    """The complete trials of the studies ``names`` in the storage at ``url``, read once per
+    process (a replay builds a pruner per order). ConfigError, one line, when the storage cannot
+    be read, a study is missing, or it is minimised (hpsearch maximises ``ft_val_acc``)."""
+    shown = _without_password(url)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+        raise ConfigError(f"pruner.prior_studies: no SQLite file at {shown!r}; set "
+                          "pruner.prior_storage to the storage URL that holds them")
+    try:
+        storage = optuna.storages.get_storage(url)
+        known = optuna.get_all_study_names(storage=storage)
+    except Exception as err:  # a bad URL or an unreachable server
+        raise ConfigError(f"pruner.prior_studies: cannot read their storage {shown!r} "
+                          f"({type(err).__name__}); set pruner.prior_storage to the storage "
+                          "URL that holds them") from None
+    trials: list[FrozenTrial] = []
+    for name in names:
+        if name not in known:
+            raise ConfigError(f"pruner.prior_studies: no study {name!r} in {shown!r}; it has "
+                              f"{', '.join(sorted(known)) or 'no studies'}")
+        study_id = storage.get_study_id_from_name(name)
+        if storage.get_study_directions(study_id) != [StudyDirection.MAXIMIZE]:
+            raise ConfigError(f"pruner.prior_studies: study {name!r} is not a single maximised "
+                              "objective; a prior must rank trials as this study does")
+        trials += storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
+    return tuple(trials)
+
+
+def _without_password(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
 
 
 def epoch_pruner(name: str, cfg: DictConfig) -> optuna.pruners.BasePruner:

@@ -277,3 +277,81 @@ def test_config_builds_the_composed_pruner() -> None:
 def test_config_errors_name_the_key(override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         compose_config(["pruner=energy", "pruner.energy_max=1", override])
+
+
+def _current_study(pruner: EnergyPruner, energies) -> optuna.Study:
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for energy in energies:
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.COMPLETE, value=objective_of(energy), user_attrs=signals(energy)))
+    return study
+
+
+def test_a_prior_from_earlier_studies_closes_the_gate_where_this_study_has_not_looked() -> None:
+    """This study's 5 completed trials all lie near the peak: alone, the gate knows nothing of
+    energy 0.9 and keeps it; with 20 trials of an earlier study it knows 0.9 is bad and prunes.
+    The threshold stays this study's best, and the prior's size is recorded."""
+    near_peak = (0.42, 0.46, 0.5, 0.54, 0.58)
+    candidate = optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=signals(0.9))
+    alone = _current_study(EnergyPruner(n_startup_trials=5), near_peak)
+    assert not alone.pruner.decide(alone, candidate).prune
+    prior = history(20, seed=3)
+    with_prior = _current_study(EnergyPruner(n_startup_trials=5, prior_trials=prior), near_peak)
+    decision = with_prior.pruner.decide(with_prior, candidate)
+    assert decision.prune and decision.prior_trials == 20 and decision.history_trials == 5
+    assert decision.threshold == pytest.approx(objective_of(0.5))  # this study's best
+    assert decision.user_attrs()["gate_prior_trials"] == 20
+    assert "with 20 prior trials" in decision.reason
+    assert "gate_prior_trials" not in alone.pruner.decide(alone, candidate).user_attrs()
+
+
+def test_a_prior_does_not_shorten_the_startup() -> None:
+    pruner = EnergyPruner(n_startup_trials=5, prior_trials=history(20))
+    study = _current_study(pruner, (0.5, 0.45, 0.55, 0.4))
+    decision = pruner.decide(study, optuna.trial.create_trial(state=TrialState.RUNNING,
+                                                              user_attrs=signals(0.95)))
+    assert decision.action == "keep" and decision.reason.startswith("startup: 4 of 5")
+
+
+def _prior_storage(tmp_path, direction: str = "maximize") -> str:
+    url = f"sqlite:///{tmp_path}/prior.db"
+    earlier = optuna.create_study(study_name="earlier", storage=url, direction=direction)
+    for t in history(8):
+        earlier.add_trial(t)
+    optuna.create_study(study_name="empty", storage=url, direction=direction)
+    return url
+
+
+def test_config_reads_the_prior_studies_from_their_storage(tmp_path) -> None:
+    url = _prior_storage(tmp_path)
+    cfg = compose_config(["pruner=energy", "pruner.prior_studies=[earlier,empty]",
+                          f"pruner.prior_storage={url}"])
+    pruner = make_pruner(cfg)
+    assert pruner._prior[0].shape == (8, len(GATE_SIGNALS))
+    same = compose_config(["pruner=energy", "pruner.prior_studies=[earlier]",
+                           f"storage.url={url}"])  # prior_storage null: storage.url
+    assert make_pruner(same)._prior[1].shape == (8,)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "no study 'nope'"), ("no_file", "no SQLite file"),
+    ("minimized", "not a single maximised objective")])
+def test_a_bad_prior_is_a_one_line_config_error(tmp_path, case: str, message: str) -> None:
+    if case == "minimized":
+        url, names = _prior_storage(tmp_path, direction="minimize"), "[earlier]"
+    else:
+        url = _prior_storage(tmp_path) if case == "missing" else f"sqlite:///{tmp_path}/none.db"
+        names = "[nope]"
+    cfg = compose_config(["pruner=energy", f"pruner.prior_studies={names}",
+                          f"pruner.prior_storage={url}"])
+    with pytest.raises(ConfigError, match=message) as err:
+        make_pruner(cfg)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "none.db").exists()  # a wrong path is not created
+
+
+@pytest.mark.parametrize("override", ["pruner.prior_studies=[a,a]",
+                                      "pruner.prior_studies=[toy]"])  # the study itself
+def test_prior_studies_config_errors_name_the_key(override: str) -> None:
+    with pytest.raises(ConfigError, match=r"pruner\.prior_studies"):
+        compose_config(["pruner=energy", "study.name=toy", override])

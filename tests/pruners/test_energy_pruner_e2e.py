@@ -58,3 +58,29 @@ def test_diverged_head_probing_fails_its_trial_and_the_study_goes_on(workdir: Pa
     for t in study.trials:
         assert "not finite" in t.user_attrs["fail_reason"]
         assert t.user_attrs["gate_decision"] == "fail" and "ft_epochs_run" not in t.user_attrs
+
+
+def test_a_later_study_learns_from_an_earlier_one(workdir: Path) -> None:
+    """Study `later` names study `toy` as its prior: its gate decisions are fitted on toy's
+    trials too (gate_prior_trials). A prior study that does not exist is one line, exit 2, and
+    the new study is not created."""
+    url = f"sqlite:///{workdir}/storage/hpsearch.db"
+    base = ["ft.epochs=1", "progress=false", "data.train_per_class=60", "data.val_per_class=40"]
+    first = run_cli([*base, "study.n_trials=6"], cwd=workdir, env={"OMP_NUM_THREADS": "1"})
+    assert first.returncode == 0, first.stderr[-2000:]
+    bad = run_cli([*base, "study.n_trials=2", "study.name=other", "pruner=energy",
+                   "pruner.prior_studies=[toy,nope]"], cwd=workdir)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "hpsearch: error: pruner.prior_studies: no study 'nope' in "
+        "'sqlite:///storage/hpsearch.db'; it has toy"]  # storage.url as the user gave it
+    assert optuna.get_all_study_names(url) == ["toy"]
+
+    later = run_cli([*base, "study.n_trials=4", "study.name=later", "pruner=energy",
+                     "pruner.n_startup_trials=2", "pruner.top_k=1",
+                     "pruner.prior_studies=[toy]"], cwd=workdir, env={"OMP_NUM_THREADS": "1"})
+    assert later.returncode == 0, later.stderr[-2000:]
+    trials = optuna.load_study(study_name="later", storage=url).get_trials()
+    decided = [t for t in trials if "gate_probability" in t.user_attrs]
+    assert decided and all(t.user_attrs["gate_prior_trials"] == 6 for t in decided)
+    assert all("gate_prior_trials" not in t.user_attrs for t in trials[:2])  # startup
