@@ -246,7 +246,6 @@ class EnergyPruner(BasePruner):
     def decide(self, study: optuna.study.Study, trial: FrozenTrial) -> GateDecision:
         """The gate decision for ``trial`` given the study's completed trials; no side effects
         but keeping the predictor's fit for the next decision (``_predictor``)."""
-        # energy is checked even when the predictor does not read it: the band needs it
         # The signals it reads and the energy (the band needs it) must be there and finite; any
         # other HP signal the trial has must be finite too (a head norm of inf: HP diverged).
         needed = self._signals if "energy" in self._signals else self._signals + ("energy",)
