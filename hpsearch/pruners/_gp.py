@@ -23,6 +23,8 @@ from statistics import NormalDist
 import numpy as np
 from scipy.optimize import minimize
 
+from hpsearch.stats import ranks
+
 _STANDARD = NormalDist()
 _NOISE_FLOOR = 1e-4  # added to the noise variance: keeps the kernel matrix positive definite
 _NOISE_PRIOR_MEDIAN = 0.1
@@ -35,17 +37,7 @@ _FIT_ITERATIONS = 100
 
 def normal_scores(y: np.ndarray) -> np.ndarray:
     """``Φ⁻¹((rank - ½) / n)`` of each value, ties sharing their mean rank (larger is better)."""
-    y = np.asarray(y, dtype=np.float64)
-    order = np.argsort(y, kind="stable")
-    ranks = np.empty(len(y))
-    start = 0
-    while start < len(y):  # a run of equal values shares its mean rank
-        end = start
-        while end + 1 < len(y) and y[order[end + 1]] == y[order[start]]:
-            end += 1
-        ranks[order[start:end + 1]] = 0.5 * (start + end) + 1.0
-        start = end + 1
-    return np.array([_STANDARD.inv_cdf((r - 0.5) / len(y)) for r in ranks])
+    return np.array([_STANDARD.inv_cdf((r - 0.5) / len(y)) for r in ranks(list(y))])
 
 
 def normal_cdf(z: float) -> float:
