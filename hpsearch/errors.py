@@ -1,5 +1,5 @@
-"""The exception types that end a run with one line on stderr instead of a traceback, and the
-trial user attr that keeps a failed trial's reason."""
+"""The exception types that end a run with one line on stderr instead of a traceback, the trial
+user attr that keeps a failed trial's reason, and a storage URL as those lines may show it."""
 
 # Trial user attr: why a failed trial failed, in one line (the gate on NaN signals, a stop, a
 # lost heartbeat, an unreachable storage). Only failed trials have it.
@@ -26,3 +26,13 @@ class StorageUnreachable(HpsearchError):
     worker was running: the input was fine, the database was not (exit code 3)."""
 
     exit_code = 3
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password replaced by ***, for messages and logs."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1] if "@" in url else url

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import optuna
 from omegaconf import DictConfig
-from sqlalchemy.engine import make_url
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.config import GATE_SIGNALS
-from hpsearch.errors import ConfigError
+from hpsearch.errors import ConfigError, safe_url
 from hpsearch.pruners._energy import EnergyPruner
 
 
@@ -42,7 +41,7 @@ def prior_trials(url: str, names: tuple[str, ...]) -> tuple[FrozenTrial, ...]:
     """The complete trials of the studies ``names`` in the storage at ``url``, read once per
     process (a replay builds a pruner per order). ConfigError, one line, when the storage cannot
     be read, a study is missing, or it is minimised (hpsearch maximises ``ft_val_acc``)."""
-    shown = _without_password(url)
+    shown = safe_url(url)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
         raise ConfigError(f"pruner.prior_studies: no SQLite file at {shown!r}; set "
                           "pruner.prior_storage to the storage URL that holds them")
@@ -64,13 +63,6 @@ def prior_trials(url: str, names: tuple[str, ...]) -> tuple[FrozenTrial, ...]:
                               "objective; a prior must rank trials as this study does")
         trials += storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
     return tuple(trials)
-
-
-def _without_password(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1]
 
 
 def epoch_pruner(name: str, cfg: DictConfig) -> optuna.pruners.BasePruner:

@@ -41,7 +41,7 @@ import optuna
 from omegaconf import DictConfig
 
 from hpsearch.config import StorageConfig
-from hpsearch.errors import FAIL_REASON, HpsearchError
+from hpsearch.errors import FAIL_REASON, HpsearchError, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -104,16 +104,6 @@ class Pool:
     def from_config(cls, storage_cfg: DictConfig) -> "Pool":
         return cls(int(storage_cfg.pool_size), int(storage_cfg.pool_recycle),
                    min(float(SQLITE_TIMEOUT_S), float(storage_cfg.outage_timeout)))
-
-
-def safe_url(url: str) -> str:
-    """The URL with its password replaced by ***, for messages and logs."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1] if "@" in url else url
 
 
 def _parse(url: Any):
