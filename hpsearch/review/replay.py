@@ -269,13 +269,7 @@ def _init_worker(table: Table) -> None:
     global _WORKER_TABLE
     import threading
 
-    import torch
-
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-
-    # One thread: the energy pruner's GP works on matrices of tens of rows, where more threads
-    # cost several times the CPU time for the same result (same numbers: the fidelity tests).
-    torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _WORKER_TABLE = table
 
@@ -297,15 +291,8 @@ def replay(table: Table, pruners: Mapping[str, DictConfig], orders: Sequence[Seq
     orders = [tuple(int(i) for i in o) for o in orders]
     results: dict[str, list[OrderReplay]] = {name: [] for name in pruners}
     if processes <= 1:
-        import torch
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # see _init_worker
-        try:
-            for name, cfg in pruners.items():
-                results[name] = [replay_order(table, cfg, o, name) for o in orders]
-        finally:
-            torch.set_num_threads(threads)
+        for name, cfg in pruners.items():
+            results[name] = [replay_order(table, cfg, o, name) for o in orders]
         return results
     import multiprocessing
 
