@@ -72,12 +72,19 @@ class RankGaussianProcess:
         d = self._x.shape[1]
         return np.exp(theta[:d]), math.exp(theta[d]), math.exp(theta[d + 1]) + _NOISE_FLOOR
 
-    def _objective(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        """Negative log posterior of the hyperparameters and its gradient."""
-        n, d = self._x.shape
+    def _covariance(self, theta: np.ndarray, sq_diff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The kernel matrix of the history (noise on the diagonal) and its correlation part."""
         lengthscale, signal, noise = self._unpack(theta)
-        corr = np.exp(-0.5 * (self._sq_diff / lengthscale**2).sum(-1))
-        k = signal * corr + noise * np.eye(n)
+        corr = np.exp(-0.5 * (sq_diff / lengthscale**2).sum(-1))
+        return signal * corr + noise * np.eye(len(corr)), corr
+
+    def _objective(self, theta: np.ndarray, sq_diff: np.ndarray,
+                   prior_median: np.ndarray) -> tuple[float, np.ndarray]:
+        """Negative log posterior of the hyperparameters and its gradient; ``sq_diff`` holds the
+        squared differences of the inputs, per pair and input."""
+        d = self._x.shape[1]
+        lengthscale, signal, noise = self._unpack(theta)
+        k, corr = self._covariance(theta, sq_diff)
         try:
             chol = np.linalg.cholesky(k)
         except np.linalg.LinAlgError:
@@ -87,27 +94,24 @@ class RankGaussianProcess:
         value = 0.5 * self.scores @ alpha + np.log(np.diag(chol)).sum()
         w = 0.5 * (np.outer(alpha, alpha) - inv)  # d(-value) / dK
         grad = np.empty_like(theta)
-        grad[:d] = -np.einsum("ij,ijk->k", w * signal * corr, self._sq_diff) / lengthscale**2
+        grad[:d] = -np.einsum("ij,ijk->k", w * signal * corr, sq_diff) / lengthscale**2
         grad[d] = -(w * signal * corr).sum()
         grad[d + 1] = -np.trace(w) * (noise - _NOISE_FLOOR)
-        offset = theta - self._prior_median
+        offset = theta - prior_median
         return value + 0.5 * (offset**2).sum() / _PRIOR_VAR, grad + offset / _PRIOR_VAR
 
     def _fit(self) -> None:
-        n, d = self._x.shape
-        self._sq_diff = (self._x[:, None, :] - self._x[None, :, :]) ** 2
-        self._prior_median = np.r_[np.full(d, 0.5 * math.log(2.0 * d)), 0.0,
-                                   math.log(_NOISE_PRIOR_MEDIAN)]
+        d = self._x.shape[1]
+        sq_diff = (self._x[:, None, :] - self._x[None, :, :]) ** 2
+        prior_median = np.r_[np.full(d, 0.5 * math.log(2.0 * d)), 0.0,
+                             math.log(_NOISE_PRIOR_MEDIAN)]
         bounds = [_LOG_BOUNDS_LS] * d + [_LOG_BOUNDS_SIGNAL, _LOG_BOUNDS_NOISE]
-        result = minimize(self._objective, self._prior_median.copy(), jac=True,
-                          method="L-BFGS-B", bounds=bounds,
+        result = minimize(self._objective, prior_median.copy(), args=(sq_diff, prior_median),
+                          jac=True, method="L-BFGS-B", bounds=bounds,
                           options={"maxiter": _FIT_ITERATIONS})
         self.theta = result.x
-        lengthscale, signal, noise = self._unpack(self.theta)
-        k = signal * np.exp(-0.5 * (self._sq_diff / lengthscale**2).sum(-1)) + noise * np.eye(n)
-        self._chol = np.linalg.cholesky(k)
+        self._chol = np.linalg.cholesky(self._covariance(self.theta, sq_diff)[0])
         self._alpha = np.linalg.solve(self._chol.T, np.linalg.solve(self._chol, self.scores))
-        del self._sq_diff
 
     @property
     def lengthscales(self) -> np.ndarray:
