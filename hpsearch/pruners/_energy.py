@@ -249,12 +249,12 @@ class EnergyPruner(BasePruner):
         # The signals it reads and the energy (the band needs it) must be there and finite; any
         # other HP signal the trial has must be finite too (a head norm of inf: HP diverged).
         needed = self._signals if "energy" in self._signals else self._signals + ("energy",)
-        _, bad = _signal_vector(trial.user_attrs, needed + tuple(
+        values, bad = _signal_vector(trial.user_attrs, needed + tuple(
             name for name in SIGNALS if name in trial.user_attrs and name not in needed))
         if bad:
             return GateDecision(trial.number, "fail", "HP signals not finite: " + ", ".join(bad)
                                 + "; the energy pruner cannot judge this trial")
-        x, _ = _signal_vector(trial.user_attrs, self._signals)
+        x = values[:len(self._signals)]  # ``needed`` starts with the signals it reads
         energy = float(trial.user_attrs["energy"])
         if self._energy_min is not None and energy < self._energy_min:
             return GateDecision(trial.number, "prune", f"energy {energy:.4g} < energy_min "
