@@ -24,6 +24,7 @@ The data is decoded and the copied part's outputs cached once before any timed r
 ``--smoke`` runs on tiny generated images with a random ResNet-18 at K = 1, 2 (2 trials, one
 HP and one FT epoch) on whatever device ``device=auto`` finds: its numbers mean nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from hpsearch.stats import t_quantile  # noqa: E402
 from pruning import make_smoke_inputs  # noqa: E402  (benchmarks/pruning.py)
+
+from hpsearch.stats import t_quantile  # noqa: E402
 
 PEAK_LINE = re.compile(r"peak GPU memory of this worker: (\d+) MiB")
 
@@ -57,8 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--weights")
     ap.add_argument("--gpu", default="0", help="the GPU every K shares (CUDA_VISIBLE_DEVICES)")
     ap.add_argument("--ks", type=int, nargs="+", default=None, help="default: 1 2 4 8")
-    ap.add_argument("--trials", type=int, default=None,
-                    help="trials per run, a multiple of every K (default: 16; smoke: 2)")
+    ap.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="trials per run, a multiple of every K (default: 16; smoke: 2)",
+    )
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--workdir", default=None, help="default: a fresh temporary folder")
     ap.add_argument("--json", default=None, help="also write the numbers here")
@@ -73,21 +79,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--ks, --reps and --trials must be >= 1")
     bad = [k for k in args.ks if args.trials % k]
     if bad:
-        ap.error(f"--trials {args.trials} must be a multiple of every K (not of {bad}), so that "
-                 "every K runs the same trials")
+        ap.error(
+            f"--trials {args.trials} must be a multiple of every K (not of {bad}), so that "
+            "every K runs the same trials"
+        )
     return args
 
 
 def base_overrides(args: argparse.Namespace, workdir: Path) -> list[str]:
-    out = ["+experiment=split_cifar", f"data.root={args.data_root}",
-           f"backbone.weights={args.weights}", "search_space=none", "study.sampler=random",
-           "pruner=none", "progress=false", "hp.epochs=4", "ft.epochs=8",
-           f"storage.cache_dir={workdir / 'cache'}", f"storage.logs={workdir / 'logs'}",
-           f"storage.artifacts={workdir / 'artifacts'}"]
+    out = [
+        "+experiment=split_cifar",
+        f"data.root={args.data_root}",
+        f"backbone.weights={args.weights}",
+        "search_space=none",
+        "study.sampler=random",
+        "pruner=none",
+        "progress=false",
+        "hp.epochs=4",
+        "ft.epochs=8",
+        f"storage.cache_dir={workdir / 'cache'}",
+        f"storage.logs={workdir / 'logs'}",
+        f"storage.artifacts={workdir / 'artifacts'}",
+    ]
     if args.smoke:
-        out += ["data.train_per_class=6", "data.val_per_class=2", "data.image_size=16",
-                "data.eval_batch_size=16", "hp.epochs=1", "ft.epochs=1", "hp.batch_size=10",
-                "ft.batch_size=10"]
+        out += [
+            "data.train_per_class=6",
+            "data.val_per_class=2",
+            "data.image_size=16",
+            "data.eval_batch_size=16",
+            "hp.epochs=1",
+            "ft.epochs=1",
+            "hp.batch_size=10",
+            "ft.batch_size=10",
+        ]
     return out + list(args.override)
 
 
@@ -100,7 +124,7 @@ class GpuMemoryPoller:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
-    def __enter__(self) -> "GpuMemoryPoller":
+    def __enter__(self) -> GpuMemoryPoller:
         if self.available:
             self._thread.start()
         return self
@@ -114,9 +138,17 @@ class GpuMemoryPoller:
         while not self._stop.is_set():
             try:
                 out = subprocess.run(
-                    ["nvidia-smi", "-i", self.gpu, "--query-compute-apps=pid,used_memory",
-                     "--format=csv,noheader,nounits"], capture_output=True, text=True,
-                    timeout=10).stdout
+                    [
+                        "nvidia-smi",
+                        "-i",
+                        self.gpu,
+                        "--query-compute-apps=pid,used_memory",
+                        "--format=csv,noheader,nounits",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                ).stdout
             except (OSError, subprocess.SubprocessError):
                 return
             total = 0
@@ -129,15 +161,23 @@ class GpuMemoryPoller:
             self._stop.wait(0.5)
 
 
-def run_k(args: argparse.Namespace, workdir: Path, base: list[str], k: int,
-          rep: int) -> dict[str, Any]:
+def run_k(
+    args: argparse.Namespace, workdir: Path, base: list[str], k: int, rep: int
+) -> dict[str, Any]:
     """One launcher run with K workers on the GPU; its throughput and memory."""
     import optuna
 
     name = f"pack-k{k}-r{rep}"
     db = workdir / f"{name}.db"
-    cmd = [sys.executable, "-m", "hpsearch", *base, f"study.name={name}",
-           f"storage.url=sqlite:///{db}", f"study.n_trials={args.trials // k}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hpsearch",
+        *base,
+        f"study.name={name}",
+        f"storage.url=sqlite:///{db}",
+        f"study.n_trials={args.trials // k}",
+    ]
     if k > 1:
         cmd += [f"workers={k}", f"devices=[{args.gpu}]", f"workers_per_device={k}"]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": args.gpu, "PYTHONPATH": str(REPO)}
@@ -149,20 +189,27 @@ def run_k(args: argparse.Namespace, workdir: Path, base: list[str], k: int,
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
         raise SystemExit(f"K={k}: the run failed (exit {proc.returncode}): " + " | ".join(tail))
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
-    done = [t for t in study.get_trials(deepcopy=False)
-            if t.state == optuna.trial.TrialState.COMPLETE]
+    done = [
+        t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE
+    ]
     first = min(t.datetime_start for t in done)
     last = max(t.datetime_complete for t in done)
     steady_s = (last - first).total_seconds()
     peaks = [int(m) for m in PEAK_LINE.findall(proc.stdout + proc.stderr)]
-    return {"k": k, "rep": rep, "trials": len(done), "wall_s": wall, "steady_s": steady_s,
-            "trials_per_hour": 3600 * len(done) / steady_s if steady_s > 0 else math.nan,
-            "trials_per_hour_with_startup": 3600 * len(done) / wall,
-            "ft_s_per_trial": statistics.fmean(t.user_attrs["wall_ft_s"] for t in done),
-            "val_acc_mean": statistics.fmean(t.value for t in done),
-            "torch_peak_mib_per_worker": peaks,
-            "smi_peak_mib_per_process": sorted(poller.peaks.values()),
-            "smi_peak_mib_total": poller.peak_total if poller.available else None}
+    return {
+        "k": k,
+        "rep": rep,
+        "trials": len(done),
+        "wall_s": wall,
+        "steady_s": steady_s,
+        "trials_per_hour": 3600 * len(done) / steady_s if steady_s > 0 else math.nan,
+        "trials_per_hour_with_startup": 3600 * len(done) / wall,
+        "ft_s_per_trial": statistics.fmean(t.user_attrs["wall_ft_s"] for t in done),
+        "val_acc_mean": statistics.fmean(t.value for t in done),
+        "torch_peak_mib_per_worker": peaks,
+        "smi_peak_mib_per_process": sorted(poller.peaks.values()),
+        "smi_peak_mib_total": poller.peak_total if poller.available else None,
+    }
 
 
 def interval(values: list[float]) -> tuple[float, float]:
@@ -174,8 +221,16 @@ def interval(values: list[float]) -> tuple[float, float]:
 
 def warm_caches(args: argparse.Namespace, workdir: Path, base: list[str]) -> None:
     """Decode the images and cache the copied part's outputs, outside every timed run."""
-    cmd = [sys.executable, "-m", "hpsearch", *base, "study.name=warmup",
-           f"storage.url=sqlite:///{workdir / 'warmup.db'}", "study.n_trials=1", "ft.epochs=1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hpsearch",
+        *base,
+        "study.name=warmup",
+        f"storage.url=sqlite:///{workdir / 'warmup.db'}",
+        "study.n_trials=1",
+        "ft.epochs=1",
+    ]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": args.gpu, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -192,12 +247,17 @@ def summarize(runs: list[dict[str, Any]], ks: list[int]) -> dict[str, Any]:
         torch_peak = max((m for r in rs for m in r["torch_peak_mib_per_worker"]), default=None)
         smi_peak = max((m for r in rs for m in r["smi_peak_mib_per_process"]), default=None)
         smi_total = max((r["smi_peak_mib_total"] or 0 for r in rs), default=0) or None
-        table[k] = {"trials_per_hour": tph, "gain_vs_first_k": gain,
-                    "trials_per_hour_with_startup": interval(
-                        [r["trials_per_hour_with_startup"] for r in rs]),
-                    "ft_s_per_trial": interval([r["ft_s_per_trial"] for r in rs]),
-                    "torch_peak_mib_per_worker": torch_peak, "smi_peak_mib_per_process": smi_peak,
-                    "smi_peak_mib_total": smi_total}
+        table[k] = {
+            "trials_per_hour": tph,
+            "gain_vs_first_k": gain,
+            "trials_per_hour_with_startup": interval(
+                [r["trials_per_hour_with_startup"] for r in rs]
+            ),
+            "ft_s_per_trial": interval([r["ft_s_per_trial"] for r in rs]),
+            "torch_peak_mib_per_worker": torch_peak,
+            "smi_peak_mib_per_process": smi_peak,
+            "smi_peak_mib_total": smi_total,
+        }
     return table
 
 
@@ -210,18 +270,24 @@ def print_table(table: dict[int, dict[str, Any]], ks: list[int], trials: int) ->
         return "n/a" if v is None else f"{v}"
 
     print(f"{trials} trials per run; trials/hour in the steady state (start-up excluded)")
-    print("| K | trials/hour | × K=%d | trials/hour incl. start-up | FT s/trial | peak MiB/worker "
-          "(torch) | peak MiB/process (nvidia-smi) | peak MiB all workers |" % ks[0])
+    print(
+        f"| K | trials/hour | × K={ks[0]} | trials/hour incl. start-up | FT s/trial | "
+        "peak MiB/worker (torch) | peak MiB/process (nvidia-smi) | peak MiB all workers |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for k in ks:
         row = table[k]
-        print(f"| {k} | {pm(row['trials_per_hour'], '.0f')} | {pm(row['gain_vs_first_k'], '.2f')}"
-              f" | {pm(row['trials_per_hour_with_startup'], '.0f')} | "
-              f"{pm(row['ft_s_per_trial'], '.2f')} | {mib(row['torch_peak_mib_per_worker'])} | "
-              f"{mib(row['smi_peak_mib_per_process'])} | {mib(row['smi_peak_mib_total'])} |")
+        print(
+            f"| {k} | {pm(row['trials_per_hour'], '.0f')} | {pm(row['gain_vs_first_k'], '.2f')}"
+            f" | {pm(row['trials_per_hour_with_startup'], '.0f')} | "
+            f"{pm(row['ft_s_per_trial'], '.2f')} | {mib(row['torch_peak_mib_per_worker'])} | "
+            f"{mib(row['smi_peak_mib_per_process'])} | {mib(row['smi_peak_mib_total'])} |"
+        )
     best = max(ks, key=lambda k: table[k]["trials_per_hour"][0])
-    print(f"best K = {best}: {table[best]['gain_vs_first_k'][0]:.2f}x the trials per hour of "
-          f"K = {ks[0]} (target >= 3x)")
+    print(
+        f"best K = {best}: {table[best]['gain_vs_first_k'][0]:.2f}x the trials per hour of "
+        f"K = {ks[0]} (target >= 3x)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,18 +303,34 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(args.reps):
         for k in args.ks if rep % 2 == 0 else list(reversed(args.ks)):
             run = run_k(args, workdir, base, k, rep)
-            print(f"K={k} rep {rep}: {run['trials']} trials, {run['trials_per_hour']:.0f} "
-                  f"trials/hour (steady), {run['wall_s']:.0f} s in all", flush=True)
+            print(
+                f"K={k} rep {rep}: {run['trials']} trials, {run['trials_per_hour']:.0f} "
+                f"trials/hour (steady), {run['wall_s']:.0f} s in all",
+                flush=True,
+            )
             runs.append(run)
     table = summarize(runs, args.ks)
     print_table(table, args.ks, args.trials)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(
-            {"settings": {"ks": args.ks, "trials": args.trials, "reps": args.reps,
-                          "gpu": args.gpu, "smoke": args.smoke, "overrides": base},
-             "runs": runs, "table": {str(k): v for k, v in table.items()}}, indent=2,
-            default=str))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "settings": {
+                        "ks": args.ks,
+                        "trials": args.trials,
+                        "reps": args.reps,
+                        "gpu": args.gpu,
+                        "smoke": args.smoke,
+                        "overrides": base,
+                    },
+                    "runs": runs,
+                    "table": {str(k): v for k, v in table.items()},
+                },
+                indent=2,
+                default=str,
+            )
+        )
     return 0
 
 

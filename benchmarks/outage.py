@@ -15,6 +15,7 @@ interval over the repetitions, min and max, and the writes lost.
 
     python benchmarks/outage.py [--repeats 5] [--kinds restart stop-5 stop-20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,9 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "study"))
 
+from pgcluster import PgCluster  # noqa: E402
+
 from hpsearch.study.outage import ResilientStorage  # noqa: E402
 from hpsearch.study.storage import Heartbeat, Pool, open_storage  # noqa: E402
-from pgcluster import PgCluster  # noqa: E402
 
 T_95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
 
@@ -113,15 +115,19 @@ def main() -> None:
     cluster = PgCluster()
     cluster.start()
     try:
-        print("| disruption | server down (s) | recovery after the server is back (s, mean ± 95%) "
-              "| min | max | writes lost |")
+        print(
+            "| disruption | server down (s) | recovery after the server is back (s, mean ± 95%) "
+            "| min | max | writes lost |"
+        )
         print("|---|---|---|---|---|---|")
         for kind in args.kinds:
             runs = [one_run(cluster, kind) for _ in range(args.repeats)]
             rec = [r for r, _, _ in runs]
-            print(f"| {kind} | {statistics.fmean(d for _, _, d in runs):.1f} | {interval(rec)} "
-                  f"| {min(rec):.2f} | {max(rec):.2f} | {sum(n for _, n, _ in runs)} |",
-                  flush=True)
+            print(
+                f"| {kind} | {statistics.fmean(d for _, _, d in runs):.1f} | {interval(rec)} "
+                f"| {min(rec):.2f} | {max(rec):.2f} | {sum(n for _, n, _ in runs)} |",
+                flush=True,
+            )
     finally:
         cluster.remove()
 

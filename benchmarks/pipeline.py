@@ -24,6 +24,7 @@ Prints, measured in one run:
     python benchmarks/pipeline.py --data-root ... --weights ... --only-arms --reps 6 \
         --override data.train_per_class=100
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -60,8 +62,7 @@ from hpsearch.trial.optim import epoch_batches  # noqa: E402
 from hpsearch.trial.workspace import Task  # noqa: E402
 
 # Two-sided 95% Student t quantiles by degrees of freedom (1..10); 1.96 beyond.
-T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26,
-       10: 2.23}
+T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
 
 
 def sync(device: torch.device) -> None:
@@ -86,8 +87,10 @@ def interval(values: Sequence[float]) -> dict[str, float]:
 
 
 def fmt(stats: dict[str, float], unit: str = "", spec: str = ".2f") -> str:
-    return (f"{stats['mean']:{spec}}{unit} ± {stats['half']:{spec}} (95%, n={stats['n']}; "
-            f"spread {stats['min']:{spec}}–{stats['max']:{spec}})")
+    return (
+        f"{stats['mean']:{spec}}{unit} ± {stats['half']:{spec}} (95%, n={stats['n']}; "
+        f"spread {stats['min']:{spec}}–{stats['max']:{spec}})"
+    )
 
 
 def interleaved(arms: dict[str, Callable[[], float]], reps: int) -> dict[str, list[float]]:
@@ -122,13 +125,15 @@ def serve_epochs(cfg) -> None:
     stdin with a JSON line each; the process waits on stdin between measurements."""
     ws = Workspace(cfg)
     task = ws.task(cfg)
-    net = build_transfer_net(task.pretrained, cfg.backbone, cfg.head, task.input_dim,
-                             task.splits.n_classes, 0).to(ws.device)
+    net = build_transfer_net(
+        task.pretrained, cfg.backbone, cfg.head, task.input_dim, task.splits.n_classes, 0
+    ).to(ws.device)
     if task.pipeline.channels_last:
         net = net.to(memory_format=torch.channels_last)
     eval_bs = int(cfg.data.eval_batch_size)
-    tuner = Finetuner(net, task.splits.train, task.splits.val, task.pipeline, cfg.ft, 0, eval_bs,
-                      ws.autocast)
+    tuner = Finetuner(
+        net, task.splits.train, task.splits.val, task.pipeline, cfg.ft, 0, eval_bs, ws.autocast
+    )
     tuner.train_epoch()  # warm-up: allocator, oneDNN/cuDNN kernel choice
 
     def measure(fn: Callable[[], Any]) -> dict[str, float]:
@@ -142,18 +147,30 @@ def serve_epochs(cfg) -> None:
         def run() -> None:
             with ctx(), eval_mode(net):
                 batched(lambda x: net(task.pipeline(x)).float(), task.splits.val.x, eval_bs)
+
         return run
 
-    print(json.dumps({"ready": True, "threads": torch.get_num_threads(),
-                      "channels_last": task.pipeline.channels_last,
-                      "train": len(task.splits.train), "val": len(task.splits.val)}), flush=True)
+    print(
+        json.dumps(
+            {
+                "ready": True,
+                "threads": torch.get_num_threads(),
+                "channels_last": task.pipeline.channels_last,
+                "train": len(task.splits.train),
+                "val": len(task.splits.val),
+            }
+        ),
+        flush=True,
+    )
     for n, line in enumerate(sys.stdin):
         if line.strip() == "ft":
             print(json.dumps(measure(tuner.train_epoch)), flush=True)
         elif line.strip() == "eval":
             modes = [("no_grad", torch.no_grad), ("inference_mode", torch.inference_mode)]
-            out = {name: measure(evaluation(ctx))
-                   for name, ctx in (modes if n % 2 == 0 else modes[::-1])}
+            out = {
+                name: measure(evaluation(ctx))
+                for name, ctx in (modes if n % 2 == 0 else modes[::-1])
+            }
             print(json.dumps(out), flush=True)
         else:
             return
@@ -170,18 +187,25 @@ class Arm:
                     env.pop(key, None)
                 else:
                     env[key] = str(value)
-        cmd = [sys.executable, __file__, "--serve", *argv,
-               f"channels_last={settings['channels_last']}"]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--serve",
+            *argv,
+            f"channels_last={settings['channels_last']}",
+        ]
         self.name = name
-        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         self.info = self._read()
 
     def _read(self) -> dict[str, Any]:
         line = self.proc.stdout.readline()
         if not line:
-            raise SystemExit(f"arm {self.name}: the measuring process exited "
-                             f"(code {self.proc.wait()})")
+            raise SystemExit(
+                f"arm {self.name}: the measuring process exited (code {self.proc.wait()})"
+            )
         return json.loads(line)
 
     def ask(self, what: str) -> dict[str, Any]:
@@ -195,8 +219,9 @@ class Arm:
             self.proc.wait(timeout=120)
 
 
-def arm_comparison(arms: dict[str, dict[str, Any]], child_argv: list[str],
-                   reps: int) -> dict[str, Any]:
+def arm_comparison(
+    arms: dict[str, dict[str, Any]], child_argv: list[str], reps: int
+) -> dict[str, Any]:
     """The FT epoch and an evaluation pass under each arm's settings, in warm child processes
     measured one at a time, in the order A B ... then ... B A (ABBA) so that a busy stretch of
     the shared machine falls on every arm alike."""
@@ -205,38 +230,54 @@ def arm_comparison(arms: dict[str, dict[str, Any]], child_argv: list[str],
         for name, settings in arms.items():  # one after another: the first decodes the data
             started[name] = Arm(name, settings, child_argv)
         ft = interleaved({name: (lambda a=a: a.ask("ft")) for name, a in started.items()}, reps)
-        ev = interleaved({name: (lambda a=a: a.ask("eval")) for name, a in started.items()},
-                         reps)
+        ev = interleaved({name: (lambda a=a: a.ask("eval")) for name, a in started.items()}, reps)
     finally:
         for arm in started.values():
             arm.close()
     first = next(iter(started.values())).info
     n_train, n_val = first["train"], first["val"]
-    print(f"FT epoch ({n_train} images) and evaluation ({n_val} images) per arm, {reps} "
-          "repetitions interleaved (ABBA), each arm a warm process of its own:")
-    result: dict[str, Any] = {"reps": reps, "train_images": n_train, "val_images": n_val,
-                              "arms": {}}
+    print(
+        f"FT epoch ({n_train} images) and evaluation ({n_val} images) per arm, {reps} "
+        "repetitions interleaved (ABBA), each arm a warm process of its own:"
+    )
+    result: dict[str, Any] = {
+        "reps": reps,
+        "train_images": n_train,
+        "val_images": n_val,
+        "arms": {},
+    }
     base = next(iter(arms))
     for name, arm in started.items():
         walls = [m["wall"] for m in ft[name]]
         cpus = [m["cpu"] for m in ft[name]]
         env = ", ".join(f"{k}={v if v is not None else 'unset'}" for k, v in arms[name].items())
-        print(f"  {name} ({env}; threads {arm.info['threads']}, channels_last "
-              f"{arm.info['channels_last']}):")
-        print(f"    FT epoch wall {fmt(interval(walls), ' s')}, "
-              f"{n_train / statistics.fmean(walls):.0f} images/s; CPU {fmt(interval(cpus), ' s')}")
-        entry: dict[str, Any] = {"settings": arms[name], "threads": arm.info["threads"],
-                                 "ft_wall_s": walls, "ft_cpu_s": cpus}
+        print(
+            f"  {name} ({env}; threads {arm.info['threads']}, channels_last "
+            f"{arm.info['channels_last']}):"
+        )
+        print(
+            f"    FT epoch wall {fmt(interval(walls), ' s')}, "
+            f"{n_train / statistics.fmean(walls):.0f} images/s; CPU {fmt(interval(cpus), ' s')}"
+        )
+        entry: dict[str, Any] = {
+            "settings": arms[name],
+            "threads": arm.info["threads"],
+            "ft_wall_s": walls,
+            "ft_cpu_s": cpus,
+        }
         for mode in ("no_grad", "inference_mode"):
             entry[f"eval_wall_s_{mode}"] = [m[mode]["wall"] for m in ev[name]]
             entry[f"eval_cpu_s_{mode}"] = [m[mode]["cpu"] for m in ev[name]]
         for kind in ("wall", "cpu"):
-            speed = paired_ratio(entry[f"eval_{kind}_s_no_grad"],
-                                 entry[f"eval_{kind}_s_inference_mode"])
-            print(f"    evaluation {kind} no_grad "
-                  f"{fmt(interval(entry[f'eval_{kind}_s_no_grad']), ' s')}; inference_mode "
-                  f"{fmt(interval(entry[f'eval_{kind}_s_inference_mode']), ' s')}; speed-up "
-                  f"inference_mode vs no_grad {fmt(speed, 'x')}")
+            speed = paired_ratio(
+                entry[f"eval_{kind}_s_no_grad"], entry[f"eval_{kind}_s_inference_mode"]
+            )
+            print(
+                f"    evaluation {kind} no_grad "
+                f"{fmt(interval(entry[f'eval_{kind}_s_no_grad']), ' s')}; inference_mode "
+                f"{fmt(interval(entry[f'eval_{kind}_s_inference_mode']), ' s')}; speed-up "
+                f"inference_mode vs no_grad {fmt(speed, 'x')}"
+            )
             entry[f"eval_speedup_inference_mode_{kind}"] = speed
         if name != base:
             for kind in ("wall", "cpu"):
@@ -245,11 +286,15 @@ def arm_comparison(arms: dict[str, dict[str, Any]], child_argv: list[str],
                 target = " (target >= 1.25x)" if name == "new" and kind == "wall" else ""
                 print(f"    FT epoch speed-up vs {base} by {kind} time: {fmt(r, 'x')}{target}")
             for kind in ("wall", "cpu"):
-                r = paired_ratio(result["arms"][base][f"eval_{kind}_s_no_grad"],
-                                 entry[f"eval_{kind}_s_inference_mode"])
+                r = paired_ratio(
+                    result["arms"][base][f"eval_{kind}_s_no_grad"],
+                    entry[f"eval_{kind}_s_inference_mode"],
+                )
                 entry[f"eval_speedup_{kind}_vs_{base}"] = r
-                print(f"    evaluation speed-up (inference_mode) vs {base} (no_grad) by {kind} "
-                      f"time: {fmt(r, 'x')}")
+                print(
+                    f"    evaluation speed-up (inference_mode) vs {base} (no_grad) by {kind} "
+                    f"time: {fmt(r, 'x')}"
+                )
         result["arms"][name] = entry
     # The layout alone: arms that differ only in channels_last (measured next to each other).
     for nchw, cl in (("today", "channels_last"), ("passive", "new")):
@@ -260,15 +305,28 @@ def arm_comparison(arms: dict[str, dict[str, Any]], child_argv: list[str],
                 for kind in ("wall", "cpu"):
                     r = paired_ratio(a[key.format(kind)], b[key.format(kind)])
                     result[f"layout_speedup_{what.split()[0].lower()}_{kind}_{policy}"] = r
-                    print(f"  channels_last vs NCHW (OMP_WAIT_POLICY={policy}), {what}, by "
-                          f"{kind} time: {fmt(r, 'x')}")
+                    print(
+                        f"  channels_last vs NCHW (OMP_WAIT_POLICY={policy}), {what}, by "
+                        f"{kind} time: {fmt(r, 'x')}"
+                    )
     return result
 
 
 # The metrics of a trial compared across layouts (all of them are float or lists of floats).
-TRIAL_METRICS = ("energy", "hp_train_acc", "hp_train_loss", "hp_val_acc", "head_norm",
-                 "ft_val_acc_curve", "ft_val_acc", "test_acc", "adaptation_l2",
-                 "adaptation_cos", "feature_norm_T", "feature_norm_0")
+TRIAL_METRICS = (
+    "energy",
+    "hp_train_acc",
+    "hp_train_loss",
+    "hp_val_acc",
+    "head_norm",
+    "ft_val_acc_curve",
+    "ft_val_acc",
+    "test_acc",
+    "adaptation_l2",
+    "adaptation_cos",
+    "feature_norm_T",
+    "feature_norm_0",
+)
 
 
 def one_trial(cfg, threads: int | None = None) -> dict[str, Any]:
@@ -292,8 +350,11 @@ def trial_comparison(cfg, cache_dir: str) -> dict[str, Any]:
     """One fixed-seed trial in the NCHW layout, in channels_last, and in NCHW at a different
     thread count (how far floating-point reordering alone moves the metrics); each arm computes
     its own feature cache."""
-    arms = {"nchw": ("false", None), "channels_last": ("true", None),
-            "nchw_other_threads": ("false", 1 if torch.get_num_threads() > 1 else 2)}
+    arms = {
+        "nchw": ("false", None),
+        "channels_last": ("true", None),
+        "nchw_other_threads": ("false", 1 if torch.get_num_threads() > 1 else 2),
+    }
     out: dict[str, dict[str, Any]] = {}
     for name, (layout, threads) in arms.items():
         arm_cfg = cfg.copy()
@@ -302,20 +363,25 @@ def trial_comparison(cfg, cache_dir: str) -> dict[str, Any]:
         start = time.perf_counter()
         attrs = one_trial(arm_cfg, threads)
         out[name] = {k: attrs[k] for k in TRIAL_METRICS}
-        print(f"  {name:>18}: FT val acc {attrs['ft_val_acc']:.4f}, test acc "
-              f"{attrs['test_acc']:.4f}, energy {attrs['energy']:.5f}, adaptation_l2 "
-              f"{attrs['adaptation_l2']:.4f} ({time.perf_counter() - start:.0f} s)")
+        print(
+            f"  {name:>18}: FT val acc {attrs['ft_val_acc']:.4f}, test acc "
+            f"{attrs['test_acc']:.4f}, energy {attrs['energy']:.5f}, adaptation_l2 "
+            f"{attrs['adaptation_l2']:.4f} ({time.perf_counter() - start:.0f} s)"
+        )
     diffs = {}
     for other in ("channels_last", "nchw_other_threads"):
         diffs[other] = max_abs_diffs(out["nchw"], out[other])
-        print(f"  |nchw - {other}| per metric (max over a curve): " + ", ".join(
-            f"{k} {v:.2g}" for k, v in diffs[other].items()))
+        print(
+            f"  |nchw - {other}| per metric (max over a curve): "
+            + ", ".join(f"{k} {v:.2g}" for k, v in diffs[other].items())
+        )
     return {"metrics": out, "max_abs_diff_vs_nchw": diffs}
 
 
 def max_abs_diffs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
     def flat(v: Any) -> list[float]:
         return [float(x) for x in v] if isinstance(v, list) else [float(v)]
+
     return {k: max(abs(x - y) for x, y in zip(flat(a[k]), flat(b[k]))) for k in a}
 
 
@@ -325,78 +391,130 @@ def main() -> None:
     parser.add_argument("--weights", required=True)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--ft-epochs", type=int, default=8)
-    parser.add_argument("--reps", type=int, default=4,
-                        help="repetitions of the arm comparison (0: leave it out)")
-    parser.add_argument("--only-arms", action="store_true",
-                        help="only the arm comparison (and --compare-trial)")
-    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS),
-                        help="the arms compared (the first is the base of the speed-ups)")
-    parser.add_argument("--threads", type=int, nargs="*", default=[],
-                        help="add arms 'new' at these torch thread counts, e.g. --threads 1 2")
+    parser.add_argument(
+        "--reps", type=int, default=4, help="repetitions of the arm comparison (0: leave it out)"
+    )
+    parser.add_argument(
+        "--only-arms", action="store_true", help="only the arm comparison (and --compare-trial)"
+    )
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        choices=list(ARMS),
+        default=list(ARMS),
+        help="the arms compared (the first is the base of the speed-ups)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="*",
+        default=[],
+        help="add arms 'new' at these torch thread counts, e.g. --threads 1 2",
+    )
     parser.add_argument("--skip-trial", action="store_true", help="leave out the full trial")
-    parser.add_argument("--compare-trial", action="store_true",
-                        help="one fixed-seed trial (as a worker runs it) in both layouts, and "
-                             "in NCHW at another thread count: how far the metrics move")
+    parser.add_argument(
+        "--compare-trial",
+        action="store_true",
+        help="one fixed-seed trial (as a worker runs it) in both layouts, and "
+        "in NCHW at another thread count: how far the metrics move",
+    )
     parser.add_argument("--cache-dir", default=None, help="default: a fresh temporary folder")
     parser.add_argument("--json", default=None, help="also write the numbers here")
-    parser.add_argument("--override", nargs="*", default=[],
-                        help="extra config overrides, e.g. data.train_per_class=100")
+    parser.add_argument(
+        "--override",
+        nargs="*",
+        default=[],
+        help="extra config overrides, e.g. data.train_per_class=100",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reps < 0 or any(n < 1 for n in args.threads):
         parser.error("--reps must be >= 0 and --threads >= 1")
 
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="hpsearch-bench-")
-    cfg = compose_config(["+experiment=split_cifar", f"data.root={args.data_root}",
-                          f"backbone.weights={args.weights}", f"device={args.device}",
-                          "search_space=none", "hp.epochs=4", f"ft.epochs={args.ft_epochs}",
-                          f"storage.cache_dir={cache_dir}", "progress=false", *args.override])
+    cfg = compose_config(
+        [
+            "+experiment=split_cifar",
+            f"data.root={args.data_root}",
+            f"backbone.weights={args.weights}",
+            f"device={args.device}",
+            "search_space=none",
+            "hp.epochs=4",
+            f"ft.epochs={args.ft_epochs}",
+            f"storage.cache_dir={cache_dir}",
+            "progress=false",
+            *args.override,
+        ]
+    )
     if args.serve:
         serve_epochs(cfg)
         return
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, threads {torch.get_num_threads()}, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
-          f"channels_last={cfg.channels_last}")
-    numbers: dict[str, Any] = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                               "overrides": list(args.override)}
+    print(
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, threads {torch.get_num_threads()}, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+        f"channels_last={cfg.channels_last}"
+    )
+    numbers: dict[str, Any] = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "overrides": list(args.override),
+    }
     if not args.only_arms:
         ws = Workspace(cfg)
         t_data, task = timed(lambda: ws.task(cfg), ws.device)
         n_total = len(task.splits.train) + len(task.splits.val) + len(task.splits.test)
-        print(f"device {ws.device}; decode + load data ({n_total} images, first run decodes "
-              f"JPEGs): {t_data:.2f} s")
+        print(
+            f"device {ws.device}; decode + load data ({n_total} images, first run decodes "
+            f"JPEGs): {t_data:.2f} s"
+        )
         numbers.update({"device": str(ws.device), "train_images": len(task.splits.train)})
         numbers.update(trial_sections(cfg, ws, task, n_total, args.skip_trial))
     if args.reps:
         arms = {name: ARMS[name] for name in args.arms}
         for n in args.threads:
             arms[f"new/{n} threads"] = {**ARMS["new"], "OMP_NUM_THREADS": n}
-        child_argv = ["--data-root", args.data_root, "--weights", args.weights, "--device",
-                      args.device, "--cache-dir", cache_dir, "--override", *args.override]
+        child_argv = [
+            "--data-root",
+            args.data_root,
+            "--weights",
+            args.weights,
+            "--device",
+            args.device,
+            "--cache-dir",
+            cache_dir,
+            "--override",
+            *args.override,
+        ]
         numbers["arms"] = arm_comparison(arms, child_argv, args.reps)
     if args.compare_trial:
-        print(f"one trial (seed of trial 0, tau={cfg.hp.epochs}, {cfg.ft.epochs} FT epochs) in "
-              "each layout:")
+        print(
+            f"one trial (seed of trial 0, tau={cfg.hp.epochs}, {cfg.ft.epochs} FT epochs) in "
+            "each layout:"
+        )
         numbers["trial_layouts"] = trial_comparison(cfg, cache_dir)
     if args.json:
         Path(args.json).write_text(json.dumps(numbers, indent=2))
 
 
-def trial_sections(cfg, ws: Workspace, task: Task, n_total: int,
-                   skip_trial: bool) -> dict[str, Any]:
+def trial_sections(
+    cfg, ws: Workspace, task: Task, n_total: int, skip_trial: bool
+) -> dict[str, Any]:
     """Feature extraction, HP cached vs frozen, the FT epoch's input share, one full trial."""
     device = ws.device
 
     def fresh_net(seed: int = 0):
-        net = build_transfer_net(task.pretrained, cfg.backbone, cfg.head, 3,
-                                 task.splits.n_classes, seed).to(device)
+        net = build_transfer_net(
+            task.pretrained, cfg.backbone, cfg.head, 3, task.splits.n_classes, seed
+        ).to(device)
         return net.to(memory_format=torch.channels_last) if task.pipeline.channels_last else net
 
     net = fresh_net()
     t_feat, got = timed(lambda: ws.copied_outputs(cfg, task, net), device)
     outputs, how = got
-    print(f"feature extraction ({n_total} images, {how}): {t_feat:.2f} s "
-          f"({n_total / t_feat:.0f} images/s)")
+    print(
+        f"feature extraction ({n_total} images, {how}): {t_feat:.2f} s "
+        f"({n_total / t_feat:.0f} images/s)"
+    )
 
     hp_one = cfg.copy()
     hp_one.hp.epochs = 1
@@ -404,28 +522,40 @@ def trial_sections(cfg, ws: Workspace, task: Task, n_total: int,
     eval_bs = int(cfg.data.eval_batch_size)
     cached_net = fresh_net()  # built outside the timing: a fresh ResNet's init is not HP
     head_probe(fresh_net(), outputs, y_train, y_val, hp_one.hp, 0, eval_bs, ws.autocast)  # warm-up
-    t_hp_cached, _ = timed(lambda: head_probe(cached_net, outputs, y_train, y_val, hp_one.hp, 0,
-                                              eval_bs, ws.autocast), device)
+    t_hp_cached, _ = timed(
+        lambda: head_probe(cached_net, outputs, y_train, y_val, hp_one.hp, 0, eval_bs, ws.autocast),
+        device,
+    )
     frozen_net = fresh_net()
     frozen = FrozenOutputs(frozen_net.copied, task.splits, task.pipeline, False, ws.autocast)
-    t_hp_frozen, _ = timed(lambda: head_probe(frozen_net, frozen, y_train, y_val, hp_one.hp, 0,
-                                              eval_bs, ws.autocast), device)
-    print(f"one HP epoch (incl. its train/val evaluation): cached {t_hp_cached * 1e3:.1f} ms, "
-          f"through the frozen backbone {t_hp_frozen:.2f} s -> ratio "
-          f"{t_hp_frozen / t_hp_cached:.0f}x (target >= 100x)")
+    t_hp_frozen, _ = timed(
+        lambda: head_probe(frozen_net, frozen, y_train, y_val, hp_one.hp, 0, eval_bs, ws.autocast),
+        device,
+    )
+    print(
+        f"one HP epoch (incl. its train/val evaluation): cached {t_hp_cached * 1e3:.1f} ms, "
+        f"through the frozen backbone {t_hp_frozen:.2f} s -> ratio "
+        f"{t_hp_frozen / t_hp_cached:.0f}x (target >= 100x)"
+    )
 
     # One FT epoch, then the same number of steps of forward/backward/step alone on a batch
     # prepared in advance: the difference is what the input pipeline costs.
     net = fresh_net()
-    tuner = Finetuner(net, task.splits.train, task.splits.val, task.pipeline, cfg.ft, 0, eval_bs,
-                      ws.autocast)
+    tuner = Finetuner(
+        net, task.splits.train, task.splits.val, task.pipeline, cfg.ft, 0, eval_bs, ws.autocast
+    )
     tuner.train_epoch()  # warm-up (allocator, kernels)
     t_epoch, _ = timed(tuner.train_epoch, device)
-    steps = list(epoch_batches(len(task.splits.train), int(cfg.ft.batch_size),
-                               torch.Generator().manual_seed(1)))
+    steps = list(
+        epoch_batches(
+            len(task.splits.train), int(cfg.ft.batch_size), torch.Generator().manual_seed(1)
+        )
+    )
     gen = torch.Generator().manual_seed(2)
-    t_inputs, _ = timed(lambda: [task.pipeline(task.splits.train.x[idx], augment=True, gen=gen)
-                                 for idx in steps], device)
+    t_inputs, _ = timed(
+        lambda: [task.pipeline(task.splits.train.x[idx], augment=True, gen=gen) for idx in steps],
+        device,
+    )
     inputs = task.pipeline(task.splits.train.x[steps[0]], augment=True, gen=gen)
     labels = task.splits.train.y[steps[0].to(task.splits.train.y.device)]
 
@@ -441,30 +571,49 @@ def trial_sections(cfg, ws: Workspace, task: Task, n_total: int,
     t_model, _ = timed(model_only, device)
     outside = max(0.0, t_epoch - t_model) / t_epoch
     direct = t_inputs / (t_inputs + t_model)  # robust when other jobs load the machine
-    print(f"one FT epoch ({len(steps)} steps of {cfg.ft.batch_size}): {t_epoch:.2f} s; model "
-          f"forward/backward/step alone {t_model:.2f} s; input pipeline alone {t_inputs:.3f} s; "
-          f"share outside the model {outside:.1%} by difference, {direct:.1%} measured directly "
-          f"(target <= 10%)")
-    numbers = {"features_s": t_feat, "hp_epoch_cached_s": t_hp_cached,
-               "hp_epoch_frozen_s": t_hp_frozen, "hp_ratio": t_hp_frozen / t_hp_cached,
-               "ft_epoch_s": t_epoch, "ft_model_only_s": t_model, "ft_inputs_only_s": t_inputs,
-               "ft_share_outside_model": outside, "ft_share_inputs_direct": direct}
+    print(
+        f"one FT epoch ({len(steps)} steps of {cfg.ft.batch_size}): {t_epoch:.2f} s; model "
+        f"forward/backward/step alone {t_model:.2f} s; input pipeline alone {t_inputs:.3f} s; "
+        f"share outside the model {outside:.1%} by difference, {direct:.1%} measured directly "
+        f"(target <= 10%)"
+    )
+    numbers = {
+        "features_s": t_feat,
+        "hp_epoch_cached_s": t_hp_cached,
+        "hp_epoch_frozen_s": t_hp_frozen,
+        "hp_ratio": t_hp_frozen / t_hp_cached,
+        "ft_epoch_s": t_epoch,
+        "ft_model_only_s": t_model,
+        "ft_inputs_only_s": t_inputs,
+        "ft_share_outside_model": outside,
+        "ft_share_inputs_direct": direct,
+    }
     if skip_trial:
         return numbers
 
     net = fresh_net(seed=7)
     start = time.perf_counter()
-    cached = CachedOutputs(outputs.outputs, device) if isinstance(outputs, CachedOutputs) else outputs
+    cached = (
+        CachedOutputs(outputs.outputs, device) if isinstance(outputs, CachedOutputs) else outputs
+    )
     hp = head_probe(net, cached, y_train, y_val, cfg.hp, 7, eval_bs, ws.autocast)
-    result = Finetuner(net, task.splits.train, task.splits.val, task.pipeline, cfg.ft, 7, eval_bs,
-                       ws.autocast).run()
+    result = Finetuner(
+        net, task.splits.train, task.splits.val, task.pipeline, cfg.ft, 7, eval_bs, ws.autocast
+    ).run()
     t_trial = time.perf_counter() - start
     test_acc = accuracy(net, task.splits.test, task.pipeline, eval_bs, ws.autocast)
-    print(f"one trial, tau=4, {cfg.ft.epochs} FT epochs: HP val acc {hp.val.accuracy:.4f}, "
-          f"energy {hp.train.energy:.3f}, FT val acc {result.val_acc_curve[-1]:.4f}, "
-          f"test acc {test_acc:.4f}, {t_trial:.1f} s")
-    numbers.update({"trial_tau4_val_acc": result.val_acc_curve[-1],
-                    "trial_tau4_test_acc": test_acc, "trial_s": t_trial})
+    print(
+        f"one trial, tau=4, {cfg.ft.epochs} FT epochs: HP val acc {hp.val.accuracy:.4f}, "
+        f"energy {hp.train.energy:.3f}, FT val acc {result.val_acc_curve[-1]:.4f}, "
+        f"test acc {test_acc:.4f}, {t_trial:.1f} s"
+    )
+    numbers.update(
+        {
+            "trial_tau4_val_acc": result.val_acc_curve[-1],
+            "trial_tau4_test_acc": test_acc,
+            "trial_s": t_trial,
+        }
+    )
     return numbers
 
 

@@ -34,6 +34,7 @@ of today's pruners on every table:
     python benchmarks/pruning.py --replay benchmarks/tables/toy.db benchmarks/tables/lowdata.db \
         --out-json benchmarks/results/replay.json --out-md benchmarks/results/replay.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,8 +78,11 @@ ARMS: dict[str, list[str]] = {
 SMOKE_CLASSES = ("dog", "frog", "horse", "ship", "truck")  # the split_cifar experiment's classes
 PRUNER = PrunerConfig()  # the benchmark's pruner defaults are the product's
 # The live mode's pruner settings unless given (--replay: each arm's config unless given).
-LIVE_DEFAULTS = {"pruner_startup": PRUNER.n_startup_trials, "min_prob": PRUNER.min_prob,
-                 "top_k": PRUNER.top_k}
+LIVE_DEFAULTS = {
+    "pruner_startup": PRUNER.n_startup_trials,
+    "min_prob": PRUNER.min_prob,
+    "top_k": PRUNER.top_k,
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -89,43 +93,95 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out-md", required=True, help="where the markdown table goes")
     ap.add_argument("--trials", type=int, default=10, help="trial budget per study")
     ap.add_argument("--ft-epochs", type=int, default=3, help="FT epochs of an unpruned trial")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
-                    help="study seeds (sampler and trials); every arm runs every seed")
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1],
+        help="study seeds (sampler and trials); every arm runs every seed",
+    )
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    ap.add_argument("--search-space", default="resnet_pruning",
-                    help="conf/search_space/NAME.yaml, the same for every arm")
-    ap.add_argument("--pruner-startup", type=int, default=None,
-                    help="completed trials before any pruner prunes (median, energy); "
-                         f"default {LIVE_DEFAULTS['pruner_startup']} (live)")
-    ap.add_argument("--sampler-startup", type=int, default=5,
-                    help="random trials before TPE models the space")
-    ap.add_argument("--min-prob", type=float, nargs="+", default=None,
-                    help="energy pruner: prune below this P(beats the top_k-th best); "
-                         f"default {LIVE_DEFAULTS['min_prob']} (live); --replay takes several "
-                         "values and replays each energy arm at each (the cost-vs-regret "
-                         "frontier)")
-    ap.add_argument("--top-k", type=int, default=None,
-                    help=f"energy pruner: rank to reach; default {LIVE_DEFAULTS['top_k']} (live)")
-    ap.add_argument("--workdir", default=None,
-                    help="storage and caches (default: a fresh temporary directory)")
-    ap.add_argument("--override", nargs="*", default=[],
-                    help="extra Hydra overrides for every run, e.g. ft.batch_size=256")
-    ap.add_argument("--continue", dest="resume", action="store_true",
-                    help="keep the runs already in --out-json (same settings) and run only the "
-                         "missing (arm, seed) pairs: a stopped or timed-out run goes on")
-    ap.add_argument("--smoke", action="store_true",
-                    help="generated tiny data and a random ResNet-18: checks the pipeline only")
-    ap.add_argument("--replay", nargs="+", metavar="TABLE", default=None,
-                    help="replay the arms on these stored studies instead of running searches")
-    ap.add_argument("--study", default=None,
-                    help="--replay: the study in each TABLE (default: its only study)")
-    ap.add_argument("--orders", type=int, default=None,
-                    help="--replay: random orders per arm (default: replay.orders)")
-    ap.add_argument("--budget", type=int, default=None,
-                    help="--replay: trials per order (default: replay.budget)")
-    ap.add_argument("--processes", type=int, default=None,
-                    help="--replay: worker processes (default: replay.processes, 0 = all CPUs)")
+    ap.add_argument(
+        "--search-space",
+        default="resnet_pruning",
+        help="conf/search_space/NAME.yaml, the same for every arm",
+    )
+    ap.add_argument(
+        "--pruner-startup",
+        type=int,
+        default=None,
+        help="completed trials before any pruner prunes (median, energy); "
+        f"default {LIVE_DEFAULTS['pruner_startup']} (live)",
+    )
+    ap.add_argument(
+        "--sampler-startup", type=int, default=5, help="random trials before TPE models the space"
+    )
+    ap.add_argument(
+        "--min-prob",
+        type=float,
+        nargs="+",
+        default=None,
+        help="energy pruner: prune below this P(beats the top_k-th best); "
+        f"default {LIVE_DEFAULTS['min_prob']} (live); --replay takes several "
+        "values and replays each energy arm at each (the cost-vs-regret "
+        "frontier)",
+    )
+    ap.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help=f"energy pruner: rank to reach; default {LIVE_DEFAULTS['top_k']} (live)",
+    )
+    ap.add_argument(
+        "--workdir", default=None, help="storage and caches (default: a fresh temporary directory)"
+    )
+    ap.add_argument(
+        "--override",
+        nargs="*",
+        default=[],
+        help="extra Hydra overrides for every run, e.g. ft.batch_size=256",
+    )
+    ap.add_argument(
+        "--continue",
+        dest="resume",
+        action="store_true",
+        help="keep the runs already in --out-json (same settings) and run only the "
+        "missing (arm, seed) pairs: a stopped or timed-out run goes on",
+    )
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="generated tiny data and a random ResNet-18: checks the pipeline only",
+    )
+    ap.add_argument(
+        "--replay",
+        nargs="+",
+        metavar="TABLE",
+        default=None,
+        help="replay the arms on these stored studies instead of running searches",
+    )
+    ap.add_argument(
+        "--study", default=None, help="--replay: the study in each TABLE (default: its only study)"
+    )
+    ap.add_argument(
+        "--orders",
+        type=int,
+        default=None,
+        help="--replay: random orders per arm (default: replay.orders)",
+    )
+    ap.add_argument(
+        "--budget",
+        type=int,
+        default=None,
+        help="--replay: trials per order (default: replay.budget)",
+    )
+    ap.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="--replay: worker processes (default: replay.processes, 0 = all CPUs)",
+    )
     args = ap.parse_args(argv)
     if args.replay:
         return args
@@ -169,30 +225,43 @@ def make_smoke_inputs(root: Path) -> tuple[Path, Path]:
 
 
 def base_overrides(args: argparse.Namespace, workdir: Path) -> list[str]:
-    out = ["+experiment=split_cifar", f"data.root={args.data_root}",
-           f"backbone.weights={args.weights}", f"study.n_trials={args.trials}",
-           f"ft.epochs={args.ft_epochs}", f"device={args.device}", "progress=false",
-           f"search_space={args.search_space}",
-           f"study.n_startup_trials={args.sampler_startup}",
-           f"pruner.n_startup_trials={args.pruner_startup}",
-           f"storage.url=sqlite:///{workdir / 'pruning.db'}",
-           f"storage.cache_dir={workdir / 'cache'}",
-           f"storage.artifacts={workdir / 'artifacts'}"]
+    out = [
+        "+experiment=split_cifar",
+        f"data.root={args.data_root}",
+        f"backbone.weights={args.weights}",
+        f"study.n_trials={args.trials}",
+        f"ft.epochs={args.ft_epochs}",
+        f"device={args.device}",
+        "progress=false",
+        f"search_space={args.search_space}",
+        f"study.n_startup_trials={args.sampler_startup}",
+        f"pruner.n_startup_trials={args.pruner_startup}",
+        f"storage.url=sqlite:///{workdir / 'pruning.db'}",
+        f"storage.cache_dir={workdir / 'cache'}",
+        f"storage.artifacts={workdir / 'artifacts'}",
+    ]
     if args.smoke:
-        out += ["data.train_per_class=8", "data.val_per_class=4", "data.image_size=16",
-                "data.eval_batch_size=64", "hp.batch_size=20", "ft.batch_size=20"]
+        out += [
+            "data.train_per_class=8",
+            "data.val_per_class=4",
+            "data.image_size=16",
+            "data.eval_batch_size=64",
+            "hp.batch_size=20",
+            "ft.batch_size=20",
+        ]
     return out + list(args.override)
 
 
-def arm_overrides(arm: str, args: argparse.Namespace, min_prob: float | None = None
-                  ) -> list[str]:
+def arm_overrides(arm: str, args: argparse.Namespace, min_prob: float | None = None) -> list[str]:
     """The arm's config overrides; ``min_prob`` (replay) stands for ``args.min_prob``."""
     out = list(ARMS[arm])
     if arm.startswith("energy"):
         prob = min_prob if min_prob is not None else args.min_prob
-        out += [f"pruner.{key}={value}" for key, value in (("min_prob", prob),
-                                                          ("top_k", args.top_k))
-                if value is not None]
+        out += [
+            f"pruner.{key}={value}"
+            for key, value in (("min_prob", prob), ("top_k", args.top_k))
+            if value is not None
+        ]
     return out
 
 
@@ -205,7 +274,8 @@ def replay_arms(args: argparse.Namespace, common: list[str]) -> dict[str, Any]:
         if arm.startswith("energy") and probs:
             for prob in probs:
                 arms[f"{arm} min_prob={prob:g}"] = compose_config(
-                    common + arm_overrides(arm, args, prob))
+                    common + arm_overrides(arm, args, prob)
+                )
         else:
             one = args.min_prob[0] if args.min_prob else None
             arms[arm] = compose_config(common + arm_overrides(arm, args, one))
@@ -235,8 +305,9 @@ def warm_caches(cfg: DictConfig) -> None:
     for k in choices:
         cfg_k = apply_params(cfg, {"backbone.layers_copied": k})
         task = ws.task(cfg_k)
-        net = build_transfer_net(task.pretrained, cfg_k.backbone, cfg_k.head, task.input_dim,
-                                 task.splits.n_classes, 0).to(ws.device)
+        net = build_transfer_net(
+            task.pretrained, cfg_k.backbone, cfg_k.head, task.input_dim, task.splits.n_classes, 0
+        ).to(ws.device)
         ws.copied_outputs(cfg_k, task, net)
 
 
@@ -248,17 +319,25 @@ def summarize(study: optuna.Study, wall_s: float) -> dict[str, Any]:
     records = []
     for t in trials:
         a = t.user_attrs
-        records.append({
-            "number": t.number, "state": t.state.name, "value": t.value,
-            "ft_epochs_run": int(a.get("ft_epochs_run", len(t.intermediate_values))),
-            "pruned_at": a.get("pruned_at"), "test_acc": a.get("test_acc"),
-            "energy": a.get("energy"), "hp_val_acc": a.get("hp_val_acc"),
-            "adaptation_l2": a.get("adaptation_l2"), "gate_decision": a.get("gate_decision"),
-            "gate_predicted_objective": a.get("gate_predicted_objective"),
-            "gate_probability": a.get("gate_probability"),
-            "gate_threshold": a.get("gate_threshold"),
-            "params": t.params, "wall_s": t.duration.total_seconds() if t.duration else None,
-        })
+        records.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "ft_epochs_run": int(a.get("ft_epochs_run", len(t.intermediate_values))),
+                "pruned_at": a.get("pruned_at"),
+                "test_acc": a.get("test_acc"),
+                "energy": a.get("energy"),
+                "hp_val_acc": a.get("hp_val_acc"),
+                "adaptation_l2": a.get("adaptation_l2"),
+                "gate_decision": a.get("gate_decision"),
+                "gate_predicted_objective": a.get("gate_predicted_objective"),
+                "gate_probability": a.get("gate_probability"),
+                "gate_threshold": a.get("gate_threshold"),
+                "params": t.params,
+                "wall_s": t.duration.total_seconds() if t.duration else None,
+            }
+        )
     return {
         "best_val_acc": best.value if best else None,
         "best_test_acc": best.user_attrs.get("test_acc") if best else None,
@@ -266,8 +345,7 @@ def summarize(study: optuna.Study, wall_s: float) -> dict[str, Any]:
         "ft_epochs": sum(r["ft_epochs_run"] for r in records),
         "complete": len(done),
         "pruned_at_gate": sum(r["pruned_at"] == "gate" for r in records),
-        "pruned_in_ft": sum(r["state"] == "PRUNED" and r["pruned_at"] != "gate"
-                            for r in records),
+        "pruned_in_ft": sum(r["state"] == "PRUNED" and r["pruned_at"] != "gate" for r in records),
         "failed": sum(r["state"] == "FAIL" for r in records),
         "wall_s": wall_s,
         "bound_c_hat": study.user_attrs.get("bound_c_hat"),
@@ -290,16 +368,28 @@ def aggregate(runs: list[dict[str, Any]], arms: list[str]) -> dict[str, dict[str
     for arm in arms:
         mine = [r for r in runs if r["arm"] == arm]
         row: dict[str, Any] = {"seeds": [r["seed"] for r in mine]}
-        for key in ("best_val_acc", "best_test_acc", "ft_epochs", "wall_s", "pruned_at_gate",
-                    "pruned_in_ft", "failed"):
+        for key in (
+            "best_val_acc",
+            "best_test_acc",
+            "ft_epochs",
+            "wall_s",
+            "pruned_at_gate",
+            "pruned_in_ft",
+            "failed",
+        ):
             row[key], row[key + "_std"] = _mean_std([r[key] for r in mine])
         base = [(r, by.get(("none", r["seed"]))) for r in mine]
-        base = [(r, b) for r, b in base if b is not None and b["best_val_acc"] is not None
-                and r["best_val_acc"] is not None]
-        row["delta_val_vs_none"], _ = _mean_std([r["best_val_acc"] - b["best_val_acc"]
-                                                 for r, b in base])
-        row["ft_epochs_vs_none"], _ = _mean_std([r["ft_epochs"] / b["ft_epochs"]
-                                                 for r, b in base if b["ft_epochs"]])
+        base = [
+            (r, b)
+            for r, b in base
+            if b is not None and b["best_val_acc"] is not None and r["best_val_acc"] is not None
+        ]
+        row["delta_val_vs_none"], _ = _mean_std(
+            [r["best_val_acc"] - b["best_val_acc"] for r, b in base]
+        )
+        row["ft_epochs_vs_none"], _ = _mean_std(
+            [r["ft_epochs"] / b["ft_epochs"] for r, b in base if b["ft_epochs"]]
+        )
         out[arm] = row
     return out
 
@@ -314,8 +404,9 @@ def targets(arms: dict[str, dict[str, Any]]) -> dict[str, Any]:
         out["energy_at_most_a_third_of_none_ft_epochs"] = energy["ft_epochs_vs_none"] <= 1 / 3
     if energy and hyperband and None not in (energy["best_val_acc"], hyperband["best_val_acc"]):
         out["energy_fewer_ft_epochs_than_hyperband"] = energy["ft_epochs"] < hyperband["ft_epochs"]
-        out["energy_accuracy_vs_hyperband_points"] = 100 * (energy["best_val_acc"]
-                                                            - hyperband["best_val_acc"])
+        out["energy_accuracy_vs_hyperband_points"] = 100 * (
+            energy["best_val_acc"] - hyperband["best_val_acc"]
+        )
     return out
 
 
@@ -342,12 +433,18 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {_pct(a['best_test_acc'], a['best_test_acc_std'])} | {delta} "
             f"| {a['ft_epochs']:.1f} ± {a['ft_epochs_std']:.1f} | {ratio} "
             f"| {a['wall_s']:.0f} ± {a['wall_s_std']:.0f} "
-            f"| {a['pruned_at_gate']:.1f} / {a['pruned_in_ft']:.1f} |")
-    lines += ["", "Mean ± std over seeds; Δ and ratios are paired by seed. "
-              f"Pruners start after {s['pruner_startup']} completed trials; energy: min_prob="
-              f"{s['min_prob']}, top_k={s['top_k']}. Targets: "
-              + ", ".join(f"{k}={v if not isinstance(v, float) else round(v, 2)}"
-                          for k, v in result["targets"].items())]
+            f"| {a['pruned_at_gate']:.1f} / {a['pruned_in_ft']:.1f} |"
+        )
+    lines += [
+        "",
+        "Mean ± std over seeds; Δ and ratios are paired by seed. "
+        f"Pruners start after {s['pruner_startup']} completed trials; energy: min_prob="
+        f"{s['min_prob']}, top_k={s['top_k']}. Targets: "
+        + ", ".join(
+            f"{k}={v if not isinstance(v, float) else round(v, 2)}"
+            for k, v in result["targets"].items()
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -379,14 +476,18 @@ def main(argv: list[str] | None = None) -> int:
             for arm in args.arms:
                 if (arm, seed) in done:
                     continue
-                cfg = compose(base + arm_overrides(arm, args)
-                              + [f"seed={seed}", f"study.name=pruning-{arm}-seed{seed}"],
-                              args.smoke)
+                cfg = compose(
+                    base
+                    + arm_overrides(arm, args)
+                    + [f"seed={seed}", f"study.name=pruning-{arm}-seed{seed}"],
+                    args.smoke,
+                )
                 log.info("=== arm %s, seed %d ===", arm, seed)
                 start = time.perf_counter()
                 study = run_search(cfg)
-                runs.append({"arm": arm, "seed": seed,
-                             **summarize(study, time.perf_counter() - start)})
+                runs.append(
+                    {"arm": arm, "seed": seed, **summarize(study, time.perf_counter() - start)}
+                )
                 text = write_outputs(args, base, str(Workspace(cfg).device), runs)
     except HpsearchError as err:
         print(f"pruning benchmark: error: {err}", file=sys.stderr)
@@ -401,33 +502,52 @@ def previous_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     old = json.loads(path.read_text())
-    mine = {"trials": args.trials, "ft_epochs": args.ft_epochs, "search_space": args.search_space,
-            "pruner_startup": args.pruner_startup, "sampler_startup": args.sampler_startup,
-            "min_prob": args.min_prob, "top_k": args.top_k}
-    differ = {k: (old["settings"].get(k), v) for k, v in mine.items()
-              if old["settings"].get(k) != v}
+    mine = {
+        "trials": args.trials,
+        "ft_epochs": args.ft_epochs,
+        "search_space": args.search_space,
+        "pruner_startup": args.pruner_startup,
+        "sampler_startup": args.sampler_startup,
+        "min_prob": args.min_prob,
+        "top_k": args.top_k,
+    }
+    differ = {
+        k: (old["settings"].get(k), v) for k, v in mine.items() if old["settings"].get(k) != v
+    }
     if differ:
         raise SystemExit(f"--continue: {path} was made with other settings {differ}")
     return [r for r in old["runs"] if r["arm"] in args.arms and r["seed"] in args.seeds]
 
 
-def write_outputs(args: argparse.Namespace, base: list[str], device: str,
-                  runs: list[dict[str, Any]]) -> str:
+def write_outputs(
+    args: argparse.Namespace, base: list[str], device: str, runs: list[dict[str, Any]]
+) -> str:
     """Write the JSON and the markdown of the runs so far (after every run: a long benchmark
     that stops early still leaves its results); returns the markdown."""
     arm_names = [a for a in args.arms if any(r["arm"] == a for r in runs)]
     arms = aggregate(runs, arm_names)
     result = {
-        "settings": {"experiment": "smoke (generated data)" if args.smoke else "split_cifar",
-                     "trials": args.trials, "ft_epochs": args.ft_epochs, "seeds": args.seeds,
-                     "device": device, "arms": args.arms, "search_space": args.search_space,
-                     "pruner_startup": args.pruner_startup,
-                     "sampler_startup": args.sampler_startup, "min_prob": args.min_prob,
-                     "top_k": args.top_k, "overrides": base,
-                     "torch": torch.__version__, "optuna": optuna.__version__,
-                     "host": platform.node(),
-                     "complete": len(runs) == len(args.arms) * len(args.seeds)},
-        "arms": arms, "targets": targets(arms), "runs": runs,
+        "settings": {
+            "experiment": "smoke (generated data)" if args.smoke else "split_cifar",
+            "trials": args.trials,
+            "ft_epochs": args.ft_epochs,
+            "seeds": args.seeds,
+            "device": device,
+            "arms": args.arms,
+            "search_space": args.search_space,
+            "pruner_startup": args.pruner_startup,
+            "sampler_startup": args.sampler_startup,
+            "min_prob": args.min_prob,
+            "top_k": args.top_k,
+            "overrides": base,
+            "torch": torch.__version__,
+            "optuna": optuna.__version__,
+            "host": platform.node(),
+            "complete": len(runs) == len(args.arms) * len(args.seeds),
+        },
+        "arms": arms,
+        "targets": targets(arms),
+        "runs": runs,
     }
     text = markdown(result)
     for path, content in ((args.out_json, json.dumps(result, indent=1)), (args.out_md, text)):
@@ -437,6 +557,7 @@ def write_outputs(args: argparse.Namespace, base: list[str], device: str,
 
 
 # ---------------------------------------------------------------------------- --replay
+
 
 def table_url(table: str) -> str:
     """A storage URL for TABLE: a URL as given, a path as a SQLite URL (which must exist)."""
@@ -455,8 +576,10 @@ def table_study(url: str, name: str | None) -> optuna.Study:
     if name is None:
         names = sorted(s.study_name for s in open_storage(url).get_all_studies())
         if len(names) != 1:
-            raise HpsearchError(f"{safe_url(url)} holds {len(names)} studies "
-                                f"({', '.join(names) or 'none'}); name one with --study")
+            raise HpsearchError(
+                f"{safe_url(url)} holds {len(names)} studies "
+                f"({', '.join(names) or 'none'}); name one with --study"
+            )
         name = names[0]
     return load_existing_study(url, name)
 
@@ -471,44 +594,94 @@ def replay_tables(args: argparse.Namespace) -> str:
     for table_arg in args.replay:
         url = table_url(table_arg)
         study = table_study(url, args.study)
-        replay_args = [f"{key}={value}" for key, value in
-                       (("replay.orders", args.orders), ("replay.budget", args.budget),
-                        ("replay.processes", args.processes)) if value is not None]
-        common = ["mode=replay", f"study.name={study.study_name}", *replay_args,
-                  *([f"pruner.n_startup_trials={args.pruner_startup}"]
-                    if args.pruner_startup is not None else []), *args.override]
+        replay_args = [
+            f"{key}={value}"
+            for key, value in (
+                ("replay.orders", args.orders),
+                ("replay.budget", args.budget),
+                ("replay.processes", args.processes),
+            )
+            if value is not None
+        ]
+        common = [
+            "mode=replay",
+            f"study.name={study.study_name}",
+            *replay_args,
+            *(
+                [f"pruner.n_startup_trials={args.pruner_startup}"]
+                if args.pruner_startup is not None
+                else []
+            ),
+            *args.override,
+        ]
         cfg = compose_config(common)
         pruners = replay_arms(args, common)
         table = rp.load_table(study)
         r = cfg.replay
-        log.info("=== replay of %s: %d trials x %d FT epochs, arms %s ===", table_arg,
-                 len(table.trials), table.ft_epochs, ", ".join(pruners))
-        settings, summary = rp.run_replay(table, pruners, int(r.orders), int(r.budget),
-                                          int(r.seed), int(r.processes) or rp.available_cpus())
+        log.info(
+            "=== replay of %s: %d trials x %d FT epochs, arms %s ===",
+            table_arg,
+            len(table.trials),
+            table.ft_epochs,
+            ", ".join(pruners),
+        )
+        settings, summary = rp.run_replay(
+            table,
+            pruners,
+            int(r.orders),
+            int(r.budget),
+            int(r.seed),
+            int(r.processes) or rp.available_cpus(),
+        )
         settings["storage"] = safe_url(url)
-        results[table_arg] = {"settings": settings, "pruners": {  # per-order rows left out
-            n: {k: v for k, v in row.items() if k != "per_order"} for n, row in summary.items()}}
+        results[table_arg] = {
+            "settings": settings,
+            "pruners": {  # per-order rows left out
+                n: {k: v for k, v in row.items() if k != "per_order"} for n, row in summary.items()
+            },
+        }
         spread = table.spread()
-        sections += [f"### Replay: `{table_arg}` (study `{table.study_name}`)", "",
-                     f"{len(table.trials)} complete trials × {table.ft_epochs} FT epochs; "
-                     f"objective best {spread['best']:.4f}, median {spread['median']:.4f}, "
-                     f"worst {spread['worst']:.4f}. {r.orders} orders × {r.budget} trials "
-                     f"(seed {r.seed}); replay wall time {settings['wall_s']:.1f} s with "
-                     f"{settings['processes']} process(es).", "",
-                     *markdown_table(rp.HEADER, rp.summary_rows(summary)), "",
-                     "Settings: " + "; ".join(
-                         f"`{n}` " + ", ".join(f"{k}={v}" for k, v in p.items())
-                         for n, p in settings["pruners"].items() if p), ""]
-    text = "\n".join(sections + [
-        "Mean over the orders [95% bootstrap interval of the mean]. FT epochs: fraction of "
-        "`none` on the same order. Regret: the order's best FT validation accuracy minus the "
-        "best the arm kept, in points. `replay s (CPU s)`: replay time per arm, summed over "
-        "the orders."]) + "\n"
-    meta = {"torch": torch.__version__, "optuna": optuna.__version__, "host": platform.node(),
-            "command": " ".join(sys.argv)}
-    for path, content in ((args.out_json, json.dumps({"meta": meta, "tables": results},
-                                                     indent=1)),
-                          (args.out_md, text)):
+        sections += [
+            f"### Replay: `{table_arg}` (study `{table.study_name}`)",
+            "",
+            f"{len(table.trials)} complete trials × {table.ft_epochs} FT epochs; "
+            f"objective best {spread['best']:.4f}, median {spread['median']:.4f}, "
+            f"worst {spread['worst']:.4f}. {r.orders} orders × {r.budget} trials "
+            f"(seed {r.seed}); replay wall time {settings['wall_s']:.1f} s with "
+            f"{settings['processes']} process(es).",
+            "",
+            *markdown_table(rp.HEADER, rp.summary_rows(summary)),
+            "",
+            "Settings: "
+            + "; ".join(
+                f"`{n}` " + ", ".join(f"{k}={v}" for k, v in p.items())
+                for n, p in settings["pruners"].items()
+                if p
+            ),
+            "",
+        ]
+    text = (
+        "\n".join(
+            sections
+            + [
+                "Mean over the orders [95% bootstrap interval of the mean]. FT epochs: fraction "
+                "of `none` on the same order. Regret: the order's best FT validation accuracy "
+                "minus the best the arm kept, in points. `replay s (CPU s)`: replay time per arm, "
+                "summed over the orders."
+            ]
+        )
+        + "\n"
+    )
+    meta = {
+        "torch": torch.__version__,
+        "optuna": optuna.__version__,
+        "host": platform.node(),
+        "command": " ".join(sys.argv),
+    }
+    for path, content in (
+        (args.out_json, json.dumps({"meta": meta, "tables": results}, indent=1)),
+        (args.out_md, text),
+    ):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(content)
     return text

@@ -16,7 +16,8 @@ metrics and user attrs as a search). It writes a markdown report — the command
         --weights ../shared/weights/resnet18_cifar10_src5.pt --results-md docs/results.md
     # its low-data regime (100 training images per class, FT 5 epochs): ~25 s a trial on a CPU
     python benchmarks/reproduce.py --lowdata --data-root ../shared/data/cifar10 \\
-        --weights ../shared/weights/resnet18_cifar10_src5.pt --seeds 0 1 2 --results-md docs/results.md
+        --weights ../shared/weights/resnet18_cifar10_src5.pt --seeds 0 1 2 \\
+        --results-md docs/results.md
     # the toy experiment (synthetic, about a minute)
     python benchmarks/reproduce.py --toy --seeds 0 1 2 3 4 --results-md docs/results.md
     # the whole pipeline (τ ∈ {0, 4, 16, conv}) on generated images and a random ResNet-18,
@@ -28,6 +29,7 @@ its seed is the same for every arm); a rerun skips the arms already complete, so
 run resumes. One arm is the CLI command ``python -m hpsearch <experiment overrides> <arm
 overrides> search_space=none study.n_trials=1 seed=S`` (the report lists the overrides).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,9 +39,10 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import optuna
@@ -49,9 +52,9 @@ sys.path.insert(0, str(REPO))
 
 from hpsearch.app import compose_config  # noqa: E402
 from hpsearch.errors import HpsearchError  # noqa: E402
+from hpsearch.schedules import study_distributions  # noqa: E402
 from hpsearch.stats import mean_interval, ranks  # noqa: E402
 from hpsearch.study.answer import points  # noqa: E402
-from hpsearch.schedules import study_distributions  # noqa: E402
 from hpsearch.study.setup import create_study, make_sampler  # noqa: E402
 from hpsearch.study.storage import open_storage  # noqa: E402
 from hpsearch.trial import Objective, Workspace  # noqa: E402
@@ -68,10 +71,15 @@ ALPHA = 0.05
 PEAK_SE = 2.0  # claim (a): the peak must beat both ends by this many standard errors
 
 # What the table shows per arm: (user attr, column title, format).
-COLUMNS = (("ft_val_acc", "FT val acc", "{:.4f}"), ("test_acc", "test acc", "{:.4f}"),
-           ("energy", "energy", "{:.3f}"), ("hp_train_acc", "HP train acc", "{:.3f}"),
-           ("adaptation_l2", "‖z_T − z_0‖", "{:.3f}"), ("adaptation_cos", "cos", "{:.4f}"),
-           ("hp_epochs_run", "HP epochs", "{:.1f}"))
+COLUMNS = (
+    ("ft_val_acc", "FT val acc", "{:.4f}"),
+    ("test_acc", "test acc", "{:.4f}"),
+    ("energy", "energy", "{:.3f}"),
+    ("hp_train_acc", "HP train acc", "{:.3f}"),
+    ("adaptation_l2", "‖z_T − z_0‖", "{:.3f}"),
+    ("adaptation_cos", "cos", "{:.4f}"),
+    ("hp_epochs_run", "HP epochs", "{:.1f}"),
+)
 
 
 # --- the sweep -------------------------------------------------------------------------------
@@ -107,8 +115,11 @@ class Arm:
             if self.tau is CONVERGED:
                 name = "hp_smooth" if self.eps > 0 else "lp_ft"
                 return [f"schedule={name}", f"schedule.set.hp.label_smoothing={self.eps}"]
-            return ["schedule=early_hp", f"schedule.set.hp.epochs={self.tau}",
-                    f"schedule.set.hp.label_smoothing={self.eps}"]
+            return [
+                "schedule=early_hp",
+                f"schedule.set.hp.epochs={self.tau}",
+                f"schedule.set.hp.label_smoothing={self.eps}",
+            ]
         out = [f"schedule={self.family}"]
         if self.tau is not CONVERGED:
             out += ["schedule.set.hp.until_converged=false", f"++schedule.set.hp.epochs={self.tau}"]
@@ -133,15 +144,19 @@ def split_cifar_overrides(args: argparse.Namespace) -> list[str]:
     for flag, path in (("--data-root", args.data_root), ("--weights", args.weights)):
         if not path:
             raise HpsearchError(f"{flag} is required for split-CIFAR (or pass --toy / --smoke)")
-    return [f"+experiment={args.experiment}", f"data.root={Path(args.data_root).resolve()}",
-            f"backbone.weights={Path(args.weights).resolve()}"]
+    return [
+        f"+experiment={args.experiment}",
+        f"data.root={Path(args.data_root).resolve()}",
+        f"backbone.weights={Path(args.weights).resolve()}",
+    ]
 
 
 SMOKE_SIZE = 16  # px; ResNet-18 still has all its stages (layer3 and layer4 at 1x1)
 
 
-def make_smoke_data(root: Path, train_per_class: int = 6, test_per_class: int = 2,
-                    size: int = SMOKE_SIZE) -> tuple[Path, Path]:
+def make_smoke_data(
+    root: Path, train_per_class: int = 6, test_per_class: int = 2, size: int = SMOKE_SIZE
+) -> tuple[Path, Path]:
     """A small ImageFolder with the target's class names and a random ResNet-18 state_dict
     (larger sizes serve timing runs where the real data is not at hand)."""
     import torch
@@ -168,10 +183,20 @@ def make_smoke_data(root: Path, train_per_class: int = 6, test_per_class: int = 
 
 def smoke_overrides(out: Path) -> list[str]:
     data, weights = make_smoke_data(out / "smoke_inputs")
-    return ["+experiment=split_cifar", f"data.root={data}", f"backbone.weights={weights}",
-            "data.train_per_class=4", "data.val_per_class=2", "data.test_per_class=2",
-            f"data.image_size={SMOKE_SIZE}", "data.crop_padding=2", "data.eval_batch_size=64",
-            "hp.batch_size=10", "ft.batch_size=10", "hp.max_epochs=6"]
+    return [
+        "+experiment=split_cifar",
+        f"data.root={data}",
+        f"backbone.weights={weights}",
+        "data.train_per_class=4",
+        "data.val_per_class=2",
+        "data.test_per_class=2",
+        f"data.image_size={SMOKE_SIZE}",
+        "data.crop_padding=2",
+        "data.eval_batch_size=64",
+        "hp.batch_size=10",
+        "ft.batch_size=10",
+        "hp.max_epochs=6",
+    ]
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -187,8 +212,9 @@ def completed(storage: optuna.storages.BaseStorage, name: str) -> dict[str, Any]
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         return None
-    done = [t for t in study.get_trials(deepcopy=False)
-            if t.state == optuna.trial.TrialState.COMPLETE]
+    done = [
+        t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE
+    ]
     if done:
         return dict(done[0].user_attrs)
     optuna.delete_study(study_name=name, storage=storage)  # killed mid-trial: run it again
@@ -197,26 +223,38 @@ def completed(storage: optuna.storages.BaseStorage, name: str) -> dict[str, Any]
 
 def run_sweep(args: argparse.Namespace, base: list[str], experiment: str) -> list[dict[str, Any]]:
     """Run every (arm, seed) not yet in storage; return one record per (arm, seed)."""
-    storage = (optuna.storages.InMemoryStorage() if args.storage == "memory"
-               else open_storage(args.storage))
+    storage = (
+        optuna.storages.InMemoryStorage()
+        if args.storage == "memory"
+        else open_storage(args.storage)
+    )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    common = base + [f"ft.epochs={args.ft_epochs}", f"device={args.device}", "progress=false",
-                     "search_space=none", "study.n_trials=1",
-                     *([] if args.storage == "memory" else [f"storage.url={args.storage}"]),
-                     f"storage.cache_dir={args.cache_dir}"]
+    common = base + [
+        f"ft.epochs={args.ft_epochs}",
+        f"device={args.device}",
+        "progress=false",
+        "search_space=none",
+        "study.n_trials=1",
+        *([] if args.storage == "memory" else [f"storage.url={args.storage}"]),
+        f"storage.cache_dir={args.cache_dir}",
+    ]
     if args.hp_max_epochs is not None:
         common.append(f"hp.max_epochs={args.hp_max_epochs}")
     probe = compose_config(common)
     from hpsearch.config import backbone_stage_count
 
-    arms = sweep(backbone_stage_count(str(probe.backbone.arch), int(probe.backbone.mlp_depth)),
-                 SMOKE_LINEAR_TAUS if args.smoke else LINEAR_TAUS)
+    arms = sweep(
+        backbone_stage_count(str(probe.backbone.arch), int(probe.backbone.mlp_depth)),
+        SMOKE_LINEAR_TAUS if args.smoke else LINEAR_TAUS,
+    )
     if args.only:
         wanted = set(args.only.split(","))
         unknown = wanted - {a.label for a in arms}
         if unknown:
-            raise HpsearchError(f"--only: unknown arm(s) {sorted(unknown)}; arms: "
-                                + ", ".join(a.label for a in arms))
+            raise HpsearchError(
+                f"--only: unknown arm(s) {sorted(unknown)}; arms: "
+                + ", ".join(a.label for a in arms)
+            )
         arms = [a for a in arms if a.label in wanted]
     workspace = Workspace(probe)
     records, todo = [], [(a, s) for a in arms for s in args.seeds]
@@ -227,20 +265,30 @@ def run_sweep(args: argparse.Namespace, base: list[str], experiment: str) -> lis
         attrs = completed(storage, name)
         if attrs is None:
             cfg = compose_config(common + arm.overrides() + [f"seed={seed}", f"study.name={name}"])
-            study = create_study(cfg, storage, make_sampler(cfg.study),
-                                 optuna.pruners.NopPruner())
+            study = create_study(cfg, storage, make_sampler(cfg.study), optuna.pruners.NopPruner())
             study.optimize(Objective(cfg, study_distributions(cfg), workspace), n_trials=1)
             attrs = dict(study.trials[0].user_attrs)
             ran += 1
             elapsed = time.perf_counter() - start
             eta = elapsed / ran * (len(todo) - i)
-            print(f"[{i}/{len(todo)}] {arm.label} seed {seed}: FT val {attrs['ft_val_acc']:.4f} "
-                  f"energy {attrs['energy']:.3f} adapt {attrs['adaptation_l2']:.3f} "
-                  f"(HP {attrs['hp_epochs_run']} ep) | {elapsed:.0f}s, ~{eta:.0f}s left",
-                  flush=True)
-        records.append({**attrs, "arm": arm.label, "family": arm.family,
-                        "tau_label": arm.tau_label, "eps": arm.eps, "curve": arm.curve,
-                        "run_seed": seed, "overrides": arm.overrides()})
+            print(
+                f"[{i}/{len(todo)}] {arm.label} seed {seed}: FT val {attrs['ft_val_acc']:.4f} "
+                f"energy {attrs['energy']:.3f} adapt {attrs['adaptation_l2']:.3f} "
+                f"(HP {attrs['hp_epochs_run']} ep) | {elapsed:.0f}s, ~{eta:.0f}s left",
+                flush=True,
+            )
+        records.append(
+            {
+                **attrs,
+                "arm": arm.label,
+                "family": arm.family,
+                "tau_label": arm.tau_label,
+                "eps": arm.eps,
+                "curve": arm.curve,
+                "run_seed": seed,
+                "overrides": arm.overrides(),
+            }
+        )
     return records
 
 
@@ -288,15 +336,29 @@ def summarise(records: list[dict[str, Any]]) -> list[Row]:
         stats = {key: mean_std([r[key] for r in rs]) for key, _, _ in COLUMNS}
         stats["wall_ft_s"] = mean_std([r["wall_ft_s"] for r in rs])
         r0 = rs[0]
-        rows.append(Row(arm, r0["curve"], r0["tau_label"], r0["eps"], r0["head_depth"],
-                        r0["layers_copied"], len(rs), stats))
+        rows.append(
+            Row(
+                arm,
+                r0["curve"],
+                r0["tau_label"],
+                r0["eps"],
+                r0["head_depth"],
+                r0["layers_copied"],
+                len(rs),
+                stats,
+            )
+        )
     return rows
 
 
 def curve_rows(rows: list[Row], curve: str) -> list[Row]:
     """The rows of one τ-curve in τ order; the linear curves share the τ = 0 arm."""
-    out = [r for r in rows if r.curve == curve or
-           (curve.startswith("linear") and r.curve.startswith("linear") and r.tau == "0")]
+    out = [
+        r
+        for r in rows
+        if r.curve == curve
+        or (curve.startswith("linear") and r.curve.startswith("linear") and r.tau == "0")
+    ]
     order = {t: i for i, t in enumerate(["0", "1", "2", "4", "8", "16", "32", "conv"])}
     return sorted(out, key=lambda r: order[r.tau])
 
@@ -326,19 +388,23 @@ def claim_a(rows: list[Row]) -> Claim:
         test_best = cr[int(np.argmax([r.stats["test_acc"][0] for r in cr]))]
         if best in (0, len(cr) - 1):
             verdicts.append((curve, "not supported"))
-            parts.append(f"{curve}: best FT val acc at τ={b.tau} (an end of the curve), "
-                         f"{means[best]:.4f}; test acc best at τ={test_best.tau}")
+            parts.append(
+                f"{curve}: best FT val acc at τ={b.tau} (an end of the curve), "
+                f"{means[best]:.4f}; test acc best at τ={test_best.tau}"
+            )
             continue
         margins = [means[best] - r.stats["ft_val_acc"][0] for r in (first, last)]
         noise = [math.hypot(_se(b, "ft_val_acc"), _se(r, "ft_val_acc")) for r in (first, last)]
         # NaN noise (one seed) is never clear.
         clear = all(m > PEAK_SE * n for m, n in zip(margins, noise))
         verdicts.append((curve, "supported" if clear else "inconclusive"))
-        parts.append(f"{curve}: best FT val acc {means[best]:.4f} at τ={b.tau}, "
-                     f"+{margins[0]:.4f} over τ=0 and +{margins[1]:.4f} over converged "
-                     f"(standard errors of the differences {noise[0]:.4f}, {noise[1]:.4f}; "
-                     f"needs > {PEAK_SE:g} each); "
-                     f"test acc best at τ={test_best.tau}")
+        parts.append(
+            f"{curve}: best FT val acc {means[best]:.4f} at τ={b.tau}, "
+            f"+{margins[0]:.4f} over τ=0 and +{margins[1]:.4f} over converged "
+            f"(standard errors of the differences {noise[0]:.4f}, {noise[1]:.4f}; "
+            f"needs > {PEAK_SE:g} each); "
+            f"test acc best at τ={test_best.tau}"
+        )
     return Claim("a", statement, _combine(verdicts), "; ".join(parts) or "no linear τ-curve run")
 
 
@@ -357,10 +423,14 @@ def claim_b(records: list[dict[str, Any]]) -> Claim:
     linear = [r for r in same if r["family"] == "linear"]
     rho_l, p_l = spearman([r["energy"] for r in linear], [r["adaptation_l2"] for r in linear])
     verdict = "supported" if rho > 0 and p < ALPHA else "not supported"
-    return Claim("b", statement, verdict,
-                 f"trials that copy every stage (linear and MLP heads, same z): ρ = {rho:.3f}, "
-                 f"one-sided permutation p = {p:.4f} (n = {len(same)}); linear head only: "
-                 f"ρ = {rho_l:.3f}, p = {p_l:.4f} (n = {len(linear)})")
+    return Claim(
+        "b",
+        statement,
+        verdict,
+        f"trials that copy every stage (linear and MLP heads, same z): ρ = {rho:.3f}, "
+        f"one-sided permutation p = {p:.4f} (n = {len(same)}); linear head only: "
+        f"ρ = {rho_l:.3f}, p = {p_l:.4f} (n = {len(linear)})",
+    )
 
 
 def claim_c(rows: list[Row]) -> Claim:
@@ -377,8 +447,9 @@ def claim_c(rows: list[Row]) -> Claim:
         parts.append(f"τ={t}: {e1:.3f} (ε={EPSILONS[1]:g}) vs {e0:.3f} (ε=0)")
     if not higher:
         return Claim("c", statement, "not measured", "no long-τ pair of ε arms run")
-    verdict = "supported" if all(higher) else ("not supported" if not any(higher)
-                                               else "inconclusive")
+    verdict = (
+        "supported" if all(higher) else ("not supported" if not any(higher) else "inconclusive")
+    )
     return Claim("c", statement, verdict, "energy " + "; ".join(parts))
 
 
@@ -397,8 +468,7 @@ def claim_d(rows: list[Row]) -> Claim:
             parts.append(f"{family} τ={t}: {e_alt:.3f} vs linear {e_ref:.3f}")
     if not lower:
         return Claim("d", statement, "not measured", "no MLP-head or partial-copy arm to compare")
-    verdict = "supported" if all(lower) else ("not supported" if not any(lower)
-                                              else "inconclusive")
+    verdict = "supported" if all(lower) else ("not supported" if not any(lower) else "inconclusive")
     return Claim("d", statement, verdict, "energy " + "; ".join(parts))
 
 
@@ -419,21 +489,29 @@ def bound_check(records: list[dict[str, Any]]) -> str:
     ratio = lambda r: r["adaptation_l2"] / r["energy"]
     c_all = max(ratio(r) for r in usable)
     seeds = sorted({r["run_seed"] for r in usable})
-    lines = [f"ĉ = max ‖z_T − z_0‖ / energy over the {len(usable)} trials that copy every stage = "
-             f"**{c_all:.3f}** (adaptation ≤ ĉ · energy holds for all of them by construction)."]
+    lines = [
+        f"ĉ = max ‖z_T − z_0‖ / energy over the {len(usable)} trials that copy every stage = "
+        f"**{c_all:.3f}** (adaptation ≤ ĉ · energy holds for all of them by construction)."
+    ]
     if len(seeds) > 1:
         held = []
         for s in seeds:
             c_s = max(ratio(r) for r in usable if r["run_seed"] == s)
             others = [r for r in usable if r["run_seed"] != s]
             ok = sum(r["adaptation_l2"] <= c_s * r["energy"] for r in others)
-            held.append(f"seed {s}: ĉ = {c_s:.3f}, bounds {ok}/{len(others)} trials of the "
-                        "other seeds")
-        lines.append("Held-out check — the bound fitted on one seed, applied to the others: "
-                     + "; ".join(held) + ".")
+            held.append(
+                f"seed {s}: ĉ = {c_s:.3f}, bounds {ok}/{len(others)} trials of the other seeds"
+            )
+        lines.append(
+            "Held-out check — the bound fitted on one seed, applied to the others: "
+            + "; ".join(held)
+            + "."
+        )
     ratios = sorted(ratio(r) for r in usable)
-    lines.append(f"adaptation/energy ranges from {ratios[0]:.3f} to {ratios[-1]:.3f} "
-                 f"(median {ratios[len(ratios) // 2]:.3f}).")
+    lines.append(
+        f"adaptation/energy ranges from {ratios[0]:.3f} to {ratios[-1]:.3f} "
+        f"(median {ratios[len(ratios) // 2]:.3f})."
+    )
     return " ".join(lines)
 
 
@@ -449,8 +527,14 @@ def table(rows: list[Row]) -> str:
     head = ["arm", "τ", "ε", "head", "copied", "n"] + [c[1] for c in COLUMNS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r.arm, r.tau, f"{r.eps:g}", "linear" if r.head_depth == 1 else f"MLP-{r.head_depth}",
-                 str(r.layers_copied), str(r.n)]
+        cells = [
+            r.arm,
+            r.tau,
+            f"{r.eps:g}",
+            "linear" if r.head_depth == 1 else f"MLP-{r.head_depth}",
+            str(r.layers_copied),
+            str(r.n),
+        ]
         cells += [fmt(r.stats[k], spec, r.n) for k, _, spec in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -471,9 +555,12 @@ def interval_table(records: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm, runs in by_arm.items():
         seeds = sorted(runs)
-        cells = [arm, str(len(seeds)),
-                 points(mean_interval([runs[s]["ft_val_acc"] for s in seeds])),
-                 points(mean_interval([runs[s]["test_acc"] for s in seeds]))]
+        cells = [
+            arm,
+            str(len(seeds)),
+            points(mean_interval([runs[s]["ft_val_acc"] for s in seeds])),
+            points(mean_interval([runs[s]["test_acc"] for s in seeds])),
+        ]
         for ref, _ in refs:
             paired = [s for s in seeds if s in by_arm[ref]]
             for key in ("ft_val_acc", "test_acc"):
@@ -486,8 +573,9 @@ def interval_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[Row], records: list[dict[str, Any]], c_hat: float | None, path: Path,
-         title: str) -> None:
+def plot(
+    rows: list[Row], records: list[dict[str, Any]], c_hat: float | None, path: Path, title: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -496,7 +584,9 @@ def plot(rows: list[Row], records: list[dict[str, Any]], c_hat: float | None, pa
     ticks = ["0", "1", "2", "4", "8", "16", "32", "conv"]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     curves = list(dict.fromkeys(r.curve for r in rows if r.tau != "0" or r.curve != "linear ε=0"))
-    curves = [f"linear ε={e:g}" for e in EPSILONS] + [c for c in curves if not c.startswith("linear")]
+    curves = [f"linear ε={e:g}" for e in EPSILONS] + [
+        c for c in curves if not c.startswith("linear")
+    ]
     markers = {"mlp_head": "s", "partial_copy": "^"}
     for curve in curves:
         cr = curve_rows(rows, curve)
@@ -504,8 +594,14 @@ def plot(rows: list[Row], records: list[dict[str, Any]], c_hat: float | None, pa
             continue
         x = [ticks.index(r.tau) for r in cr]
         for ax, key in ((axes[0], "ft_val_acc"), (axes[1], "energy")):
-            ax.errorbar(x, [r.stats[key][0] for r in cr], yerr=[r.stats[key][1] for r in cr],
-                        marker=markers.get(curve, "o"), capsize=3, label=curve)
+            ax.errorbar(
+                x,
+                [r.stats[key][0] for r in cr],
+                yerr=[r.stats[key][1] for r in cr],
+                marker=markers.get(curve, "o"),
+                capsize=3,
+                label=curve,
+            )
     for ax, ylabel in ((axes[0], "FT validation accuracy"), (axes[1], "energy after HP")):
         ax.set_xticks(range(len(ticks)), ticks)
         ax.set_xlabel("HP epochs τ")
@@ -514,11 +610,18 @@ def plot(rows: list[Row], records: list[dict[str, Any]], c_hat: float | None, pa
         ax.legend(fontsize=8)
     for curve in curves:
         rs = [r for r in same_features(records) if r["curve"] == curve]
-        axes[2].scatter([r["energy"] for r in rs], [r["adaptation_l2"] for r in rs], s=18,
-                        marker=markers.get(curve, "o"), label=curve)
+        axes[2].scatter(
+            [r["energy"] for r in rs],
+            [r["adaptation_l2"] for r in rs],
+            s=18,
+            marker=markers.get(curve, "o"),
+            label=curve,
+        )
     if c_hat is not None:
         e_max = max(r["energy"] for r in same_features(records))
-        axes[2].plot([0, e_max], [0, c_hat * e_max], "k--", lw=1, label=f"ĉ · energy, ĉ={c_hat:.2f}")
+        axes[2].plot(
+            [0, e_max], [0, c_hat * e_max], "k--", lw=1, label=f"ĉ · energy, ĉ={c_hat:.2f}"
+        )
     axes[2].set_xlabel("energy after HP (partial copy: z is another layer, not shown)")
     axes[2].set_ylabel("‖z_T − z_0‖ (mean over val)")
     axes[2].grid(alpha=0.3)
@@ -529,8 +632,15 @@ def plot(rows: list[Row], records: list[dict[str, Any]], c_hat: float | None, pa
     plt.close(fig)
 
 
-def report(args: argparse.Namespace, experiment: str, base: list[str],
-           records: list[dict[str, Any]], wall_s: float, png: Path, md_dir: Path) -> str:
+def report(
+    args: argparse.Namespace,
+    experiment: str,
+    base: list[str],
+    records: list[dict[str, Any]],
+    wall_s: float,
+    png: Path,
+    md_dir: Path,
+) -> str:
     rows = summarise(records)
     claims = [claim_a(rows), claim_b(records), claim_c(rows), claim_d(rows)]
     same = [r for r in same_features(records) if r["energy"] > 0]
@@ -539,38 +649,60 @@ def report(args: argparse.Namespace, experiment: str, base: list[str],
     ft_s = sum(r["wall_ft_s"] for r in records)
     hp_s = sum(r["wall_hp_s"] for r in records)
     command = " ".join(shlex.quote(a) for a in ["python", "benchmarks/reproduce.py", *sys.argv[1:]])
-    out = [f"Command: `{command}`",
-           "",
-           f"{len(records)} trials ({len(rows)} arms × seeds {', '.join(map(str, args.seeds))}), "
-           f"FT epochs {args.ft_epochs}, device {args.device_name}; "
-           f"FT {ft_s / 60:.1f} min and HP {hp_s / 60:.1f} min of trial time, "
-           f"{wall_s / 60:.1f} min wall for this invocation (arms already in storage are reused). "
-           f"Base overrides: `{' '.join(base)}`.",
-           "",
-           "### Claims",
-           ""]
+    out = [
+        f"Command: `{command}`",
+        "",
+        f"{len(records)} trials ({len(rows)} arms × seeds {', '.join(map(str, args.seeds))}), "
+        f"FT epochs {args.ft_epochs}, device {args.device_name}; "
+        f"FT {ft_s / 60:.1f} min and HP {hp_s / 60:.1f} min of trial time, "
+        f"{wall_s / 60:.1f} min wall for this invocation (arms already in storage are reused). "
+        f"Base overrides: `{' '.join(base)}`.",
+        "",
+        "### Claims",
+        "",
+    ]
     if args.smoke:
-        out[-2:-2] = ["Smoke run: a handful of generated images and a random backbone check the "
-                      "pipeline; its numbers say nothing about the claims.", ""]
+        out[-2:-2] = [
+            "Smoke run: a handful of generated images and a random backbone check the "
+            "pipeline; its numbers say nothing about the claims.",
+            "",
+        ]
     for c in claims:
         out.append(f"- **({c.key}) {c.statement}: {c.verdict}.** {c.evidence}.")
     if not any(r["family"] == "partial_copy" for r in records) and not args.only:
-        out.append("- partial_copy was not run: the backbone has a single stage, so copying all "
-                   "but the last would copy nothing.")
-    out += ["", "### Energy bound", "", bound_check(records), "",
-            "### FT accuracy with 95% intervals", "",
-            "Mean ± 95% t interval over seeds; Δ: the arm minus ft_only (τ = 0) or lp_ft "
-            "(converged, ε = 0) on the same seed, mean ± 95% t interval of those paired "
-            "differences, in points (every arm of a seed runs the same trial seed).", "",
-            interval_table(records), "",
-            "### Per arm (mean ± std over seeds)", "", table(rows), "",
-            f"![τ-curve]({os.path.relpath(png, md_dir)})", "",
-            "Energy: mean ‖e_y − q_0‖ on the train split at the start of FT (unsmoothed labels); "
-            "HP train acc at the end of HP; ‖z_T − z_0‖ and cos: the copied part's pooled "
-            "features before and after FT on the validation split. `conv`: HP until the "
-            "objective improved < 0.1% over 5 epochs (HP epochs column: how long that took).",
-            "", "Arm overrides (each arm = `python -m hpsearch <base overrides> <arm overrides> "
-            "search_space=none study.n_trials=1 seed=S`):", ""]
+        out.append(
+            "- partial_copy was not run: the backbone has a single stage, so copying all "
+            "but the last would copy nothing."
+        )
+    out += [
+        "",
+        "### Energy bound",
+        "",
+        bound_check(records),
+        "",
+        "### FT accuracy with 95% intervals",
+        "",
+        "Mean ± 95% t interval over seeds; Δ: the arm minus ft_only (τ = 0) or lp_ft "
+        "(converged, ε = 0) on the same seed, mean ± 95% t interval of those paired "
+        "differences, in points (every arm of a seed runs the same trial seed).",
+        "",
+        interval_table(records),
+        "",
+        "### Per arm (mean ± std over seeds)",
+        "",
+        table(rows),
+        "",
+        f"![τ-curve]({os.path.relpath(png, md_dir)})",
+        "",
+        "Energy: mean ‖e_y − q_0‖ on the train split at the start of FT (unsmoothed labels); "
+        "HP train acc at the end of HP; ‖z_T − z_0‖ and cos: the copied part's pooled "
+        "features before and after FT on the validation split. `conv`: HP until the "
+        "objective improved < 0.1% over 5 epochs (HP epochs column: how long that took).",
+        "",
+        "Arm overrides (each arm = `python -m hpsearch <base overrides> <arm overrides> "
+        "search_space=none study.n_trials=1 seed=S`):",
+        "",
+    ]
     for arm in dict.fromkeys(r["arm"] for r in records):
         ov = next(r["overrides"] for r in records if r["arm"] == arm)
         out.append(f"- `{arm}`: `{' '.join(ov)}`")
@@ -595,49 +727,93 @@ def update_section(path: Path, key: str, title: str, body: str) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data-root", help="split-CIFAR ImageFolder root (../shared/data/cifar10)")
     p.add_argument("--weights", help="source ResNet-18 state_dict (resnet18_cifar10_src5.pt)")
     kind = p.add_mutually_exclusive_group()
     kind.add_argument("--toy", action="store_true", help="the synthetic toy experiment instead")
-    kind.add_argument("--smoke", action="store_true",
-                      help="generated images, random ResNet-18, tiny sizes: < 1 minute")
-    kind.add_argument("--lowdata", action="store_true",
-                      help="split-CIFAR's low-data regime (+experiment=split_cifar_lowdata)")
-    p.add_argument("--ft-epochs", type=int, default=None,
-                   help="FT epochs per trial (default 6 split-CIFAR, 5 low-data, 8 toy, 1 smoke)")
-    p.add_argument("--hp-max-epochs", type=int, default=None,
-                   help="cap on HP epochs for the converged arms (default: hp.max_epochs)")
+    kind.add_argument(
+        "--smoke",
+        action="store_true",
+        help="generated images, random ResNet-18, tiny sizes: < 1 minute",
+    )
+    kind.add_argument(
+        "--lowdata",
+        action="store_true",
+        help="split-CIFAR's low-data regime (+experiment=split_cifar_lowdata)",
+    )
+    p.add_argument(
+        "--ft-epochs",
+        type=int,
+        default=None,
+        help="FT epochs per trial (default 6 split-CIFAR, 5 low-data, 8 toy, 1 smoke)",
+    )
+    p.add_argument(
+        "--hp-max-epochs",
+        type=int,
+        default=None,
+        help="cap on HP epochs for the converged arms (default: hp.max_epochs)",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--only", help="comma-separated arm labels to run (default: all)")
     p.add_argument("--out", type=Path, help="report directory (default docs/reproduce/<exp>)")
-    p.add_argument("--storage", help="Optuna storage URL, or 'memory' (default: sqlite under "
-                   "storage/; memory for --smoke)")
-    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="an hpsearch override for every trial (repeatable), e.g. ft.lr=0.02")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's; 1 for --smoke, which is robust "
-                        "when other jobs share the cores)")
-    p.add_argument("--cache-dir", default=str(REPO / "storage" / "cache"),
-                   help="decoded-data and feature cache")
-    p.add_argument("--results-md", type=Path,
-                   help="also write the report as this experiment's section of a markdown file "
-                        "(e.g. docs/results.md)")
+    p.add_argument(
+        "--storage",
+        help="Optuna storage URL, or 'memory' (default: sqlite under storage/; memory for --smoke)",
+    )
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an hpsearch override for every trial (repeatable), e.g. ft.lr=0.02",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's; 1 for --smoke, which is robust "
+        "when other jobs share the cores)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        default=str(REPO / "storage" / "cache"),
+        help="decoded-data and feature cache",
+    )
+    p.add_argument(
+        "--results-md",
+        type=Path,
+        help="also write the report as this experiment's section of a markdown file "
+        "(e.g. docs/results.md)",
+    )
     args = p.parse_args(argv)
-    experiment = ("smoke" if args.smoke else "toy" if args.toy
-                  else "split_cifar_lowdata" if args.lowdata else "split_cifar")
+    experiment = (
+        "smoke"
+        if args.smoke
+        else "toy"
+        if args.toy
+        else "split_cifar_lowdata"
+        if args.lowdata
+        else "split_cifar"
+    )
     args.experiment = experiment
     if args.ft_epochs is None:
-        args.ft_epochs = {"smoke": 1, "toy": 8, "split_cifar": 6, "split_cifar_lowdata": 5}[experiment]
+        args.ft_epochs = {"smoke": 1, "toy": 8, "split_cifar": 6, "split_cifar_lowdata": 5}[
+            experiment
+        ]
     if args.ft_epochs < 1 or len(set(args.seeds)) != len(args.seeds):
         p.error("--ft-epochs must be >= 1 and --seeds distinct")
     if args.out is None:
         args.out = REPO / "docs" / "reproduce" / experiment
     if args.storage is None:
-        args.storage = ("memory" if args.smoke else
-                        f"sqlite:///{REPO / 'storage' / f'reproduce-{experiment}.db'}")
+        args.storage = (
+            "memory"
+            if args.smoke
+            else f"sqlite:///{REPO / 'storage' / f'reproduce-{experiment}.db'}"
+        )
     if args.smoke:
         args.cache_dir = str(Path(args.out).resolve() / "cache")
         args.threads = args.threads or 1
@@ -652,11 +828,13 @@ def _device_name(device) -> str:
     return f"`cpu` ({os.cpu_count()} cores, torch threads: {torch.get_num_threads()})"
 
 
-TITLES = {"split_cifar": "Reproduction on split-CIFAR (ResNet-18, 5 source → 5 target classes)",
-          "split_cifar_lowdata": "Reproduction on split-CIFAR's low-data regime (100 training "
-                                 "images per class)",
-          "toy": "Reproduction on the toy experiment (linear backbone, synthetic data)",
-          "smoke": "Smoke run (generated images, random ResNet-18)"}
+TITLES = {
+    "split_cifar": "Reproduction on split-CIFAR (ResNet-18, 5 source → 5 target classes)",
+    "split_cifar_lowdata": "Reproduction on split-CIFAR's low-data regime (100 training "
+    "images per class)",
+    "toy": "Reproduction on the toy experiment (linear backbone, synthetic data)",
+    "smoke": "Smoke run (generated images, random ResNet-18)",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -686,11 +864,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps(records, indent=1, default=str))
     png = out / "tau_curve.png"
     md_dir = args.results_md.parent if args.results_md else out
-    body = report(args, args.experiment, base, records, time.perf_counter() - start, png,
-                  md_dir.resolve())
-    (out / "report.md").write_text(f"## {TITLES[args.experiment]}\n\n"
-                                   + body.replace(os.path.relpath(png, md_dir.resolve()),
-                                                  png.name))
+    body = report(
+        args, args.experiment, base, records, time.perf_counter() - start, png, md_dir.resolve()
+    )
+    (out / "report.md").write_text(
+        f"## {TITLES[args.experiment]}\n\n"
+        + body.replace(os.path.relpath(png, md_dir.resolve()), png.name)
+    )
     if args.results_md:
         update_section(args.results_md, args.experiment, TITLES[args.experiment], body)
     print(f"wrote {out / 'report.md'}, {png}" + (f", {args.results_md}" if args.results_md else ""))

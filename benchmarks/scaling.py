@@ -20,6 +20,7 @@ The study setups are the product's (``hpsearch.study.setup.prepare_study``); Pos
 database per run, dropped afterwards; SQLite a fresh file. ``--journal`` adds Optuna's journal
 file storage (no heartbeat, so no retries) for comparison.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,9 +47,16 @@ def compose(url: str, study: str, sampler: str) -> Any:
 
     from hpsearch.app import compose_config
 
-    cfg = compose_config([f"study.name={study}", f"study.sampler={sampler}", "progress=false",
-                          f"storage.url={url}" if not url.startswith("journal:") else
-                          "storage.url=sqlite:///unused.db"])
+    cfg = compose_config(
+        [
+            f"study.name={study}",
+            f"study.sampler={sampler}",
+            "progress=false",
+            f"storage.url={url}"
+            if not url.startswith("journal:")
+            else "storage.url=sqlite:///unused.db",
+        ]
+    )
     OmegaConf.set_struct(cfg, False)
     cfg.storage.url = url
     return OmegaConf.to_container(cfg, resolve=True)
@@ -68,12 +76,16 @@ def open_study(cfg_dict: dict, worker: int) -> Any:
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        storage = JournalStorage(JournalFileBackend(url[len("journal:"):]))
+        storage = JournalStorage(JournalFileBackend(url[len("journal:") :]))
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        return optuna.create_study(storage=storage, study_name=str(cfg.study.name),
-                                   direction="maximize", load_if_exists=True,
-                                   sampler=make_sampler(cfg.study, worker),
-                                   pruner=make_pruner(cfg))
+        return optuna.create_study(
+            storage=storage,
+            study_name=str(cfg.study.name),
+            direction="maximize",
+            load_if_exists=True,
+            sampler=make_sampler(cfg.study, worker),
+            pruner=make_pruner(cfg),
+        )
     return prepare_study(cfg, [])
 
 
@@ -100,8 +112,7 @@ def _worker(cfg_dict: dict, index: int, n_trials: int, trial_s: float, barrier: 
     objective = make_objective(cfg_dict, trial_s)
     # One zero-cost trial first, so that one-time costs of a new process (SQL compilation, lazy
     # imports in the sampler) are paid before the clock starts, as in a long-running worker.
-    study.optimize(lambda t: (t.set_user_attr("warmup", True), objective_value(t))[1],
-                   n_trials=1)
+    study.optimize(lambda t: (t.set_user_attr("warmup", True), objective_value(t))[1], n_trials=1)
     barrier.wait()
     study.optimize(objective, n_trials=n_trials)
 
@@ -116,10 +127,14 @@ def study_window(cfg_dict: dict) -> tuple[int, float, int]:
 
     study = open_study(cfg_dict, 0)
     trials = study.get_trials(deepcopy=False)
-    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE
-            and not t.user_attrs.get("warmup")]
-    window = (max(t.datetime_complete for t in done)
-              - min(t.datetime_start for t in done)).total_seconds()
+    done = [
+        t
+        for t in trials
+        if t.state == optuna.trial.TrialState.COMPLETE and not t.user_attrs.get("warmup")
+    ]
+    window = (
+        max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)
+    ).total_seconds()
     failed = sum(t.state == optuna.trial.TrialState.FAIL for t in trials)
     return len(done), window, failed
 
@@ -128,8 +143,10 @@ def run_scaling(url: str, workers: int, per_worker: int, trial_s: float) -> dict
     cfg_dict = compose(url, f"scaling-{workers}", "tpe")
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(workers)
-    procs = [ctx.Process(target=_worker, args=(cfg_dict, i, per_worker, trial_s, barrier))
-             for i in range(workers)]
+    procs = [
+        ctx.Process(target=_worker, args=(cfg_dict, i, per_worker, trial_s, barrier))
+        for i in range(workers)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -137,9 +154,15 @@ def run_scaling(url: str, workers: int, per_worker: int, trial_s: float) -> dict
     codes = [p.exitcode for p in procs]
     n, window, failed = study_window(cfg_dict)
     per_trial = window * workers / n  # worker-seconds per trial
-    return {"workers": workers, "trials": n, "failed": failed, "exit_codes": codes,
-            "window_s": round(window, 3), "throughput_per_s": round(n / window, 4),
-            "overhead_ms_per_trial": round((per_trial - trial_s) * 1000, 1)}
+    return {
+        "workers": workers,
+        "trials": n,
+        "failed": failed,
+        "exit_codes": codes,
+        "window_s": round(window, 3),
+        "throughput_per_s": round(n / window, 4),
+        "overhead_ms_per_trial": round((per_trial - trial_s) * 1000, 1),
+    }
 
 
 def run_overhead(url: str, n_trials: int, measured: int) -> list[dict[str, Any]]:
@@ -151,29 +174,39 @@ def run_overhead(url: str, n_trials: int, measured: int) -> list[dict[str, Any]]
     cfg_dict = compose(url, "overhead", "random")
     study = open_study(cfg_dict, 0)
     objective = make_objective(cfg_dict, 0.0)
-    scratch = optuna.create_study(direction="maximize",
-                                  sampler=optuna.samplers.RandomSampler(seed=0))
+    scratch = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0)
+    )
     scratch.optimize(objective, n_trials=max(0, n_trials - 2 * measured))
     start = time.perf_counter()
     study.add_trials(scratch.trials)
     fill_s = time.perf_counter() - start
     rows = []
-    for sampler in (optuna.samplers.RandomSampler(seed=1),
-                    optuna.samplers.TPESampler(seed=1, n_startup_trials=8)):
+    for sampler in (
+        optuna.samplers.RandomSampler(seed=1),
+        optuna.samplers.TPESampler(seed=1, n_startup_trials=8),
+    ):
         study.sampler = sampler
         stamps = [time.perf_counter()]
         cpu = time.process_time()
-        study.optimize(objective, n_trials=measured,
-                       callbacks=[lambda s, t: stamps.append(time.perf_counter())])
+        study.optimize(
+            objective,
+            n_trials=measured,
+            callbacks=[lambda s, t, stamps=stamps: stamps.append(time.perf_counter())],
+        )
         cpu = time.process_time() - cpu
         gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-        rows.append({"sampler": type(sampler).__name__, "trials_before": len(study.trials)
-                     - measured, "measured": len(gaps),
-                     "mean_ms": round(1000 * statistics.mean(gaps), 1),
-                     "median_ms": round(1000 * statistics.median(gaps), 1),
-                     "client_cpu_ms": round(1000 * cpu / len(gaps), 1),
-                     "bulk_fill_ms_per_trial": round(1000 * fill_s / max(1, len(scratch.trials)),
-                                                     1)})
+        rows.append(
+            {
+                "sampler": type(sampler).__name__,
+                "trials_before": len(study.trials) - measured,
+                "measured": len(gaps),
+                "mean_ms": round(1000 * statistics.mean(gaps), 1),
+                "median_ms": round(1000 * statistics.median(gaps), 1),
+                "client_cpu_ms": round(1000 * cpu / len(gaps), 1),
+                "bulk_fill_ms_per_trial": round(1000 * fill_s / max(1, len(scratch.trials)), 1),
+            }
+        )
     return rows
 
 
@@ -211,12 +244,21 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--trial-s", type=float, default=2.0, help="cost of one trial (s)")
     parser.add_argument("--per-worker", type=int, default=3, help="trials per worker")
-    parser.add_argument("--overhead-trials", type=int, default=1000,
-                        help="study size at which the per-trial overhead is measured")
-    parser.add_argument("--measured", type=int, default=50,
-                        help="trials timed per sampler at that size")
-    parser.add_argument("--storages", nargs="+", default=["postgres", "sqlite"],
-                        choices=["postgres", "sqlite", "journal"])
+    parser.add_argument(
+        "--overhead-trials",
+        type=int,
+        default=1000,
+        help="study size at which the per-trial overhead is measured",
+    )
+    parser.add_argument(
+        "--measured", type=int, default=50, help="trials timed per sampler at that size"
+    )
+    parser.add_argument(
+        "--storages",
+        nargs="+",
+        default=["postgres", "sqlite"],
+        choices=["postgres", "sqlite", "journal"],
+    )
     parser.add_argument("--pg-admin-url", default=PG_ADMIN_URL)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = parser.parse_args()
@@ -233,9 +275,14 @@ def main() -> None:
             return f"sqlite:///{tmp / f'bench{next(counter)}.db'}"
         return f"journal:{tmp / f'bench{next(counter)}.log'}"
 
-    results: dict[str, Any] = {"trial_s": args.trial_s, "per_worker": args.per_worker,
-                               "cpus": os.cpu_count(), "loadavg_start": os.getloadavg(),
-                               "scaling": {}, "overhead": {}}
+    results: dict[str, Any] = {
+        "trial_s": args.trial_s,
+        "per_worker": args.per_worker,
+        "cpus": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),
+        "scaling": {},
+        "overhead": {},
+    }
     try:
         for kind in args.storages:
             rows = []
@@ -244,19 +291,24 @@ def main() -> None:
                 base = rows[0]["throughput_per_s"] if rows else row["throughput_per_s"]
                 row["speedup_vs_1"] = round(row["throughput_per_s"] / base, 2)
                 rows.append(row)
-                print(f"{kind:8s} workers={w}: {row['trials']} trials in {row['window_s']:.2f}s"
-                      f" -> {row['throughput_per_s']:.3f}/s, x{row['speedup_vs_1']:.2f} vs 1, "
-                      f"overhead {row['overhead_ms_per_trial']:.0f} ms/trial, "
-                      f"failed {row['failed']}", flush=True)
+                print(
+                    f"{kind:8s} workers={w}: {row['trials']} trials in {row['window_s']:.2f}s"
+                    f" -> {row['throughput_per_s']:.3f}/s, x{row['speedup_vs_1']:.2f} vs 1, "
+                    f"overhead {row['overhead_ms_per_trial']:.0f} ms/trial, "
+                    f"failed {row['failed']}",
+                    flush=True,
+                )
             results["scaling"][kind] = rows
         for kind in args.storages:
             rows = run_overhead(url_for(kind), args.overhead_trials, args.measured)
             results["overhead"][kind] = rows
             for row in rows:
-                print(f"{kind:8s} {row['sampler']:13s}: zero-cost trials after "
-                      f"{row['trials_before']}: mean {row['mean_ms']:.1f} ms/trial, median "
-                      f"{row['median_ms']:.1f} ms, client CPU {row['client_cpu_ms']:.1f} ms",
-                      flush=True)
+                print(
+                    f"{kind:8s} {row['sampler']:13s}: zero-cost trials after "
+                    f"{row['trials_before']}: mean {row['mean_ms']:.1f} ms/trial, median "
+                    f"{row['median_ms']:.1f} ms, client CPU {row['client_cpu_ms']:.1f} ms",
+                    flush=True,
+                )
         results["loadavg_end"] = os.getloadavg()
     finally:
         if dbs is not None:

@@ -6,6 +6,7 @@ stderr and exit code 2 instead of a traceback; errors found later (data path, we
 are reported the same way. A storage that stops answering while a worker runs, for longer than
 ``storage.outage_timeout``, is one line too, with exit code 3 (the input was fine).
 """
+
 from __future__ import annotations
 
 import os
@@ -39,7 +40,7 @@ def _one_line(err: BaseException) -> str:
     text = lines[0] if lines else type(err).__name__
     if "Available options" in str(err):
         options = []
-        for line in lines[lines.index(next(l for l in lines if l.startswith("Available"))) + 1:]:
+        for line in lines[lines.index(next(x for x in lines if x.startswith("Available"))) + 1 :]:
             if line.startswith("Config search path"):
                 break
             options.append(line)
@@ -77,8 +78,10 @@ def check_composed(cfg: DictConfig) -> None:
     storage URL."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
-        raise ConfigError(f"{missing[0]} must be given for experiment {cfg.experiment!r} "
-                          f"(e.g. {missing[0]}=...); missing: {', '.join(missing)}")
+        raise ConfigError(
+            f"{missing[0]} must be given for experiment {cfg.experiment!r} "
+            f"(e.g. {missing[0]}=...); missing: {', '.join(missing)}"
+        )
     try:
         validate_config(cfg)
         if cfg.mode in ("search", "confirm"):
@@ -110,15 +113,19 @@ def replay_configs(cfg: DictConfig, overrides: list[str]) -> dict[str, DictConfi
     line's ``pruner.*`` values)."""
     chosen = [o for o in overrides if _override_key(o) in ("pruner", "pruner.name", "pruner.ft")]
     if chosen:
-        raise ConfigError(f"{chosen[0]}: mode=replay replays the pruners named in "
-                          "replay.pruners (e.g. 'replay.pruners=[median,energy+median]'); "
-                          "pruner.* settings such as pruner.n_startup_trials=5 apply to all")
+        raise ConfigError(
+            f"{chosen[0]}: mode=replay replays the pruners named in "
+            "replay.pruners (e.g. 'replay.pruners=[median,energy+median]'); "
+            "pruner.* settings such as pruner.n_startup_trials=5 apply to all"
+        )
     configs = {}
     for name in cfg.replay.pruners:
         settings = replay_pruner_settings(str(name))
         configs[str(name)] = compose_config(
-            overrides + [f"pruner={settings['name']}"]
-            + ([f"pruner.ft={settings['ft']}"] if "ft" in settings else []))
+            overrides
+            + [f"pruner={settings['name']}"]
+            + ([f"pruner.ft={settings['ft']}"] if "ft" in settings else [])
+        )
     return configs
 
 

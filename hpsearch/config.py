@@ -5,12 +5,13 @@ lists it first in its defaults, so a value of the wrong type (``hp.epochs=abc``)
 time with the key named. ``validate_config`` then checks ranges and cross-field rules (ε in [0, 1),
 ``layers_copied`` within the backbone's stages, ...) before any work starts.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
@@ -39,13 +40,25 @@ def replay_pruner_settings(name: str) -> dict[str, str]:
     base, _, ft = name.partition("+")
     return {"name": base, "ft": ft} if ft else {"name": base}
 
+
 # Stages a backbone is cut into for `backbone.layers_copied`; the vector backbones have one stage
 # per linear layer.
 RESNET_STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
 # HP-phase signals (trial user attrs set before the gate) the energy pruner may read
 # (`pruner.signals`); hpsearch.pruners.SIGNALS says how the predictor sees each.
-ENERGY_SIGNALS = ("energy", "hp_train_acc", "hp_train_loss", "hp_val_acc", "head_norm", "tau",
-                  "label_smoothing", "head_depth", "layers_copied", "hp_lr", "ft_lr")
+ENERGY_SIGNALS = (
+    "energy",
+    "hp_train_acc",
+    "hp_train_loss",
+    "hp_val_acc",
+    "head_norm",
+    "tau",
+    "label_smoothing",
+    "head_depth",
+    "layers_copied",
+    "hp_lr",
+    "ft_lr",
+)
 # The ones it reads by default: what head probing measured (energy, validation accuracy, train
 # loss) and the two schedule settings it does not see (the FT learning rate, the copied stages).
 # Chosen by replay on the toy and low-data tables (docs/energy-pruner.md).
@@ -62,7 +75,8 @@ def backbone_stage_count(arch: str, mlp_depth: int = 2) -> int:
 
 @dataclass
 class SyntheticConfig:
-    """The toy task: Gaussian classes in input space, related to a source task by shared directions."""
+    """The toy task: Gaussian classes in input space, related to a source task by shared
+    directions."""
 
     input_dim: int = 32
     shared_dim: int = 8  # latent directions that both the source and the target classes use
@@ -78,17 +92,17 @@ class SyntheticConfig:
 @dataclass
 class DataConfig:
     format: str = "synthetic"
-    root: Optional[str] = None
+    root: str | None = None
     download: bool = False
-    classes: Optional[List[str]] = None
+    classes: list[str] | None = None
     train_per_class: int = 200
     val_per_class: int = 100
-    test_per_class: Optional[int] = None  # None: the whole test split
+    test_per_class: int | None = None  # None: the whole test split
     split_seed: int = 0
     image_size: int = 32
-    cache_size: Optional[int] = None  # resolution kept in the uint8 cache; None: image_size
-    mean: List[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])
-    std: List[float] = field(default_factory=lambda: [0.2470, 0.2435, 0.2616])
+    cache_size: int | None = None  # resolution kept in the uint8 cache; None: image_size
+    mean: list[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])
+    std: list[float] = field(default_factory=lambda: [0.2470, 0.2435, 0.2616])
     crop_padding: int = 4
     flip: bool = True
     eval_batch_size: int = 500
@@ -98,7 +112,9 @@ class DataConfig:
 @dataclass
 class BackboneConfig:
     arch: str = "linear"
-    weights: Optional[str] = "source"  # imagenet | none | source (synthetic only) | path to a state_dict
+    weights: str | None = (
+        "source"  # imagenet | none | source (synthetic only) | path to a state_dict
+    )
     layers_copied: int = 1
     feature_dim: int = 16  # width of the vector backbones (linear, mlp)
     mlp_depth: int = 2
@@ -147,7 +163,7 @@ class ConfirmConfig:
 
     top_k: int = 3  # best distinct configurations of the search to confirm
     seeds: int = 3  # seeds each configuration and baseline runs (the same seeds for all)
-    baselines: List[str] = field(default_factory=lambda: ["ft_only", "lp_ft"])  # schedule names
+    baselines: list[str] = field(default_factory=lambda: ["ft_only", "lp_ft"])  # schedule names
     auto: bool = False  # confirm at the end of a search (one process, or the workers=N launcher)
 
 
@@ -158,16 +174,16 @@ class StudyConfig:
     sampler: str = "tpe"  # tpe | random
     seed: int = 0  # conf/config.yaml: the top-level seed unless given
     n_startup_trials: int = 8  # random trials before TPE models the space
-    enqueue: List[Dict[str, Any]] = field(default_factory=list)  # fixed trials run first:
+    enqueue: list[dict[str, Any]] = field(default_factory=list)  # fixed trials run first:
     # a list of {dotted.key: value} mappings
-    baselines: List[str] = field(default_factory=list)  # schedule names enqueued as fixed trials
+    baselines: list[str] = field(default_factory=list)  # schedule names enqueued as fixed trials
     top_k: int = 5  # rows of the best-trials table printed at the end
     confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
 
 
 @dataclass
 class StorageConfig:
-    url: Optional[str] = "sqlite:///storage/hpsearch.db"  # storage=postgres: $HPSEARCH_STORAGE_URL
+    url: str | None = "sqlite:///storage/hpsearch.db"  # storage=postgres: $HPSEARCH_STORAGE_URL
     artifacts: str = "storage/artifacts"  # trial checkpoints; shared by all workers of a study
     cache_dir: str = "storage/cache"
     reports: str = "storage/reports"  # mode=report writes <reports>/<study.name>/
@@ -191,21 +207,22 @@ class PrunerConfig:
     ft: str = "none"  # the pruner it hands the FT epochs to: none | median | hyperband
     top_k: int = 1  # 1: prune what is unlikely to become the best; larger keeps more trials
     min_prob: float = 0.003  # prune when P(beats the top_k-th best) is below; larger prunes more
-    energy_min: Optional[float] = None  # optional hard band on the energy (from the first trial)
-    energy_max: Optional[float] = None
-    signals: Optional[List[str]] = None  # user attrs the predictor reads; None: GATE_SIGNALS
+    energy_min: float | None = None  # optional hard band on the energy (from the first trial)
+    energy_max: float | None = None
+    signals: list[str] | None = None  # user attrs the predictor reads; None: GATE_SIGNALS
     # Earlier studies on related data (same objective and direction) whose completed trials the
     # gate's predictor is fitted on too; in prior_storage, or in storage.url when that is null.
-    prior_studies: List[str] = field(default_factory=list)
-    prior_storage: Optional[str] = None
+    prior_studies: list[str] = field(default_factory=list)
+    prior_storage: str | None = None
 
 
 @dataclass
 class ReplayConfig:
     """``mode=replay``: today's pruners played over random orders of a finished study's trials."""
 
-    pruners: List[str] = field(
-        default_factory=lambda: ["none", "median", "hyperband", "energy", "energy+median"])
+    pruners: list[str] = field(
+        default_factory=lambda: ["none", "median", "hyperband", "energy", "energy+median"]
+    )
     orders: int = 200  # random orders of the study's complete trials
     budget: int = 40  # trials in each order (drawn without replacement)
     seed: int = 0  # of the orders
@@ -227,7 +244,7 @@ class ScheduleConfig:
 
     name: str = "none"
     about: str = ""
-    set: Dict[str, Any] = field(default_factory=dict)
+    set: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -242,7 +259,7 @@ class HpsearchConfig:
     seed: int = 0
     progress: bool = True  # tqdm bars for feature extraction, HP and FT
     workers: int = 1  # > 1: start this many local worker processes of this command and wait
-    devices: Optional[List[str]] = None  # with workers: CUDA_VISIBLE_DEVICES of each worker
+    devices: list[str] | None = None  # with workers: CUDA_VISIBLE_DEVICES of each worker
     workers_per_device: int = 1  # with devices: at most this many workers share each GPU
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -255,7 +272,7 @@ class HpsearchConfig:
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    search_space: Dict[str, Any] = field(default_factory=dict)
+    search_space: dict[str, Any] = field(default_factory=dict)
 
 
 def channels_last_choice(value: Any) -> str:
@@ -297,98 +314,196 @@ def validate_config(cfg: DictConfig) -> None:
     _one_of(cfg, "pruner.ft", FT_PRUNERS)
     if cfg.pruner.name == "energy":
         _check_energy_pruner(cfg.pruner)
-        _require(str(cfg.study.name) not in list(cfg.pruner.prior_studies) or
-                 cfg.pruner.prior_storage not in (None, str(cfg.storage.url)),
-                 "pruner.prior_studies", list(cfg.pruner.prior_studies),
-                 f"a list of earlier studies, not this one (study.name={cfg.study.name})")
+        _require(
+            str(cfg.study.name) not in list(cfg.pruner.prior_studies)
+            or cfg.pruner.prior_storage not in (None, str(cfg.storage.url)),
+            "pruner.prior_studies",
+            list(cfg.pruner.prior_studies),
+            f"a list of earlier studies, not this one (study.name={cfg.study.name})",
+        )
     _check_replay(cfg.replay)
     device = cfg.device
-    _require(device in ("auto", "cpu", "cuda") or str(device).startswith("cuda:"), "device", device,
-             "auto, cpu, cuda or cuda:N")
+    _require(
+        device in ("auto", "cpu", "cuda") or str(device).startswith("cuda:"),
+        "device",
+        device,
+        "auto, cpu, cuda or cuda:N",
+    )
 
-    for key in ("hp.epochs", "ft.epochs", "hp.weight_decay", "ft.weight_decay", "hp.momentum",
-                "ft.momentum", "data.split_seed", "data.crop_padding"):
+    for key in (
+        "hp.epochs",
+        "ft.epochs",
+        "hp.weight_decay",
+        "ft.weight_decay",
+        "hp.momentum",
+        "ft.momentum",
+        "data.split_seed",
+        "data.crop_padding",
+    ):
         value = _select(cfg, key)
         _require(value >= 0, key, value, ">= 0")
     for key in ("hp.lr", "ft.lr"):
         value = _select(cfg, key)
         _require(value > 0 and math.isfinite(value), key, value, "a finite number > 0")
-    for key in ("hp.batch_size", "ft.batch_size", "data.eval_batch_size", "data.train_per_class",
-                "data.val_per_class", "data.image_size", "head.hidden",
-                "backbone.feature_dim", "study.top_k", "study.confirm.top_k",
-                "study.confirm.seeds", "workers", "storage.heartbeat_interval",
-                "storage.pool_size", "storage.pool_recycle", "hp.max_epochs", "hp.converge_window"):
+    for key in (
+        "hp.batch_size",
+        "ft.batch_size",
+        "data.eval_batch_size",
+        "data.train_per_class",
+        "data.val_per_class",
+        "data.image_size",
+        "head.hidden",
+        "backbone.feature_dim",
+        "study.top_k",
+        "study.confirm.top_k",
+        "study.confirm.seeds",
+        "workers",
+        "storage.heartbeat_interval",
+        "storage.pool_size",
+        "storage.pool_recycle",
+        "hp.max_epochs",
+        "hp.converge_window",
+    ):
         value = _select(cfg, key)
         _require(value >= 1, key, value, ">= 1")
     for key in ("study.n_trials", "storage.max_retry"):  # n_trials=0: create the study only
         value = _select(cfg, key)
         _require(value >= 0, key, value, ">= 0")
     _require(cfg.hp.converge_tol >= 0, "hp.converge_tol", cfg.hp.converge_tol, ">= 0")
-    _require(bool(cfg.storage.url), "storage.url", cfg.storage.url,
-             "a database URL: export HPSEARCH_STORAGE_URL=postgresql+psycopg2://user:pass@host:"
-             "5432/db (storage=postgres) or pass storage.url=...")
-    _require(math.isfinite(cfg.storage.outage_timeout) and cfg.storage.outage_timeout > 0,
-             "storage.outage_timeout", cfg.storage.outage_timeout,
-             "a finite number of seconds > 0 (how long a worker rides out a storage outage)")
-    _require(cfg.storage.grace_period > cfg.storage.heartbeat_interval, "storage.grace_period",
-             cfg.storage.grace_period,
-             f"> storage.heartbeat_interval={cfg.storage.heartbeat_interval} (seconds)")
+    _require(
+        bool(cfg.storage.url),
+        "storage.url",
+        cfg.storage.url,
+        "a database URL: export HPSEARCH_STORAGE_URL=postgresql+psycopg2://user:pass@host:"
+        "5432/db (storage=postgres) or pass storage.url=...",
+    )
+    _require(
+        math.isfinite(cfg.storage.outage_timeout) and cfg.storage.outage_timeout > 0,
+        "storage.outage_timeout",
+        cfg.storage.outage_timeout,
+        "a finite number of seconds > 0 (how long a worker rides out a storage outage)",
+    )
+    _require(
+        cfg.storage.grace_period > cfg.storage.heartbeat_interval,
+        "storage.grace_period",
+        cfg.storage.grace_period,
+        f"> storage.heartbeat_interval={cfg.storage.heartbeat_interval} (seconds)",
+    )
     per_device = cfg.workers_per_device
     _require(per_device >= 1, "workers_per_device", per_device, ">= 1")
     if cfg.devices is not None:
-        _require(len(cfg.devices) >= 1 and all(str(d).strip() for d in cfg.devices), "devices",
-                 list(cfg.devices), "a non-empty list of GPU ids, e.g. devices=[0,1]")
-        _require(device in ("auto", "cuda"), "device", device,
-                 "auto or cuda with devices=[...] (each worker sees its one GPU as cuda:0)")
+        _require(
+            len(cfg.devices) >= 1 and all(str(d).strip() for d in cfg.devices),
+            "devices",
+            list(cfg.devices),
+            "a non-empty list of GPU ids, e.g. devices=[0,1]",
+        )
+        _require(
+            device in ("auto", "cuda"),
+            "device",
+            device,
+            "auto or cuda with devices=[...] (each worker sees its one GPU as cuda:0)",
+        )
         slots = per_device * len(cfg.devices)
-        _require(cfg.workers <= slots, "workers", cfg.workers,
-                 f"<= workers_per_device x len(devices) = {per_device} x {len(cfg.devices)} = "
-                 f"{slots}; raise workers_per_device to run more workers on each GPU")
+        _require(
+            cfg.workers <= slots,
+            "workers",
+            cfg.workers,
+            f"<= workers_per_device x len(devices) = {per_device} x {len(cfg.devices)} = "
+            f"{slots}; raise workers_per_device to run more workers on each GPU",
+        )
     else:
-        _require(per_device == 1, "workers_per_device", per_device,
-                 "1 without devices=[...] (it says how many workers share each listed GPU)")
-    _require(channels_last_choice(cfg.channels_last) in CHANNELS_LAST, "channels_last",
-             cfg.channels_last, "one of " + ", ".join(CHANNELS_LAST))
+        _require(
+            per_device == 1,
+            "workers_per_device",
+            per_device,
+            "1 without devices=[...] (it says how many workers share each listed GPU)",
+        )
+    _require(
+        channels_last_choice(cfg.channels_last) in CHANNELS_LAST,
+        "channels_last",
+        cfg.channels_last,
+        "one of " + ", ".join(CHANNELS_LAST),
+    )
     for key in ("hp.label_smoothing", "ft.label_smoothing"):
         value = _select(cfg, key)
         _require(0.0 <= value < 1.0, key, value, "in [0, 1)")
-    _require(1 <= cfg.dashboard.port <= 65535, "dashboard.port", cfg.dashboard.port,
-             "a TCP port in [1, 65535]")
-    _require(bool(str(cfg.dashboard.host).strip()), "dashboard.host", cfg.dashboard.host,
-             "a host name or IP address to bind (127.0.0.1: this machine only)")
+    _require(
+        1 <= cfg.dashboard.port <= 65535,
+        "dashboard.port",
+        cfg.dashboard.port,
+        "a TCP port in [1, 65535]",
+    )
+    _require(
+        bool(str(cfg.dashboard.host).strip()),
+        "dashboard.host",
+        cfg.dashboard.host,
+        "a host name or IP address to bind (127.0.0.1: this machine only)",
+    )
     _require(1 <= cfg.head.depth <= 3, "head.depth", cfg.head.depth, "1 (linear), 2 or 3 (MLP)")
     _require(cfg.backbone.mlp_depth >= 1, "backbone.mlp_depth", cfg.backbone.mlp_depth, ">= 1")
     n_stages = backbone_stage_count(cfg.backbone.arch, cfg.backbone.mlp_depth)
-    _require(0 <= cfg.backbone.layers_copied <= n_stages, "backbone.layers_copied",
-             cfg.backbone.layers_copied,
-             f"in [0, {n_stages}] for {cfg.backbone.arch} (stages: {_stage_names(cfg)})")
+    _require(
+        0 <= cfg.backbone.layers_copied <= n_stages,
+        "backbone.layers_copied",
+        cfg.backbone.layers_copied,
+        f"in [0, {n_stages}] for {cfg.backbone.arch} (stages: {_stage_names(cfg)})",
+    )
     if cfg.data.test_per_class is not None:
-        _require(cfg.data.test_per_class >= 1, "data.test_per_class", cfg.data.test_per_class,
-                 ">= 1 or null (whole test split)")
+        _require(
+            cfg.data.test_per_class >= 1,
+            "data.test_per_class",
+            cfg.data.test_per_class,
+            ">= 1 or null (whole test split)",
+        )
     if cfg.data.cache_size is not None:
-        _require(cfg.data.cache_size >= 1, "data.cache_size", cfg.data.cache_size,
-                 ">= 1 or null (= data.image_size)")
-    _require(len(cfg.data.mean) == 3 and len(cfg.data.std) == 3 and min(cfg.data.std) > 0,
-             "data.std", list(cfg.data.std), "3 channel means and 3 positive channel stds")
+        _require(
+            cfg.data.cache_size >= 1,
+            "data.cache_size",
+            cfg.data.cache_size,
+            ">= 1 or null (= data.image_size)",
+        )
+    _require(
+        len(cfg.data.mean) == 3 and len(cfg.data.std) == 3 and min(cfg.data.std) > 0,
+        "data.std",
+        list(cfg.data.std),
+        "3 channel means and 3 positive channel stds",
+    )
 
     vector_data = cfg.data.format == "synthetic"
     vector_arch = cfg.backbone.arch in ("linear", "mlp")
-    _require(vector_data == vector_arch, "backbone.arch", cfg.backbone.arch,
-             "linear or mlp for data.format=synthetic, a resnet for image data")
+    _require(
+        vector_data == vector_arch,
+        "backbone.arch",
+        cfg.backbone.arch,
+        "linear or mlp for data.format=synthetic, a resnet for image data",
+    )
     if cfg.data.format != "synthetic" and not cfg.data.root:
-        raise ConfigError(f"data.root is not set: experiment {cfg.experiment!r} needs "
-                          f"data.root=DIR ({_ROOT_HELP[cfg.data.format]})")
+        raise ConfigError(
+            f"data.root is not set: experiment {cfg.experiment!r} needs "
+            f"data.root=DIR ({_ROOT_HELP[cfg.data.format]})"
+        )
     if cfg.backbone.weights is None or str(cfg.backbone.weights) == "":
-        raise ConfigError(f"backbone.weights is not set: experiment {cfg.experiment!r} needs "
-                          "backbone.weights=imagenet, none, or the path of a state_dict")
+        raise ConfigError(
+            f"backbone.weights is not set: experiment {cfg.experiment!r} needs "
+            "backbone.weights=imagenet, none, or the path of a state_dict"
+        )
     weights = str(cfg.backbone.weights)
     if weights == "source":
-        _require(vector_data, "backbone.weights", weights,
-                 "imagenet, none or a state_dict path for a resnet ('source' is the toy's "
-                 "in-process pretraining)")
+        _require(
+            vector_data,
+            "backbone.weights",
+            weights,
+            "imagenet, none or a state_dict path for a resnet ('source' is the toy's "
+            "in-process pretraining)",
+        )
     if weights == "imagenet":
-        _require(not vector_arch, "backbone.weights", weights,
-                 "source, none or a state_dict path for a vector backbone")
+        _require(
+            not vector_arch,
+            "backbone.weights",
+            weights,
+            "source, none or a state_dict path for a vector backbone",
+        )
     synth = cfg.data.synthetic
     for key in ("input_dim", "shared_dim", "n_classes", "source_per_class"):
         _require(synth[key] >= 1, f"data.synthetic.{key}", synth[key], ">= 1")
@@ -397,39 +512,71 @@ def validate_config(cfg: DictConfig) -> None:
 
 def _check_energy_pruner(p: DictConfig) -> None:
     names = [str(n) for n in p.prior_studies]
-    _require(all(names) and len(set(names)) == len(names), "pruner.prior_studies", names,
-             "a list of distinct, non-empty study names")
-    _require(p.n_startup_trials >= 2, "pruner.n_startup_trials", p.n_startup_trials,
-             ">= 2 for pruner=energy (the predictor needs two completed trials)")
-    _require(1 <= p.top_k <= p.n_startup_trials, "pruner.top_k", p.top_k,
-             f"in [1, pruner.n_startup_trials={p.n_startup_trials}]")
-    _require(math.isfinite(p.min_prob) and 0 < p.min_prob < 1, "pruner.min_prob", p.min_prob,
-             "a probability in (0, 1)")
+    _require(
+        all(names) and len(set(names)) == len(names),
+        "pruner.prior_studies",
+        names,
+        "a list of distinct, non-empty study names",
+    )
+    _require(
+        p.n_startup_trials >= 2,
+        "pruner.n_startup_trials",
+        p.n_startup_trials,
+        ">= 2 for pruner=energy (the predictor needs two completed trials)",
+    )
+    _require(
+        1 <= p.top_k <= p.n_startup_trials,
+        "pruner.top_k",
+        p.top_k,
+        f"in [1, pruner.n_startup_trials={p.n_startup_trials}]",
+    )
+    _require(
+        math.isfinite(p.min_prob) and 0 < p.min_prob < 1,
+        "pruner.min_prob",
+        p.min_prob,
+        "a probability in (0, 1)",
+    )
     for key in ("energy_min", "energy_max"):
         value = p[key]
-        _require(value is None or (math.isfinite(value) and value >= 0), f"pruner.{key}", value,
-                 "null or a finite number >= 0")
+        _require(
+            value is None or (math.isfinite(value) and value >= 0),
+            f"pruner.{key}",
+            value,
+            "null or a finite number >= 0",
+        )
     if p.energy_min is not None and p.energy_max is not None:
-        _require(p.energy_min < p.energy_max, "pruner.energy_min", p.energy_min,
-                 f"< pruner.energy_max={p.energy_max}")
+        _require(
+            p.energy_min < p.energy_max,
+            "pruner.energy_min",
+            p.energy_min,
+            f"< pruner.energy_max={p.energy_max}",
+        )
     if p.signals is not None:
         unknown = [s for s in p.signals if s not in ENERGY_SIGNALS]
-        _require(len(p.signals) > 0 and not unknown, "pruner.signals", list(p.signals),
-                 "null or a non-empty list of " + ", ".join(ENERGY_SIGNALS))
+        _require(
+            len(p.signals) > 0 and not unknown,
+            "pruner.signals",
+            list(p.signals),
+            "null or a non-empty list of " + ", ".join(ENERGY_SIGNALS),
+        )
 
 
 def _check_replay(r: DictConfig) -> None:
     names = list(r.pruners)
     unknown = [n for n in names if n not in REPLAY_PRUNERS]
-    _require(bool(names) and not unknown, "replay.pruners", names,
-             "a non-empty list of " + ", ".join(REPLAY_PRUNERS))
+    _require(
+        bool(names) and not unknown,
+        "replay.pruners",
+        names,
+        "a non-empty list of " + ", ".join(REPLAY_PRUNERS),
+    )
     twice = sorted({n for n in names if names.count(n) > 1})
-    _require(not twice, "replay.pruners", names, f"a list without repeats ({', '.join(twice)} "
-             "twice)")
+    _require(
+        not twice, "replay.pruners", names, f"a list without repeats ({', '.join(twice)} twice)"
+    )
     _require(r.orders >= 1, "replay.orders", r.orders, ">= 1")
     _require(r.budget >= 2, "replay.budget", r.budget, ">= 2 (trials per order)")
-    _require(r.processes >= 0, "replay.processes", r.processes,
-             ">= 0 (0: one per available CPU)")
+    _require(r.processes >= 0, "replay.processes", r.processes, ">= 0 (0: one per available CPU)")
 
 
 _ROOT_HELP = {

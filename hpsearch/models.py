@@ -5,14 +5,15 @@ A backbone is a list of stages (ResNet: stem, layer1 ... layer4; the toy: its li
 during head probing), stages[k:] are re-initialised from the trial's seed and train with the head.
 The features whose adaptation we measure are z = pooled output of the copied part.
 """
+
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from omegaconf import DictConfig
@@ -152,8 +153,14 @@ class Pretrained:
         return digest.hexdigest()
 
 
-def build_transfer_net(pretrained: Pretrained, bb_cfg: DictConfig, head_cfg: DictConfig,
-                       input_dim: int, n_classes: int, seed: int) -> TransferNet:
+def build_transfer_net(
+    pretrained: Pretrained,
+    bb_cfg: DictConfig,
+    head_cfg: DictConfig,
+    input_dim: int,
+    n_classes: int,
+    seed: int,
+) -> TransferNet:
     """The trial's network: pretrained copied stages, seeded fresh upper stages and head."""
     import copy
 
@@ -161,8 +168,9 @@ def build_transfer_net(pretrained: Pretrained, bb_cfg: DictConfig, head_cfg: Dic
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         fresh = new_backbone(bb_cfg, input_dim)
-        head = build_head(output_width(bb_cfg, input_dim), n_classes, int(head_cfg.depth),
-                          int(head_cfg.hidden))
+        head = build_head(
+            output_width(bb_cfg, input_dim), n_classes, int(head_cfg.depth), int(head_cfg.hidden)
+        )
     copied = [copy.deepcopy(s) for s in backbone_stages(pretrained.model)[:k]]
     return TransferNet(copied, backbone_stages(fresh)[k:], head)
 
@@ -170,8 +178,9 @@ def build_transfer_net(pretrained: Pretrained, bb_cfg: DictConfig, head_cfg: Dic
 # --- pretrained weights -----------------------------------------------------------------------
 
 
-def load_pretrained(bb_cfg: DictConfig, input_dim: int, seed: int,
-                    source_trainer=None) -> Pretrained:
+def load_pretrained(
+    bb_cfg: DictConfig, input_dim: int, seed: int, source_trainer=None
+) -> Pretrained:
     """The backbone with ``backbone.weights``: imagenet, none, source (toy) or a state_dict path."""
     weights = str(bb_cfg.weights)
     if weights == "none":
@@ -191,45 +200,62 @@ def load_pretrained(bb_cfg: DictConfig, input_dim: int, seed: int,
 def _imagenet_backbone(arch: str) -> nn.Module:
     import torchvision
 
-    weights = torchvision.models.get_weight(f"{arch.replace('resnet', 'ResNet')}_Weights.IMAGENET1K_V1")
+    weights = torchvision.models.get_weight(
+        f"{arch.replace('resnet', 'ResNet')}_Weights.IMAGENET1K_V1"
+    )
     try:
         return getattr(torchvision.models, arch)(weights=weights)
     except Exception as err:
-        raise HpsearchError(f"backbone.weights=imagenet: could not download torchvision's {arch} "
-                            f"weights ({type(err).__name__}: {str(err).splitlines()[0][:120]}); "
-                            "offline, pass backbone.weights=PATH to a state_dict") from None
+        raise HpsearchError(
+            f"backbone.weights=imagenet: could not download torchvision's {arch} "
+            f"weights ({type(err).__name__}: {str(err).splitlines()[0][:120]}); "
+            "offline, pass backbone.weights=PATH to a state_dict"
+        ) from None
 
 
 def load_state_dict_file(model: nn.Module, path: Path, arch: str) -> None:
     """Load a state_dict checkpoint into ``model``; a source-task ``fc`` is dropped."""
     if not path.is_file():
-        raise HpsearchError(f"backbone.weights={str(path)!r}: file not found; expected imagenet, "
-                            "none, or the path of a saved state_dict")
+        raise HpsearchError(
+            f"backbone.weights={str(path)!r}: file not found; expected imagenet, "
+            "none, or the path of a saved state_dict"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise HpsearchError(f"backbone.weights={str(path)!r}: not a loadable state_dict "
-                            f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
+        raise HpsearchError(
+            f"backbone.weights={str(path)!r}: not a loadable state_dict "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:160]})"
+        ) from None
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise HpsearchError(f"backbone.weights={str(path)!r}: expected a state_dict (a mapping "
-                            "of parameter names to tensors)")
+        raise HpsearchError(
+            f"backbone.weights={str(path)!r}: expected a state_dict (a mapping "
+            "of parameter names to tensors)"
+        )
     state = {k.removeprefix("module."): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     expected = {k for k in model.state_dict() if not k.startswith("fc.")}
     missing = sorted(expected - set(state))
     unexpected = sorted(set(state) - expected)
     if missing or unexpected:
-        raise HpsearchError(f"backbone.weights={str(path)!r} does not fit backbone.arch={arch}: "
-                            f"missing keys {_few(missing)}, unexpected keys {_few(unexpected)}")
+        raise HpsearchError(
+            f"backbone.weights={str(path)!r} does not fit backbone.arch={arch}: "
+            f"missing keys {_few(missing)}, unexpected keys {_few(unexpected)}"
+        )
     own = model.state_dict()
-    bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
-           if v.shape != own[k].shape]
+    bad = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if v.shape != own[k].shape
+    ]
     if bad:
-        raise HpsearchError(f"backbone.weights={str(path)!r} does not fit backbone.arch={arch}: "
-                            f"shape mismatch {_few(bad)}")
+        raise HpsearchError(
+            f"backbone.weights={str(path)!r} does not fit backbone.arch={arch}: "
+            f"shape mismatch {_few(bad)}"
+        )
     model.load_state_dict(state, strict=False)
 
 

@@ -21,11 +21,12 @@ How a schedule meets the search space:
 - ``study.confirm.baselines`` names the schedules ``mode=confirm`` runs next to the search's best
   configurations (``hpsearch.study.confirm``), enqueued the same way, once per confirmation seed.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
@@ -81,12 +82,14 @@ class Schedule:
     values: Mapping[str, Any]
 
     @classmethod
-    def from_node(cls, node: Any) -> "Schedule":
+    def from_node(cls, node: Any) -> Schedule:
         node = _plain(node)
         values = node.get("set") or {}
         if not isinstance(values, Mapping):
-            raise ConfigError(f"schedule {node.get('name')!r}: set must be a mapping of config "
-                              "values, e.g. {hp: {epochs: 4}}")
+            raise ConfigError(
+                f"schedule {node.get('name')!r}: set must be a mapping of config "
+                "values, e.g. {hp: {epochs: 4}}"
+            )
         return cls(str(node.get("name", "")), str(node.get("about", "")), _flatten(values))
 
     def resolved(self, cfg: DictConfig) -> dict[str, Any]:
@@ -95,8 +98,10 @@ class Schedule:
         copied = out.get(LAYERS_COPIED)
         if isinstance(copied, str):
             if copied not in COPY_WORDS:
-                raise ConfigError(f"schedule {self.name}: {LAYERS_COPIED}={copied!r} is invalid: "
-                                  f"must be an integer, {' or '.join(COPY_WORDS)}")
+                raise ConfigError(
+                    f"schedule {self.name}: {LAYERS_COPIED}={copied!r} is invalid: "
+                    f"must be an integer, {' or '.join(COPY_WORDS)}"
+                )
             n_stages = backbone_stage_count(str(cfg.backbone.arch), int(cfg.backbone.mlp_depth))
             out[LAYERS_COPIED] = n_stages - COPY_WORDS[copied]
         return out
@@ -180,9 +185,11 @@ def baseline_schedules(cfg: DictConfig, key: str = "study.baselines") -> list[Sc
     return schedules
 
 
-def baseline_params(cfg: DictConfig, schedule: Schedule,
-                    distributions: Mapping[str, optuna.distributions.BaseDistribution]
-                    ) -> dict[str, Any]:
+def baseline_params(
+    cfg: DictConfig,
+    schedule: Schedule,
+    distributions: Mapping[str, optuna.distributions.BaseDistribution],
+) -> dict[str, Any]:
     """The baseline's values for the search-space keys it can be recorded under."""
     applied = schedule.apply(cfg)
     moot = schedule.moot_keys(applied)
@@ -194,29 +201,38 @@ def baseline_params(cfg: DictConfig, schedule: Schedule,
     return params
 
 
-def enqueue_baselines(study: optuna.Study, cfg: DictConfig,
-                      distributions: Mapping[str, optuna.distributions.BaseDistribution]
-                      ) -> list[str]:
+def enqueue_baselines(
+    study: optuna.Study,
+    cfg: DictConfig,
+    distributions: Mapping[str, optuna.distributions.BaseDistribution],
+) -> list[str]:
     """Enqueue each ``study.baselines`` schedule not yet in the study; return the names enqueued.
 
     A baseline counts as present when a trial carries its name with ``baseline=true`` and did not
     fail (two workers starting at the same instant may both enqueue it, as with enqueue_trial).
     """
-    present = {t.user_attrs.get(SCHEDULE_ATTR) for t in study.get_trials(deepcopy=False)
-               if t.user_attrs.get(BASELINE_ATTR) and t.state != optuna.trial.TrialState.FAIL}
+    present = {
+        t.user_attrs.get(SCHEDULE_ATTR)
+        for t in study.get_trials(deepcopy=False)
+        if t.user_attrs.get(BASELINE_ATTR) and t.state != optuna.trial.TrialState.FAIL
+    }
     enqueued = []
     for schedule in baseline_schedules(cfg):
         if schedule.name in present:
             continue
-        study.enqueue_trial(baseline_params(cfg, schedule, distributions),
-                            user_attrs={SCHEDULE_ATTR: schedule.name, BASELINE_ATTR: True})
+        study.enqueue_trial(
+            baseline_params(cfg, schedule, distributions),
+            user_attrs={SCHEDULE_ATTR: schedule.name, BASELINE_ATTR: True},
+        )
         enqueued.append(schedule.name)
     return enqueued
 
 
-def configure_trial(trial: optuna.Trial, cfg: DictConfig,
-                    distributions: Mapping[str, optuna.distributions.BaseDistribution]
-                    ) -> DictConfig:
+def configure_trial(
+    trial: optuna.Trial,
+    cfg: DictConfig,
+    distributions: Mapping[str, optuna.distributions.BaseDistribution],
+) -> DictConfig:
     """The config one trial runs: its schedule (a baseline's, else the study's) applied to
     ``cfg``, then the trial's values for the search-space keys that schedule leaves open."""
     if trial.user_attrs.get(BASELINE_ATTR):

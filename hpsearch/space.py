@@ -10,10 +10,12 @@ composed config: the key must exist, the bounds must be well-formed, and the con
 bound (or choice) applied must still validate — so ``hp.label_smoothing: {high: 1.5}`` fails
 before any trial runs. ``apply_params`` writes a trial's values into a copy of the config.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
@@ -34,8 +36,10 @@ def _config_value(cfg: DictConfig, key: str) -> Any:
     node: Any = cfg
     for part in key.split("."):
         if not isinstance(node, DictConfig) or part not in node:
-            raise ConfigError(f"search_space: unknown key {key!r}: it must name an existing "
-                              "config value such as hp.epochs, hp.lr or head.depth")
+            raise ConfigError(
+                f"search_space: unknown key {key!r}: it must name an existing "
+                "config value such as hp.epochs, hp.lr or head.depth"
+            )
         node = node[part]
     if isinstance(node, (DictConfig, list)) or OmegaConf.is_list(node):
         raise ConfigError(f"search_space: key {key!r} is a config group, not a single value")
@@ -44,31 +48,40 @@ def _config_value(cfg: DictConfig, key: str) -> Any:
 
 def _parse_one(key: str, spec: Any, current: Any) -> optuna.distributions.BaseDistribution:
     if not isinstance(spec, Mapping):
-        raise ConfigError(f"search_space.{key}: must be a mapping with 'type' "
-                          f"({', '.join(DISTRIBUTION_TYPES)})")
+        raise ConfigError(
+            f"search_space.{key}: must be a mapping with 'type' ({', '.join(DISTRIBUTION_TYPES)})"
+        )
     kind = spec.get("type")
     if kind not in DISTRIBUTION_TYPES:
-        raise ConfigError(f"search_space.{key}.type={kind!r} is invalid: must be one of "
-                          + ", ".join(DISTRIBUTION_TYPES))
+        raise ConfigError(
+            f"search_space.{key}.type={kind!r} is invalid: must be one of "
+            + ", ".join(DISTRIBUTION_TYPES)
+        )
     allowed = _CATEGORICAL_FIELDS if kind == "categorical" else _INT_FIELDS
     extra = sorted(set(spec) - allowed)
     if extra:
-        raise ConfigError(f"search_space.{key}: unknown field(s) {extra} for type {kind}: allowed "
-                          + ", ".join(sorted(allowed)))
+        raise ConfigError(
+            f"search_space.{key}: unknown field(s) {extra} for type {kind}: allowed "
+            + ", ".join(sorted(allowed))
+        )
     if kind == "categorical":
         choices = spec.get("choices")
         if not isinstance(choices, (list, tuple)) or len(choices) == 0:
             raise ConfigError(f"search_space.{key}.choices must be a non-empty list")
         for choice in choices:
             if choice is not None and not isinstance(choice, (bool, int, float, str)):
-                raise ConfigError(f"search_space.{key}.choices: {choice!r} is not a scalar "
-                                  "(bool, int, float, str or null)")
+                raise ConfigError(
+                    f"search_space.{key}.choices: {choice!r} is not a scalar "
+                    "(bool, int, float, str or null)"
+                )
         return optuna.distributions.CategoricalDistribution(list(choices))
 
     low, high = spec.get("low"), spec.get("high")
     if not _is_number(low) or not _is_number(high):
-        raise ConfigError(f"search_space.{key}: low and high must be finite numbers, got "
-                          f"low={low!r} high={high!r}")
+        raise ConfigError(
+            f"search_space.{key}: low and high must be finite numbers, got "
+            f"low={low!r} high={high!r}"
+        )
     if low > high:
         raise ConfigError(f"search_space.{key}: low={low} > high={high}; need low <= high")
     log = spec.get("log", False)
@@ -84,19 +97,26 @@ def _parse_one(key: str, spec: Any, current: Any) -> optuna.distributions.BaseDi
 
     if kind == "int":
         if isinstance(current, float) and not isinstance(current, bool):
-            raise ConfigError(f"search_space.{key}: type int for a float config value "
-                              f"({current!r}); use type float")
+            raise ConfigError(
+                f"search_space.{key}: type int for a float config value "
+                f"({current!r}); use type float"
+            )
         for name, value in (("low", low), ("high", high), ("step", step)):
             if value is not None and not float(value).is_integer():
-                raise ConfigError(f"search_space.{key}.{name}={value} must be an integer for "
-                                  "type int")
-        return optuna.distributions.IntDistribution(int(low), int(high), log=log,
-                                                    step=int(step) if step is not None else 1)
+                raise ConfigError(
+                    f"search_space.{key}.{name}={value} must be an integer for type int"
+                )
+        return optuna.distributions.IntDistribution(
+            int(low), int(high), log=log, step=int(step) if step is not None else 1
+        )
     if isinstance(current, int) and not isinstance(current, bool):
-        raise ConfigError(f"search_space.{key}: type float for an integer config value "
-                          f"({current!r}); use type int")
-    return optuna.distributions.FloatDistribution(float(low), float(high), log=log,
-                                                  step=float(step) if step is not None else None)
+        raise ConfigError(
+            f"search_space.{key}: type float for an integer config value "
+            f"({current!r}); use type int"
+        )
+    return optuna.distributions.FloatDistribution(
+        float(low), float(high), log=log, step=float(step) if step is not None else None
+    )
 
 
 def _probe_values(dist: optuna.distributions.BaseDistribution) -> list[Any]:
@@ -119,8 +139,9 @@ def parse_search_space(
             try:
                 validate_config(apply_params(cfg, {key: value}))
             except HpsearchError as err:
-                raise ConfigError(f"search_space.{key}: value {value!r} is outside what the "
-                                  f"config allows ({err})") from None
+                raise ConfigError(
+                    f"search_space.{key}: value {value!r} is outside what the config allows ({err})"
+                ) from None
         distributions[key] = dist
     return distributions
 
@@ -153,6 +174,7 @@ def suggest(trial: optuna.Trial, distributions: Mapping[str, Any]) -> dict[str, 
         elif isinstance(dist, optuna.distributions.IntDistribution):
             values[key] = trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
         else:
-            values[key] = trial.suggest_float(key, dist.low, dist.high, step=dist.step,
-                                              log=dist.log)
+            values[key] = trial.suggest_float(
+                key, dist.low, dist.high, step=dist.step, log=dist.log
+            )
     return values

@@ -6,11 +6,13 @@ The t quantile is computed here rather than taken from scipy, which the package 
 on: the degrees of freedom are always whole numbers (seeds − 1), for which Student's t CDF has a
 closed form (a finite sum in θ = atan(t / √ν)), and bisection inverts it to 1e-12.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
@@ -62,8 +64,9 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float | None:
     return (concordant - discordant) / math.sqrt(pairs_x * pairs_y)
 
 
-def bootstrap_interval(values: Sequence[float], level: float = 0.95, resamples: int = 2000,
-                       seed: int = 0) -> tuple[float, float, float] | None:
+def bootstrap_interval(
+    values: Sequence[float], level: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float, float] | None:
     """The mean and its ``level`` percentile-bootstrap interval (``resamples`` resamples with a
     fixed seed, so the same values give the same interval); None for no values. One value, or
     values all equal, give a zero-width interval."""
@@ -99,14 +102,22 @@ def bound_stats(trials: Sequence[FrozenTrial]) -> dict[str, Any]:
     """ĉ = max over complete trials of adaptation_l2 / energy (the smallest constant with
     ‖z_T − z_0‖ ≤ ĉ · energy on every trial), the trial attaining it, and Spearman ρ between
     energy and adaptation_l2. Trials without both metrics, or with energy 0, do not count."""
-    pts = [(t.number, t.user_attrs["energy"], t.user_attrs["adaptation_l2"]) for t in trials
-           if t.state == TrialState.COMPLETE
-           and finite(t.user_attrs.get("energy"), t.user_attrs.get("adaptation_l2"))]
+    pts = [
+        (t.number, t.user_attrs["energy"], t.user_attrs["adaptation_l2"])
+        for t in trials
+        if t.state == TrialState.COMPLETE
+        and finite(t.user_attrs.get("energy"), t.user_attrs.get("adaptation_l2"))
+    ]
     ratios = [(a / e, n) for n, e, a in pts if e > 0]
     c_hat, arg = max(ratios) if ratios else (None, None)
     rho = spearman_rho([e for _, e, _ in pts], [a for _, _, a in pts])
-    return {"c_hat": c_hat, "c_hat_trial": arg, "n_ratio": len(ratios), "spearman_rho": rho,
-            "n_rho": len(pts)}
+    return {
+        "c_hat": c_hat,
+        "c_hat_trial": arg,
+        "n_ratio": len(ratios),
+        "spearman_rho": rho,
+        "n_rho": len(pts),
+    }
 
 
 def t_cdf_two_sided(t: float, df: int) -> float:

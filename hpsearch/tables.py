@@ -1,8 +1,10 @@
 """Tables for people: one way to format a value, as a terminal table or as markdown."""
+
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 MISSING = "–"  # a value a trial did not record
 

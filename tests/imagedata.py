@@ -1,4 +1,5 @@
 """Tiny generated ImageFolder datasets for tests (never the shared benchmark data)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,14 @@ import torch
 from torchvision.io import write_png
 
 
-def make_imagefolder(root: Path, classes: list[str], train_per_class: int, test_per_class: int,
-                     size: int = 32, seed: int = 0) -> Path:
+def make_imagefolder(
+    root: Path,
+    classes: list[str],
+    train_per_class: int,
+    test_per_class: int,
+    size: int = 32,
+    seed: int = 0,
+) -> Path:
     """root/{train,test}/<class>/NNNN.png with a class-dependent colour so classes are learnable."""
     gen = torch.Generator().manual_seed(seed)
     for split, n in (("train", train_per_class), ("test", test_per_class)):

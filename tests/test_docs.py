@@ -5,6 +5,7 @@ meaning or a new metric fails here until ``python -m hpsearch.review.docs`` is r
 relative link in README.md and docs/*.md reaches an existing file and heading, and every
 repository path the pages name exists (so the package map cannot drift from the layout).
 """
+
 from __future__ import annotations
 
 import re
@@ -12,8 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from hpsearch.pruners import DECISION_ATTRS
 from hpsearch.review import docs
 from hpsearch.study.bound import BOUND_ATTRS
@@ -33,7 +34,7 @@ PLACEHOLDER = re.compile(r"(?:^|/)[A-Z]+(?:\.\w+)?(?:/|$)")
 def _table_rows(text: str, region: str) -> dict[str, str]:
     """name -> meaning of the table between a region's markers, as a reader sees it."""
     start, end = f"<!-- {region}:start -->", f"<!-- {region}:end -->"
-    body = text[text.index(start) + len(start):text.index(end)]
+    body = text[text.index(start) + len(start) : text.index(end)]
     rows = {}
     for line in body.strip().splitlines()[2:]:  # header and separator first
         match = re.fullmatch(r"\| `([^`]+)` \| (.*) \|", line)
@@ -47,8 +48,15 @@ def test_metrics_page_matches_the_code() -> None:
     assert docs.render(text) == text, "docs/metrics.md is stale: run python -m hpsearch.review.docs"
 
 
-@pytest.mark.parametrize("region, attrs", [("metrics", METRICS), ("incidents", INCIDENT_ATTRS),
-                                           ("gate", DECISION_ATTRS), ("bound", BOUND_ATTRS)])
+@pytest.mark.parametrize(
+    "region, attrs",
+    [
+        ("metrics", METRICS),
+        ("incidents", INCIDENT_ATTRS),
+        ("gate", DECISION_ATTRS),
+        ("bound", BOUND_ATTRS),
+    ],
+)
 def test_metrics_page_lists_every_attr_with_its_meaning(region: str, attrs: dict) -> None:
     rows = _table_rows(docs.METRICS_MD.read_text(encoding="utf-8"), region)
     assert list(rows) == list(attrs)
@@ -56,19 +64,29 @@ def test_metrics_page_lists_every_attr_with_its_meaning(region: str, attrs: dict
 
 
 def test_render_rewrites_only_the_marked_regions() -> None:
-    text = ("# Page\n\nhand-written | text\n\n<!-- x:start -->\n| stale | row |\n<!-- x:end -->\n"
-            "\nafter\n")
+    text = (
+        "# Page\n\nhand-written | text\n\n<!-- x:start -->\n| stale | row |\n<!-- x:end -->\n"
+        "\nafter\n"
+    )
     tables = {"x": ("user attr", {"a": "one", "b": "mean ||z||"})}
     out = docs.render(text, tables)
-    assert out == ("# Page\n\nhand-written | text\n\n<!-- x:start -->\n| user attr | meaning |\n"
-                   "|---|---|\n| `a` | one |\n| `b` | mean \\|\\|z\\|\\| |\n<!-- x:end -->\n"
-                   "\nafter\n")
+    assert out == (
+        "# Page\n\nhand-written | text\n\n<!-- x:start -->\n| user attr | meaning |\n"
+        "|---|---|\n| `a` | one |\n| `b` | mean \\|\\|z\\|\\| |\n<!-- x:end -->\n"
+        "\nafter\n"
+    )
     assert docs.render(out, tables) == out
 
 
-@pytest.mark.parametrize("text", [
-    "no markers", "<!-- x:start -->", "<!-- x:end -->\n<!-- x:start -->",
-    "<!-- x:start --><!-- x:end --><!-- x:start --><!-- x:end -->"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "no markers",
+        "<!-- x:start -->",
+        "<!-- x:end -->\n<!-- x:start -->",
+        "<!-- x:start --><!-- x:end --><!-- x:start --><!-- x:end -->",
+    ],
+)
 def test_render_rejects_missing_or_misplaced_markers(text: str) -> None:
     with pytest.raises(ValueError, match="<!-- x:start -->"):
         docs.render(text, {"x": ("user attr", {"a": "one"})})
@@ -126,7 +144,10 @@ def test_relative_links_reach_existing_files_and_headings(page: Path) -> None:
 def test_repository_paths_named_in_the_pages_exist(page: Path) -> None:
     text = page.read_text(encoding="utf-8")
     words = " ".join(CODE_SPAN.findall(FENCE.sub("", text)) + FENCE.findall(text)).split()
-    named = {w for w in (w.strip("'\"") for w in words)
-             if REPO_PATH.match(w) and not PLACEHOLDER.search(w)}
+    named = {
+        w
+        for w in (w.strip("'\"") for w in words)
+        if REPO_PATH.match(w) and not PLACEHOLDER.search(w)
+    }
     missing = sorted(p for p in named if not (REPO / p).exists())
     assert not missing, f"{page.name} names paths that do not exist: {', '.join(missing)}"

@@ -1,20 +1,20 @@
 """The command line end to end, as a user runs it."""
+
 from __future__ import annotations
 
 import math
 
 import optuna
-
 from conftest import run_cli
-from hpsearch.trial import METRICS
 from imagedata import make_imagefolder
+
+from hpsearch.trial import METRICS
 
 SET_ON_EVERY_COMPLETE_TRIAL = set(METRICS) - {"pruned_at", "confirm_of", "confirm_seed"}
 
 
 def load(work, name):
-    return optuna.load_study(study_name=name,
-                             storage=f"sqlite:///{work}/storage/hpsearch.db")
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{work}/storage/hpsearch.db")
 
 
 def test_default_toy_search_leaves_complete_trials_with_every_metric(workdir):
@@ -43,13 +43,29 @@ def test_default_toy_search_leaves_complete_trials_with_every_metric(workdir):
 
 
 def test_tiny_imagefolder_with_random_resnet_completes(workdir):
-    root = make_imagefolder(workdir / "images", ["ant", "bee", "cow"], train_per_class=10,
-                            test_per_class=3)
-    result = run_cli(["data=imagefolder", f"data.root={root}", "data.train_per_class=8",
-                      "data.val_per_class=2", "data.image_size=32", "backbone=resnet18",
-                      "backbone.weights=none", "search_space=none", "hp.epochs=1", "ft.epochs=1",
-                      "hp.batch_size=8", "ft.batch_size=8", "study.n_trials=2",
-                      "study.name=tiny", "progress=false"], cwd=workdir)
+    root = make_imagefolder(
+        workdir / "images", ["ant", "bee", "cow"], train_per_class=10, test_per_class=3
+    )
+    result = run_cli(
+        [
+            "data=imagefolder",
+            f"data.root={root}",
+            "data.train_per_class=8",
+            "data.val_per_class=2",
+            "data.image_size=32",
+            "backbone=resnet18",
+            "backbone.weights=none",
+            "search_space=none",
+            "hp.epochs=1",
+            "ft.epochs=1",
+            "hp.batch_size=8",
+            "ft.batch_size=8",
+            "study.n_trials=2",
+            "study.name=tiny",
+            "progress=false",
+        ],
+        cwd=workdir,
+    )
     assert result.returncode == 0, result.stderr
     trials = load(workdir, "tiny").get_trials()
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
@@ -62,8 +78,15 @@ def test_tiny_imagefolder_with_random_resnet_completes(workdir):
 
 
 def test_fixed_trials_from_config_run_first(workdir):
-    result = run_cli(["study.n_trials=2", "progress=false", "ft.epochs=1",
-                      "study.enqueue=[{hp.epochs: 0, head.depth: 2}]"], cwd=workdir)
+    result = run_cli(
+        [
+            "study.n_trials=2",
+            "progress=false",
+            "ft.epochs=1",
+            "study.enqueue=[{hp.epochs: 0, head.depth: 2}]",
+        ],
+        cwd=workdir,
+    )
     assert result.returncode == 0, result.stderr
     first = load(workdir, "toy").get_trials()[0]
     assert first.params["hp.epochs"] == 0 and first.params["head.depth"] == 2

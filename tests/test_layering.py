@@ -3,6 +3,7 @@
 Layers, low to high. A module may import its own layer and the ones below; never one above. So the
 trial and the worker never import review code, and the statistics both use live low (stats).
 """
+
 from __future__ import annotations
 
 import ast
@@ -30,8 +31,11 @@ def module_name(path: Path) -> str:
 
 
 def modules() -> dict[str, Path]:
-    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))
-            if "conf" not in p.relative_to(PACKAGE).parts}
+    return {
+        module_name(p): p
+        for p in sorted(PACKAGE.rglob("*.py"))
+        if "conf" not in p.relative_to(PACKAGE).parts
+    }
 
 
 def imports(path: Path, name: str) -> set[str]:
@@ -44,7 +48,7 @@ def imports(path: Path, name: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                up = package.split(".")[:len(package.split(".")) - node.level + 1]
+                up = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(up + ([base] if base else []))
             found.add(base)
             found |= {f"{base}.{a.name}" for a in node.names}
@@ -53,8 +57,15 @@ def imports(path: Path, name: str) -> set[str]:
 
 
 def layer(name: str) -> int:
-    best = max((prefix for group in LAYERS for prefix in group
-                if name == prefix or name.startswith(prefix + ".")), key=len)
+    best = max(
+        (
+            prefix
+            for group in LAYERS
+            for prefix in group
+            if name == prefix or name.startswith(prefix + ".")
+        ),
+        key=len,
+    )
     return next(i for i, group in enumerate(LAYERS) if best in group)
 
 
@@ -64,9 +75,12 @@ def test_every_module_has_a_layer():
 
 
 def test_imports_only_point_down():
-    upward = [f"{name} (layer {layer(name)}) imports {target} (layer {layer(target)})"
-              for name, path in modules().items() for target in imports(path, name)
-              if layer(target) > layer(name)]
+    upward = [
+        f"{name} (layer {layer(name)}) imports {target} (layer {layer(target)})"
+        for name, path in modules().items()
+        for target in imports(path, name)
+        if layer(target) > layer(name)
+    ]
     assert not upward, "\n".join(upward)
 
 
@@ -83,7 +97,7 @@ def test_no_import_circle():
             if nxt.startswith(node + "."):
                 continue  # a package importing its own modules (its __init__ re-exports)
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if state.get(nxt) is None and (cycle := visit(nxt)):
                 return cycle
         stack.pop()

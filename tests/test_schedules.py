@@ -1,4 +1,5 @@
 """Named schedules: each composes, validates and runs one trial; baselines; HP's stop rule."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,26 +7,35 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from conftest import run_cli
 from omegaconf import OmegaConf
 
 from hpsearch.app import compose_config
-from hpsearch.errors import ConfigError
 from hpsearch.data.features import CachedOutputs
+from hpsearch.errors import ConfigError
 from hpsearch.models import TransferNet
-from hpsearch.trial.hp import STOP_CONVERGED, STOP_MAX_EPOCHS, STOP_TAU, converged, head_probe
 from hpsearch.schedules import available, study_distributions
 from hpsearch.study.worker import run_search
-from conftest import run_cli
+from hpsearch.trial.hp import STOP_CONVERGED, STOP_MAX_EPOCHS, STOP_TAU, converged, head_probe
 
 NAMED = ["ft_only", "lp_ft", "early_hp", "hp_smooth", "mlp_head", "partial_copy"]
 
 
 def tiny(tmp: Path, *extra: str) -> list[str]:
     """The toy at a size where one trial takes well under a second."""
-    return ["progress=false", "ft.epochs=1", "hp.max_epochs=12", "data.train_per_class=40",
-            "data.val_per_class=20", "data.test_per_class=20",
-            "data.synthetic.source_per_class=50", "data.synthetic.source_epochs=2",
-            f"storage.url=sqlite:///{tmp}/s.db", f"storage.cache_dir={tmp}/cache", *extra]
+    return [
+        "progress=false",
+        "ft.epochs=1",
+        "hp.max_epochs=12",
+        "data.train_per_class=40",
+        "data.val_per_class=20",
+        "data.test_per_class=20",
+        "data.synthetic.source_per_class=50",
+        "data.synthetic.source_epochs=2",
+        f"storage.url=sqlite:///{tmp}/s.db",
+        f"storage.cache_dir={tmp}/cache",
+        *extra,
+    ]
 
 
 def test_every_named_schedule_is_a_file():
@@ -35,8 +45,16 @@ def test_every_named_schedule_is_a_file():
 @pytest.mark.parametrize("name", NAMED)
 def test_named_schedule_runs_one_trial(tmp_path: Path, name: str):
     # backbone=mlp has two stages, so partial_copy copies one and re-initialises the other.
-    cfg = compose_config(tiny(tmp_path, f"schedule={name}", "search_space=none",
-                              "study.n_trials=1", "backbone=mlp", f"study.name={name}"))
+    cfg = compose_config(
+        tiny(
+            tmp_path,
+            f"schedule={name}",
+            "search_space=none",
+            "study.n_trials=1",
+            "backbone=mlp",
+            f"study.name={name}",
+        )
+    )
     study = run_search(cfg)
     (trial,) = study.trials
     a = trial.user_attrs
@@ -63,14 +81,23 @@ def test_schedule_keys_leave_the_search_space(tmp_path: Path):
     assert set(lp_ft) == {"hp.lr", "ft.lr"}  # hp.epochs is moot: HP runs until converged
     ft_only = study_distributions(compose_config(tiny(tmp_path, "schedule=ft_only")))
     assert set(ft_only) == {"ft.lr"}  # τ = 0 makes every hp.* key moot
-    early = compose_config(tiny(tmp_path, "schedule=early_hp", "schedule.set.hp.epochs=7",
-                                "search_space=none", "study.n_trials=1", "study.name=e"))
+    early = compose_config(
+        tiny(
+            tmp_path,
+            "schedule=early_hp",
+            "schedule.set.hp.epochs=7",
+            "search_space=none",
+            "study.n_trials=1",
+            "study.name=e",
+        )
+    )
     assert run_search(early).trials[0].user_attrs["tau"] == 7
 
 
 def test_baselines_are_enqueued_once_with_their_schedule(tmp_path: Path):
-    args = tiny(tmp_path, "study.baselines=[ft_only,lp_ft,hp_smooth]", "study.n_trials=4",
-                "study.name=b")
+    args = tiny(
+        tmp_path, "study.baselines=[ft_only,lp_ft,hp_smooth]", "study.n_trials=4", "study.name=b"
+    )
     study = run_search(compose_config(args))
     first = study.trials[:3]
     assert [t.user_attrs["schedule"] for t in first] == ["ft_only", "lp_ft", "hp_smooth"]
@@ -87,13 +114,16 @@ def test_baselines_are_enqueued_once_with_their_schedule(tmp_path: Path):
     assert sum(bool(t.user_attrs.get("baseline")) for t in again.trials) == 3
 
 
-@pytest.mark.parametrize("override, key", [
-    ("study.baselines=[lp_ft,nope]", "study.baselines[1]: unknown schedule 'nope'"),
-    ("study.baselines=[lp_ft,lp_ft]", "listed twice"),
-    ("+schedule.set.hp.nope=1", "unknown config key 'hp.nope'"),
-    ("+schedule.set.backbone.layers_copied=most", "backbone.layers_copied='most'"),
-    ("schedule=hp_smooth schedule.set.hp.label_smoothing=1.5", "hp.label_smoothing=1.5"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("study.baselines=[lp_ft,nope]", "study.baselines[1]: unknown schedule 'nope'"),
+        ("study.baselines=[lp_ft,lp_ft]", "listed twice"),
+        ("+schedule.set.hp.nope=1", "unknown config key 'hp.nope'"),
+        ("+schedule.set.backbone.layers_copied=most", "backbone.layers_copied='most'"),
+        ("schedule=hp_smooth schedule.set.hp.label_smoothing=1.5", "hp.label_smoothing=1.5"),
+    ],
+)
 def test_bad_schedule_input_is_one_config_error(tmp_path: Path, override: str, key: str):
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
         compose_config(tiny(tmp_path, *override.split()))
@@ -128,9 +158,19 @@ def plateau_problem(seed: int = 0):
 
 
 def hp_config(**kw):
-    base = dict(epochs=3, lr=0.05, optimizer="sgd", momentum=0.9, weight_decay=0.0, batch_size=64,
-                label_smoothing=0.0, until_converged=True, max_epochs=200, converge_tol=1e-3,
-                converge_window=5)
+    base = dict(
+        epochs=3,
+        lr=0.05,
+        optimizer="sgd",
+        momentum=0.9,
+        weight_decay=0.0,
+        batch_size=64,
+        label_smoothing=0.0,
+        until_converged=True,
+        max_epochs=200,
+        converge_tol=1e-3,
+        converge_window=5,
+    )
     return OmegaConf.create({**base, **kw})
 
 
@@ -148,14 +188,28 @@ def test_until_converged_stops_when_the_loss_plateaus():
 
 def test_until_converged_is_capped_by_max_epochs():
     net, outputs, y = plateau_problem()
-    result = head_probe(net, outputs, y, y[:60], hp_config(converge_tol=0.0, max_epochs=9),
-                        seed=0, eval_batch_size=256)
+    result = head_probe(
+        net,
+        outputs,
+        y,
+        y[:60],
+        hp_config(converge_tol=0.0, max_epochs=9),
+        seed=0,
+        eval_batch_size=256,
+    )
     assert (result.epochs_run, result.stop_reason) == (9, STOP_MAX_EPOCHS)
 
 
 def test_fixed_tau_runs_all_epochs_and_reports_the_rule():
     net, outputs, y = plateau_problem()
-    result = head_probe(net, outputs, y, y[:60], hp_config(until_converged=False, epochs=40),
-                        seed=0, eval_batch_size=256)
+    result = head_probe(
+        net,
+        outputs,
+        y,
+        y[:60],
+        hp_config(until_converged=False, epochs=40),
+        seed=0,
+        eval_batch_size=256,
+    )
     assert (result.epochs_run, result.stop_reason) == (40, STOP_TAU)
     assert result.converged  # 40 epochs is past the plateau: the rule holds, but did not stop HP

@@ -1,4 +1,5 @@
 """hpsearch.stats: Student-t quantiles and intervals of a mean."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,18 @@ import pytest
 from hpsearch.stats import mean_interval, t_cdf_two_sided, t_quantile
 
 # t_{0.975, df} from published tables (two-sided 95%), and t_{0.995, df} (99%).
-T_975 = {1: 12.7062047, 2: 4.3026527, 3: 3.1824463, 4: 2.7764451, 5: 2.5705818, 9: 2.2621572,
-         10: 2.2281389, 29: 2.0452296, 30: 2.0422725, 120: 1.9799304}
+T_975 = {
+    1: 12.7062047,
+    2: 4.3026527,
+    3: 3.1824463,
+    4: 2.7764451,
+    5: 2.5705818,
+    9: 2.2621572,
+    10: 2.2281389,
+    29: 2.0452296,
+    30: 2.0422725,
+    120: 1.9799304,
+}
 T_995 = {1: 63.6567412, 2: 9.9248432, 4: 4.6040949, 10: 3.1692727}
 
 
@@ -33,8 +44,9 @@ def test_t_quantile_agrees_with_scipy_where_installed():
     stats = pytest.importorskip("scipy.stats")
     for df in range(1, 60):
         for level in (0.8, 0.9, 0.95, 0.99):
-            assert t_quantile(level, df) == pytest.approx(stats.t.ppf((1 + level) / 2, df),
-                                                          rel=1e-9)
+            assert t_quantile(level, df) == pytest.approx(
+                stats.t.ppf((1 + level) / 2, df), rel=1e-9
+            )
 
 
 def test_mean_interval_is_mean_plus_minus_t_s_over_root_n():

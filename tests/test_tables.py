@@ -1,4 +1,5 @@
 """hpsearch.tables: one way to format a value, for the terminal and for markdown."""
+
 from __future__ import annotations
 
 import math

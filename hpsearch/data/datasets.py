@@ -3,8 +3,10 @@
 Every source ends as ``Splits``: train / val / test tensors with labels 0..C-1 in the order of
 ``classes``. Validation is drawn from the train split, disjoint from train, with a fixed seed; the
 test split is kept apart (recorded, never used to select). Images are stored as uint8 at
-``data.cache_size`` and become model inputs in ``hpsearch.data.pipeline``; the toy's vectors are float32.
+``data.cache_size`` and become model inputs in ``hpsearch.data.pipeline``; the toy's vectors are
+float32.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,8 +24,18 @@ from hpsearch.errors import HpsearchError
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                   "ship", "truck")
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 
 
 @dataclass
@@ -70,14 +82,18 @@ def make_synthetic_tasks(data_cfg: DictConfig) -> SyntheticTasks:
     gen = torch.Generator().manual_seed(int(s.seed))
     d, k_shared, k_new, n_cls = s.input_dim, s.shared_dim, s.target_only_dim, s.n_classes
     if k_shared + k_new > d:
-        raise HpsearchError(f"data.synthetic: shared_dim + target_only_dim = {k_shared + k_new} "
-                            f"exceeds input_dim = {d}")
+        raise HpsearchError(
+            f"data.synthetic: shared_dim + target_only_dim = {k_shared + k_new} "
+            f"exceeds input_dim = {d}"
+        )
     basis, _ = torch.linalg.qr(torch.randn(d, d, generator=gen))
-    shared, new = basis[:, :k_shared], basis[:, k_shared:k_shared + k_new]
+    shared, new = basis[:, :k_shared], basis[:, k_shared : k_shared + k_new]
     sep = float(s.class_separation)
     source_means = sep * torch.randn(n_cls, k_shared, generator=gen) @ shared.T
-    target_means = (sep * 0.5 * torch.randn(n_cls, k_shared, generator=gen) @ shared.T
-                    + sep * torch.randn(n_cls, k_new, generator=gen) @ new.T)
+    target_means = (
+        sep * 0.5 * torch.randn(n_cls, k_shared, generator=gen) @ shared.T
+        + sep * torch.randn(n_cls, k_new, generator=gen) @ new.T
+    )
 
     def sample(means: torch.Tensor, per_class: int) -> Split:
         y = torch.arange(n_cls).repeat_interleave(per_class)
@@ -106,8 +122,16 @@ def load_splits(data_cfg: DictConfig, cache_dir: str | os.PathLike) -> Splits:
         return make_synthetic_tasks(data_cfg).target
     if data_cfg.format == "tensors":
         return load_tensor_file(data_cfg)
-    key = _digest(json.dumps({**_plain(data_cfg), "root": _abs(data_cfg.root),
-                              "listing": _listing_fingerprint(data_cfg)}, sort_keys=True))
+    key = _digest(
+        json.dumps(
+            {
+                **_plain(data_cfg),
+                "root": _abs(data_cfg.root),
+                "listing": _listing_fingerprint(data_cfg),
+            },
+            sort_keys=True,
+        )
+    )
     path = Path(cache_dir) / "data" / f"{data_cfg.format}-{key[:16]}.pt"
     if path.exists():
         try:
@@ -118,8 +142,15 @@ def load_splits(data_cfg: DictConfig, cache_dir: str | os.PathLike) -> Splits:
     train_pool, test_pool, classes = _read_source(data_cfg)
     train, val = _split_train_val(train_pool, classes, data_cfg)
     test = _take_per_class(test_pool, classes, data_cfg.test_per_class, data_cfg.split_seed)
-    blob = {"train_x": train.x, "train_y": train.y, "val_x": val.x, "val_y": val.y,
-            "test_x": test.x, "test_y": test.y, "classes": classes}
+    blob = {
+        "train_x": train.x,
+        "train_y": train.y,
+        "val_x": val.x,
+        "val_y": val.y,
+        "test_x": test.x,
+        "test_y": test.y,
+        "classes": classes,
+    }
     atomic_save(blob, path)
     log.info("decoded %d/%d/%d images into %s", len(train), len(val), len(test), path)
     return _from_blob(blob, fingerprint=key)
@@ -135,27 +166,41 @@ def load_tensor_file(data_cfg: DictConfig) -> Splits:
     """
     path = Path(str(data_cfg.root)).expanduser()
     if not path.is_file():
-        raise HpsearchError(f"data.root={str(path)!r}: file not found; data.format=tensors needs "
-                            f"a .pt file with {', '.join(TENSOR_FILE_KEYS)}")
+        raise HpsearchError(
+            f"data.root={str(path)!r}: file not found; data.format=tensors needs "
+            f"a .pt file with {', '.join(TENSOR_FILE_KEYS)}"
+        )
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise HpsearchError(f"data.root={str(path)!r}: not a loadable tensor file "
-                            f"({type(err).__name__})") from None
+        raise HpsearchError(
+            f"data.root={str(path)!r}: not a loadable tensor file ({type(err).__name__})"
+        ) from None
     if not isinstance(blob, dict) or any(k not in blob for k in TENSOR_FILE_KEYS):
-        raise HpsearchError(f"data.root={str(path)!r}: expected a mapping with keys "
-                            + ", ".join(TENSOR_FILE_KEYS))
-    splits = _from_blob(blob, fingerprint=_digest(f"tensors|{path.resolve()}|"
-                                                  f"{path.stat().st_size}|{path.stat().st_mtime_ns}"))
+        raise HpsearchError(
+            f"data.root={str(path)!r}: expected a mapping with keys " + ", ".join(TENSOR_FILE_KEYS)
+        )
+    splits = _from_blob(
+        blob,
+        fingerprint=_digest(
+            f"tensors|{path.resolve()}|{path.stat().st_size}|{path.stat().st_mtime_ns}"
+        ),
+    )
     if data_cfg.classes and list(data_cfg.classes) != splits.classes:
-        raise HpsearchError(f"data.classes={list(data_cfg.classes)} but {str(path)!r} holds "
-                            f"{splits.classes}")
-    for name, want in (("train", data_cfg.train_per_class), ("val", data_cfg.val_per_class),
-                       ("test", data_cfg.test_per_class)):
+        raise HpsearchError(
+            f"data.classes={list(data_cfg.classes)} but {str(path)!r} holds {splits.classes}"
+        )
+    for name, want in (
+        ("train", data_cfg.train_per_class),
+        ("val", data_cfg.val_per_class),
+        ("test", data_cfg.test_per_class),
+    ):
         counts = torch.bincount(getattr(splits, name).y, minlength=splits.n_classes).tolist()
         if want is not None and any(c != int(want) for c in counts):
-            raise HpsearchError(f"data.{name}_per_class={want} but {str(path)!r} holds "
-                                f"{counts} {name} images per class")
+            raise HpsearchError(
+                f"data.{name}_per_class={want} but {str(path)!r} holds "
+                f"{counts} {name} images per class"
+            )
     return splits
 
 
@@ -168,10 +213,14 @@ def atomic_save(obj: object, path: Path) -> None:
 
 
 def _from_blob(blob: dict, fingerprint: str) -> Splits:
-    return Splits(train=Split(blob["train_x"], blob["train_y"]),
-                  val=Split(blob["val_x"], blob["val_y"]),
-                  test=Split(blob["test_x"], blob["test_y"]),
-                  classes=list(blob["classes"]), kind="image", fingerprint=fingerprint)
+    return Splits(
+        train=Split(blob["train_x"], blob["train_y"]),
+        val=Split(blob["val_x"], blob["val_y"]),
+        test=Split(blob["test_x"], blob["test_y"]),
+        classes=list(blob["classes"]),
+        kind="image",
+        fingerprint=fingerprint,
+    )
 
 
 def _plain(data_cfg: DictConfig) -> dict:
@@ -207,8 +256,9 @@ def _select_classes(available: list[str], wanted: list[str] | None) -> list[str]
         return list(available)
     unknown = [c for c in wanted if c not in available]
     if unknown:
-        raise HpsearchError(f"data.classes: unknown class name(s) {unknown}; available: "
-                            + ", ".join(available))
+        raise HpsearchError(
+            f"data.classes: unknown class name(s) {unknown}; available: " + ", ".join(available)
+        )
     if len(set(wanted)) != len(wanted):
         raise HpsearchError(f"data.classes: {list(wanted)} names a class twice")
     return list(wanted)
@@ -217,20 +267,27 @@ def _select_classes(available: list[str], wanted: list[str] | None) -> list[str]
 def _read_cifar(data_cfg: DictConfig) -> tuple[Pool, Pool, list[str]]:
     import torchvision
 
-    dataset_cls = (torchvision.datasets.CIFAR10 if data_cfg.format == "cifar10"
-                   else torchvision.datasets.CIFAR100)
+    dataset_cls = (
+        torchvision.datasets.CIFAR10
+        if data_cfg.format == "cifar10"
+        else torchvision.datasets.CIFAR100
+    )
     root = Path(data_cfg.root).expanduser()
     try:
         train = dataset_cls(str(root), train=True, download=bool(data_cfg.download))
         test = dataset_cls(str(root), train=False, download=bool(data_cfg.download))
     except RuntimeError as err:  # "Dataset not found or corrupted."
-        raise HpsearchError(f"data.root={str(root)!r}: {data_cfg.format} not found there "
-                            f"({str(err).splitlines()[0]}); set data.download=true or point "
-                            "data.root at a downloaded copy") from None
+        raise HpsearchError(
+            f"data.root={str(root)!r}: {data_cfg.format} not found there "
+            f"({str(err).splitlines()[0]}); set data.download=true or point "
+            "data.root at a downloaded copy"
+        ) from None
     except OSError as err:  # the download itself failed (no network)
-        raise HpsearchError(f"data.download: could not download {data_cfg.format} into "
-                            f"{str(root)!r} ({err}); without network use data.format=imagefolder "
-                            "data.root=DIR") from None
+        raise HpsearchError(
+            f"data.download: could not download {data_cfg.format} into "
+            f"{str(root)!r} ({err}); without network use data.format=imagefolder "
+            "data.root=DIR"
+        ) from None
     classes = _select_classes(list(train.classes), data_cfg.classes)
     size = _cache_size(data_cfg)
 
@@ -252,23 +309,28 @@ def _class_dirs(split_dir: Path) -> dict[str, Path]:
 def _read_imagefolder(data_cfg: DictConfig) -> tuple[Pool, Pool, list[str]]:
     root = Path(str(data_cfg.root)).expanduser()
     if not root.is_dir():
-        raise HpsearchError(f"data.root={str(root)!r} does not exist or is not a directory; "
-                            "expected an ImageFolder root with train/<class>/ and test/<class>/")
+        raise HpsearchError(
+            f"data.root={str(root)!r} does not exist or is not a directory; "
+            "expected an ImageFolder root with train/<class>/ and test/<class>/"
+        )
     train_dir, test_dir = root / "train", root / "test"
     if not train_dir.is_dir():
         train_dir, test_dir = root, None
     available = list(_class_dirs(train_dir))
     if not available:
-        raise HpsearchError(f"data.root={str(root)!r}: no class folders in {str(train_dir)!r}; "
-                            "expected <root>/train/<class>/*.jpg or <root>/<class>/*.jpg")
+        raise HpsearchError(
+            f"data.root={str(root)!r}: no class folders in {str(train_dir)!r}; "
+            "expected <root>/train/<class>/*.jpg or <root>/<class>/*.jpg"
+        )
     classes = _select_classes(available, data_cfg.classes)
     size = _cache_size(data_cfg)
     train = _decode_folder(train_dir, classes, size)
     if test_dir is not None and test_dir.is_dir():
         test = _decode_folder(test_dir, classes, size)
     else:
-        test = Split(torch.zeros(0, 3, size, size, dtype=torch.uint8),
-                     torch.zeros(0, dtype=torch.long))
+        test = Split(
+            torch.zeros(0, 3, size, size, dtype=torch.uint8), torch.zeros(0, dtype=torch.long)
+        )
     return train, test, classes
 
 
@@ -294,15 +356,18 @@ def _decode_files(split_dir: Path, classes: list[str], size: int) -> Pool:
             raise HpsearchError(f"data.root: class folder {str(class_dir)!r} is missing")
         files = _image_files(class_dir)
         if not files:
-            raise HpsearchError(f"data.root: class folder {str(class_dir)!r} has no images "
-                                f"({', '.join(IMAGE_SUFFIXES)})")
+            raise HpsearchError(
+                f"data.root: class folder {str(class_dir)!r} has no images "
+                f"({', '.join(IMAGE_SUFFIXES)})"
+            )
         for f in files:
             try:
                 img = decode_image(str(f), mode=ImageReadMode.RGB)
             except Exception as err:
-                raise HpsearchError(f"data.root: cannot decode image {str(f)!r} "
-                                    f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
-                                    ) from None
+                raise HpsearchError(
+                    f"data.root: cannot decode image {str(f)!r} "
+                    f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+                ) from None
             if img.shape[-2:] != (size, size):
                 img = _resize_uint8(img[None], size)[0]
             images.append(img)
@@ -313,8 +378,9 @@ def _decode_files(split_dir: Path, classes: list[str], size: int) -> Pool:
 def _resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     if images.shape[-2:] == (size, size):
         return images
-    out = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear",
-                                          antialias=True, align_corners=False)
+    out = torch.nn.functional.interpolate(
+        images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
     return out.round().clamp(0, 255).to(torch.uint8)
 
 
@@ -329,8 +395,10 @@ def _listing_fingerprint(data_cfg: DictConfig) -> str:
     for dirpath, _, files in sorted(os.walk(root)):
         stats = [os.stat(os.path.join(dirpath, f)) for f in files]
         if stats:
-            parts.append(f"{dirpath}:{len(stats)}:{sum(s.st_size for s in stats)}:"
-                         f"{max(s.st_mtime_ns for s in stats)}")
+            parts.append(
+                f"{dirpath}:{len(stats)}:{sum(s.st_size for s in stats)}:"
+                f"{max(s.st_mtime_ns for s in stats)}"
+            )
     return _digest("\n".join(parts))
 
 
@@ -341,11 +409,13 @@ def _split_train_val(pool: Pool, classes: list[str], data_cfg: DictConfig) -> tu
     for label, name in enumerate(classes):
         idx = torch.nonzero(pool.y == label).flatten()
         if len(idx) < n_train + n_val:
-            raise HpsearchError(f"data: class {name!r} has {len(idx)} training images but "
-                                f"data.train_per_class + data.val_per_class = {n_train + n_val}")
+            raise HpsearchError(
+                f"data: class {name!r} has {len(idx)} training images but "
+                f"data.train_per_class + data.val_per_class = {n_train + n_val}"
+            )
         idx = idx[torch.randperm(len(idx), generator=gen)]
         train_idx.append(idx[:n_train])
-        val_idx.append(idx[n_train:n_train + n_val])
+        val_idx.append(idx[n_train : n_train + n_val])
     t, v = torch.cat(train_idx), torch.cat(val_idx)
     return Split(pool.x[t], pool.y[t]), Split(pool.x[v], pool.y[v])
 

@@ -7,13 +7,14 @@ the machine (written to a temporary name, then renamed, so concurrent workers ne
 file). ``CachedOutputs`` serves HP from those tensors; ``FrozenOutputs`` runs the frozen part on
 every batch instead, with augmentation when ``hp.augment=true`` or when the cache would be too big.
 """
+
 from __future__ import annotations
 
 import hashlib
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -39,14 +40,20 @@ class CachedOutputs:
     def chunks(self, split: str, batch_size: int) -> Iterator[torch.Tensor]:
         out = self.outputs[split]
         for i in range(0, len(out), batch_size):
-            yield out[i:i + batch_size]
+            yield out[i : i + batch_size]
 
 
 class FrozenOutputs:
     """Copied-part outputs computed per batch by the frozen part (optionally augmented)."""
 
-    def __init__(self, copied: nn.Module, splits: Splits, pipeline: InputPipeline,
-                 augment: bool, autocast: bool) -> None:
+    def __init__(
+        self,
+        copied: nn.Module,
+        splits: Splits,
+        pipeline: InputPipeline,
+        augment: bool,
+        autocast: bool,
+    ) -> None:
         self.copied, self.splits, self.pipeline = copied, splits, pipeline
         self.augment, self.autocast = augment, autocast
 
@@ -67,7 +74,7 @@ class FrozenOutputs:
         x = getattr(self.splits, split).x
         for i in range(0, len(x), batch_size):
             with torch.inference_mode():
-                out = self._run(x[i:i + batch_size], False, None)
+                out = self._run(x[i : i + batch_size], False, None)
             yield out
 
 
@@ -77,8 +84,9 @@ class FeatureCache:
     def __init__(self, cache_dir: str | Path) -> None:
         self.dir = Path(cache_dir) / "features"
 
-    def key(self, copied_fingerprint: str, n_copied: int, splits: Splits, image_size: int,
-            arch: str) -> str:
+    def key(
+        self, copied_fingerprint: str, n_copied: int, splits: Splits, image_size: int, arch: str
+    ) -> str:
         text = f"{arch}|{n_copied}|{copied_fingerprint}|{splits.fingerprint}|{image_size}"
         return hashlib.sha1(text.encode()).hexdigest()[:20]
 
@@ -89,9 +97,16 @@ class FeatureCache:
         total = len(splits.train) + len(splits.val) + len(splits.test)
         return total * math.prod(shape) * 4
 
-    def load_or_compute(self, key: str, copied: nn.Module, splits: Splits,
-                        pipeline: InputPipeline, batch_size: int, autocast: bool,
-                        progress: bool) -> tuple[dict[str, torch.Tensor], bool]:
+    def load_or_compute(
+        self,
+        key: str,
+        copied: nn.Module,
+        splits: Splits,
+        pipeline: InputPipeline,
+        batch_size: int,
+        autocast: bool,
+        progress: bool,
+    ) -> tuple[dict[str, torch.Tensor], bool]:
         """The outputs for train/val/test and whether they came from disk."""
         path = self.dir / f"{key}.pt"
         if path.exists():
@@ -104,8 +119,12 @@ class FeatureCache:
         from tqdm import tqdm
 
         total = sum(math.ceil(len(getattr(splits, s)) / batch_size) for s in SPLITS)
-        with tqdm(total=total, desc="features", disable=None if progress else True,
-                  leave=False) as bar, eval_mode(copied):
+        with (
+            tqdm(
+                total=total, desc="features", disable=None if progress else True, leave=False
+            ) as bar,
+            eval_mode(copied),
+        ):
             for split in SPLITS:
                 parts = []
                 for chunk in frozen.chunks(split, batch_size):

@@ -5,6 +5,7 @@ crop (with zero padding) and horizontal flip are one gather and one ``where`` ov
 a resize to ``data.image_size`` (when the cache keeps a smaller resolution) and normalisation.
 Vector data (the toy) passes through unchanged.
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,8 +13,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 
-def random_crop_flip(images: torch.Tensor, padding: int, flip: bool,
-                     gen: torch.Generator) -> torch.Tensor:
+def random_crop_flip(
+    images: torch.Tensor, padding: int, flip: bool, gen: torch.Generator
+) -> torch.Tensor:
     """Per-sample random crop from the zero-padded batch, and a random horizontal flip."""
     n, _, h, w = images.shape
     if padding > 0:
@@ -34,8 +36,9 @@ def random_crop_flip(images: torch.Tensor, padding: int, flip: bool,
 class InputPipeline:
     """Turns cached split tensors into normalised model inputs on ``device``."""
 
-    def __init__(self, data_cfg: DictConfig, kind: str, device: torch.device,
-                 channels_last: bool = False) -> None:
+    def __init__(
+        self, data_cfg: DictConfig, kind: str, device: torch.device, channels_last: bool = False
+    ) -> None:
         self.kind = kind
         self.device = device
         self.image_size = int(data_cfg.image_size)
@@ -45,8 +48,9 @@ class InputPipeline:
         self.mean = torch.tensor(list(data_cfg.mean), device=device).view(1, 3, 1, 1) * 255.0
         self.std = torch.tensor(list(data_cfg.std), device=device).view(1, 3, 1, 1) * 255.0
 
-    def __call__(self, x: torch.Tensor, augment: bool = False,
-                 gen: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, augment: bool = False, gen: torch.Generator | None = None
+    ) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
         if self.kind == "vector":  # float64 stays float64 (the first-order checks use it)
             return x if x.is_floating_point() else x.float()
@@ -55,8 +59,13 @@ class InputPipeline:
             x = random_crop_flip(x, self.padding, self.flip, gen)
         x = x.float()
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
-                              align_corners=False, antialias=False)
+            x = F.interpolate(
+                x,
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=False,
+            )
         x = (x - self.mean) / self.std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

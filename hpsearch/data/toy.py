@@ -1,4 +1,5 @@
 """The toy experiment's pretraining: the vector backbone learns the synthetic source task."""
+
 from __future__ import annotations
 
 import torch
@@ -28,7 +29,7 @@ def pretrain_source_backbone(data_cfg: DictConfig, bb_cfg: DictConfig) -> nn.Mod
         for _ in range(int(s.source_epochs)):
             order = torch.randperm(len(source), generator=gen)
             for i in range(0, len(order), SOURCE_BATCH):
-                idx = order[i:i + SOURCE_BATCH]
+                idx = order[i : i + SOURCE_BATCH]
                 loss = F.cross_entropy(head(backbone(source.x[idx])), source.y[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -4,9 +4,22 @@
 signals (energy, HP accuracy and loss, head norm, schedule), and hands the FT epochs to a wrapped
 Optuna pruner. ``make_pruner`` builds the study's pruner from ``cfg.pruner``.
 """
-from hpsearch.pruners._energy import (DECISION_ATTRS, SIGNALS, EnergyPruner, GateDecision,
-                                      InvalidSignalError)
+
+from hpsearch.pruners._energy import (
+    DECISION_ATTRS,
+    SIGNALS,
+    EnergyPruner,
+    GateDecision,
+    InvalidSignalError,
+)
 from hpsearch.pruners._factory import epoch_pruner, make_pruner
 
-__all__ = ["DECISION_ATTRS", "SIGNALS", "EnergyPruner", "GateDecision", "InvalidSignalError",
-           "epoch_pruner", "make_pruner"]
+__all__ = [
+    "DECISION_ATTRS",
+    "SIGNALS",
+    "EnergyPruner",
+    "GateDecision",
+    "InvalidSignalError",
+    "epoch_pruner",
+    "make_pruner",
+]

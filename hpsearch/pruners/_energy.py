@@ -1,9 +1,11 @@
 """The energy pruner: decide at the gate between head probing and finetuning."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import optuna
@@ -29,15 +31,15 @@ DECISION_ATTRS = {
     "gate_decision": "the energy pruner's decision at the gate: keep, prune or fail",
     "gate_reason": "why, in words (also prune_reason / fail_reason when it pruned / failed)",
     "gate_probability": "the predicted probability that the trial beats the top_k-th best "
-                        "completed trial; the gate prunes below pruner.min_prob",
+    "completed trial; the gate prunes below pruner.min_prob",
     "gate_predicted_objective": "the FT objective at the predicted rank: the completed trials' "
-                                "objective interpolated at the predicted normal score",
+    "objective interpolated at the predicted normal score",
     "gate_predicted_score": "the predicted normal score of the trial's rank among the completed "
-                            "trials (GP mean; 0 = their median)",
+    "trials (GP mean; 0 = their median)",
     "gate_predicted_std": "the standard deviation of that score (one new trial: GP and noise)",
     "gate_threshold": "the top_k-th best completed objective the trial had to beat",
     "gate_prior_trials": "completed trials of pruner.prior_studies the predictor was also fitted "
-                         "on (only with a prior)",
+    "on (only with a prior)",
     "gate_history_trials": "completed trials the predictor was fitted on",
     "prune_reason": "why the trial was pruned",
     "fail_reason": "why the trial failed",
@@ -73,14 +75,19 @@ class GateDecision:
 
     def user_attrs(self) -> dict[str, Any]:
         """The decision as trial user attrs (see ``DECISION_ATTRS``); unset values are left out."""
-        attrs: dict[str, Any] = {"gate_decision": self.action, "gate_reason": self.reason,
-                                 "gate_history_trials": self.history_trials}
-        for key, value in (("gate_probability", self.probability),
-                           ("gate_predicted_objective", self.predicted),
-                           ("gate_predicted_score", self.predicted_score),
-                           ("gate_predicted_std", self.predicted_std),
-                           ("gate_threshold", self.threshold),
-                           ("gate_prior_trials", self.prior_trials or None)):
+        attrs: dict[str, Any] = {
+            "gate_decision": self.action,
+            "gate_reason": self.reason,
+            "gate_history_trials": self.history_trials,
+        }
+        for key, value in (
+            ("gate_probability", self.probability),
+            ("gate_predicted_objective", self.predicted),
+            ("gate_predicted_score", self.predicted_score),
+            ("gate_predicted_std", self.predicted_std),
+            ("gate_threshold", self.threshold),
+            ("gate_prior_trials", self.prior_trials or None),
+        ):
             if value is not None:
                 attrs[key] = value
         if self.action == "prune":
@@ -90,8 +97,9 @@ class GateDecision:
         return attrs
 
 
-def _signal_vector(attrs: Mapping[str, Any],
-                   signals: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+def _signal_vector(
+    attrs: Mapping[str, Any], signals: Sequence[str]
+) -> tuple[np.ndarray, list[str]]:
     """The transformed signals, and the names of those missing or not finite."""
     values, bad = [], []
     for name in signals:
@@ -197,18 +205,24 @@ class EnergyPruner(BasePruner):
             and the threshold (the ``top_k``-th best) are this study's alone.
     """
 
-    def __init__(self, ft_pruner: BasePruner | None = None, *,
-                 n_startup_trials: int = _DEFAULTS.n_startup_trials,
-                 top_k: int = _DEFAULTS.top_k, min_prob: float = _DEFAULTS.min_prob,
-                 energy_min: float | None = _DEFAULTS.energy_min,
-                 energy_max: float | None = _DEFAULTS.energy_max,
-                 signals: Sequence[str] = GATE_SIGNALS,
-                 prior_trials: Sequence[FrozenTrial] = ()) -> None:
+    def __init__(
+        self,
+        ft_pruner: BasePruner | None = None,
+        *,
+        n_startup_trials: int = _DEFAULTS.n_startup_trials,
+        top_k: int = _DEFAULTS.top_k,
+        min_prob: float = _DEFAULTS.min_prob,
+        energy_min: float | None = _DEFAULTS.energy_min,
+        energy_max: float | None = _DEFAULTS.energy_max,
+        signals: Sequence[str] = GATE_SIGNALS,
+        prior_trials: Sequence[FrozenTrial] = (),
+    ) -> None:
         if n_startup_trials < 2:
             raise ValueError(f"n_startup_trials must be >= 2 but got {n_startup_trials}.")
         if not 1 <= top_k <= n_startup_trials:
-            raise ValueError(f"top_k must be in [1, n_startup_trials={n_startup_trials}] but got "
-                             f"{top_k}.")
+            raise ValueError(
+                f"top_k must be in [1, n_startup_trials={n_startup_trials}] but got {top_k}."
+            )
         if not (math.isfinite(min_prob) and 0 < min_prob < 1):
             raise ValueError(f"min_prob must be in (0, 1) but got {min_prob}.")
         for name, value in (("energy_min", energy_min), ("energy_max", energy_max)):
@@ -218,8 +232,9 @@ class EnergyPruner(BasePruner):
             raise ValueError(f"energy_min={energy_min} must be < energy_max={energy_max}.")
         unknown = [s for s in signals if s not in SIGNALS]
         if not signals or unknown:
-            raise ValueError(f"signals must be a non-empty subset of {', '.join(SIGNALS)}; "
-                             f"unknown: {unknown}.")
+            raise ValueError(
+                f"signals must be a non-empty subset of {', '.join(SIGNALS)}; unknown: {unknown}."
+            )
         self._ft_pruner = ft_pruner if ft_pruner is not None else NopPruner()
         self._n_startup_trials = n_startup_trials
         self._top_k = top_k
@@ -249,46 +264,76 @@ class EnergyPruner(BasePruner):
         # The signals it reads and the energy (the band needs it) must be there and finite; any
         # other HP signal the trial has must be finite too (a head norm of inf: HP diverged).
         needed = self._signals if "energy" in self._signals else self._signals + ("energy",)
-        values, bad = _signal_vector(trial.user_attrs, needed + tuple(
-            name for name in SIGNALS if name in trial.user_attrs and name not in needed))
+        values, bad = _signal_vector(
+            trial.user_attrs,
+            needed
+            + tuple(name for name in SIGNALS if name in trial.user_attrs and name not in needed),
+        )
         if bad:
-            return GateDecision(trial.number, "fail", "HP signals not finite: " + ", ".join(bad)
-                                + "; the energy pruner cannot judge this trial")
-        x = values[:len(self._signals)]  # ``needed`` starts with the signals it reads
+            return GateDecision(
+                trial.number,
+                "fail",
+                "HP signals not finite: "
+                + ", ".join(bad)
+                + "; the energy pruner cannot judge this trial",
+            )
+        x = values[: len(self._signals)]  # ``needed`` starts with the signals it reads
         energy = float(trial.user_attrs["energy"])
         if self._energy_min is not None and energy < self._energy_min:
-            return GateDecision(trial.number, "prune", f"energy {energy:.4g} < energy_min "
-                                f"{self._energy_min:.4g} (too little to adapt the features)")
+            return GateDecision(
+                trial.number,
+                "prune",
+                f"energy {energy:.4g} < energy_min "
+                f"{self._energy_min:.4g} (too little to adapt the features)",
+            )
         if self._energy_max is not None and energy > self._energy_max:
-            return GateDecision(trial.number, "prune", f"energy {energy:.4g} > energy_max "
-                                f"{self._energy_max:.4g} (enough to distort the features)")
+            return GateDecision(
+                trial.number,
+                "prune",
+                f"energy {energy:.4g} > energy_max "
+                f"{self._energy_max:.4g} (enough to distort the features)",
+            )
 
         xs, ys = self._history(study)
         n = len(ys)
         if n < self._n_startup_trials:
-            return GateDecision(trial.number, "keep", f"startup: {n} of {self._n_startup_trials} "
-                                "completed trials needed before predicting", history_trials=n)
+            return GateDecision(
+                trial.number,
+                "keep",
+                f"startup: {n} of {self._n_startup_trials} "
+                "completed trials needed before predicting",
+                history_trials=n,
+            )
         sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
         prior_x, prior_y = self._prior
         model = self._predictor(np.vstack([prior_x, xs]), sign * np.r_[prior_y, ys])
         score, std = model.predict(x)
         # the threshold is this study's top_k-th best, scored among all the fitted trials
-        threshold_score = float(np.sort(model.scores[len(prior_y):])[-self._top_k])
+        threshold_score = float(np.sort(model.scores[len(prior_y) :])[-self._top_k])
         probability = 1.0 - normal_cdf((threshold_score - score) / std)
         threshold = float(sorted(ys, key=lambda v: -sign * v)[self._top_k - 1])
         predicted = sign * model.objective_at(score)
         rank = "" if self._top_k == 1 else f"{self._top_k}-th "
-        numbers = dict(probability=probability, predicted=predicted, predicted_score=score,
-                       predicted_std=std, threshold=threshold, history_trials=n,
-                       prior_trials=len(prior_y))
-        words = (f"P(beats the {rank}best {threshold:.4f} of {n} completed trials) = "
-                 f"{probability:.3g} {'<' if probability < self._min_prob else '>='} min_prob "
-                 f"{self._min_prob:g} (predicted rank score {score:.2f} ± {std:.2f} vs "
-                 f"{threshold_score:.2f}; objective ~{predicted:.4f}"
-                 + (f"; with {len(prior_y)} prior trials)" if len(prior_y) else ")"))
+        numbers = dict(
+            probability=probability,
+            predicted=predicted,
+            predicted_score=score,
+            predicted_std=std,
+            threshold=threshold,
+            history_trials=n,
+            prior_trials=len(prior_y),
+        )
+        words = (
+            f"P(beats the {rank}best {threshold:.4f} of {n} completed trials) = "
+            f"{probability:.3g} {'<' if probability < self._min_prob else '>='} min_prob "
+            f"{self._min_prob:g} (predicted rank score {score:.2f} ± {std:.2f} vs "
+            f"{threshold_score:.2f}; objective ~{predicted:.4f}"
+            + (f"; with {len(prior_y)} prior trials)" if len(prior_y) else ")")
+        )
         if probability < self._min_prob:
-            return GateDecision(trial.number, "prune", "unlikely to reach the top: " + words,
-                                **numbers)
+            return GateDecision(
+                trial.number, "prune", "unlikely to reach the top: " + words, **numbers
+            )
         return GateDecision(trial.number, "keep", "may reach the top: " + words, **numbers)
 
     def _predictor(self, xs: np.ndarray, ys: np.ndarray) -> RankGaussianProcess:

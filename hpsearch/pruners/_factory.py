@@ -1,4 +1,5 @@
 """The study's pruner, built from ``cfg.pruner``."""
+
 from __future__ import annotations
 
 import functools
@@ -26,13 +27,16 @@ def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
         if p.prior_studies:
             url = str(p.prior_storage if p.prior_storage is not None else cfg.storage.url)
             prior = prior_trials(url, tuple(str(n) for n in p.prior_studies))
-        return EnergyPruner(epoch_pruner(str(p.ft), cfg),
-                            n_startup_trials=int(p.n_startup_trials), top_k=int(p.top_k),
-                            min_prob=float(p.min_prob),
-                            energy_min=p.energy_min,
-                            energy_max=p.energy_max,
-                            signals=tuple(p.signals) if p.signals is not None else GATE_SIGNALS,
-                            prior_trials=prior)
+        return EnergyPruner(
+            epoch_pruner(str(p.ft), cfg),
+            n_startup_trials=int(p.n_startup_trials),
+            top_k=int(p.top_k),
+            min_prob=float(p.min_prob),
+            energy_min=p.energy_min,
+            energy_max=p.energy_max,
+            signals=tuple(p.signals) if p.signals is not None else GATE_SIGNALS,
+            prior_trials=prior,
+        )
     return epoch_pruner(str(p.name), cfg)
 
 
@@ -42,25 +46,33 @@ def prior_trials(url: str, names: tuple[str, ...]) -> tuple[FrozenTrial, ...]:
     process (a replay builds a pruner per order). ConfigError, one line, when the storage cannot
     be read, a study is missing, or it is minimised (hpsearch maximises ``ft_val_acc``)."""
     shown = safe_url(url)
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
-        raise ConfigError(f"pruner.prior_studies: no SQLite file at {shown!r}; set "
-                          "pruner.prior_storage to the storage URL that holds them")
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
+        raise ConfigError(
+            f"pruner.prior_studies: no SQLite file at {shown!r}; set "
+            "pruner.prior_storage to the storage URL that holds them"
+        )
     try:
         storage = optuna.storages.get_storage(url)
         known = optuna.get_all_study_names(storage=storage)
     except Exception as err:  # a bad URL or an unreachable server
-        raise ConfigError(f"pruner.prior_studies: cannot read their storage {shown!r} "
-                          f"({type(err).__name__}); set pruner.prior_storage to the storage "
-                          "URL that holds them") from None
+        raise ConfigError(
+            f"pruner.prior_studies: cannot read their storage {shown!r} "
+            f"({type(err).__name__}); set pruner.prior_storage to the storage "
+            "URL that holds them"
+        ) from None
     trials: list[FrozenTrial] = []
     for name in names:
         if name not in known:
-            raise ConfigError(f"pruner.prior_studies: no study {name!r} in {shown!r}; it has "
-                              f"{', '.join(sorted(known)) or 'no studies'}")
+            raise ConfigError(
+                f"pruner.prior_studies: no study {name!r} in {shown!r}; it has "
+                f"{', '.join(sorted(known)) or 'no studies'}"
+            )
         study_id = storage.get_study_id_from_name(name)
         if storage.get_study_directions(study_id) != [StudyDirection.MAXIMIZE]:
-            raise ConfigError(f"pruner.prior_studies: study {name!r} is not a single maximised "
-                              "objective; a prior must rank trials as this study does")
+            raise ConfigError(
+                f"pruner.prior_studies: study {name!r} is not a single maximised "
+                "objective; a prior must rank trials as this study does"
+            )
         trials += storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
     return tuple(trials)
 
@@ -69,10 +81,13 @@ def epoch_pruner(name: str, cfg: DictConfig) -> optuna.pruners.BasePruner:
     """A pruner of FT epochs by name (none, median, hyperband), set from ``cfg.pruner``."""
     p = cfg.pruner
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=int(p.n_startup_trials),
-                                           n_warmup_steps=int(p.n_warmup_steps))
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=int(p.n_startup_trials), n_warmup_steps=int(p.n_warmup_steps)
+        )
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=int(p.min_resource),
-                                              max_resource=max(1, int(cfg.ft.epochs)),
-                                              reduction_factor=int(p.reduction_factor))
+        return optuna.pruners.HyperbandPruner(
+            min_resource=int(p.min_resource),
+            max_resource=max(1, int(cfg.ft.epochs)),
+            reduction_factor=int(p.reduction_factor),
+        )
     return optuna.pruners.NopPruner()

@@ -15,6 +15,7 @@ the fit is a deterministic function of the trials. A fit of 40 trials × 5 input
 (scikit-learn's ``GaussianProcessRegressor`` on the same data: about 20 ms), which keeps a replay of
 hundreds of orders in seconds.
 """
+
 from __future__ import annotations
 
 import math
@@ -56,8 +57,10 @@ class RankGaussianProcess:
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         if x.ndim != 2 or y.shape != (len(x),) or len(x) < 2:
-            raise ValueError(f"RankGaussianProcess needs x of shape (n, d) and y of shape (n,) "
-                             f"with n >= 2, got {x.shape} and {y.shape}")
+            raise ValueError(
+                f"RankGaussianProcess needs x of shape (n, d) and y of shape (n,) "
+                f"with n >= 2, got {x.shape} and {y.shape}"
+            )
         if not (np.isfinite(x).all() and np.isfinite(y).all()):
             raise ValueError("RankGaussianProcess needs finite x and y")
         self._x_mean = x.mean(0)
@@ -78,8 +81,9 @@ class RankGaussianProcess:
         corr = np.exp(-0.5 * (sq_diff / lengthscale**2).sum(-1))
         return signal * corr + noise * np.eye(len(corr)), corr
 
-    def _objective(self, theta: np.ndarray, sq_diff: np.ndarray,
-                   prior_median: np.ndarray) -> tuple[float, np.ndarray]:
+    def _objective(
+        self, theta: np.ndarray, sq_diff: np.ndarray, prior_median: np.ndarray
+    ) -> tuple[float, np.ndarray]:
         """Negative log posterior of the hyperparameters and its gradient; ``sq_diff`` holds the
         squared differences of the inputs, per pair and input."""
         d = self._x.shape[1]
@@ -103,12 +107,19 @@ class RankGaussianProcess:
     def _fit(self) -> None:
         d = self._x.shape[1]
         sq_diff = (self._x[:, None, :] - self._x[None, :, :]) ** 2
-        prior_median = np.r_[np.full(d, 0.5 * math.log(2.0 * d)), 0.0,
-                             math.log(_NOISE_PRIOR_MEDIAN)]
+        prior_median = np.r_[
+            np.full(d, 0.5 * math.log(2.0 * d)), 0.0, math.log(_NOISE_PRIOR_MEDIAN)
+        ]
         bounds = [_LOG_BOUNDS_LS] * d + [_LOG_BOUNDS_SIGNAL, _LOG_BOUNDS_NOISE]
-        result = minimize(self._objective, prior_median.copy(), args=(sq_diff, prior_median),
-                          jac=True, method="L-BFGS-B", bounds=bounds,
-                          options={"maxiter": _FIT_ITERATIONS})
+        result = minimize(
+            self._objective,
+            prior_median.copy(),
+            args=(sq_diff, prior_median),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={"maxiter": _FIT_ITERATIONS},
+        )
         self.theta = result.x
         self._chol = np.linalg.cholesky(self._covariance(self.theta, sq_diff)[0])
         self._alpha = np.linalg.solve(self._chol.T, np.linalg.solve(self._chol, self.scores))

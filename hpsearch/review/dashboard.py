@@ -9,6 +9,7 @@ report's summary, table and plots; checkpoints) can be browsed and downloaded.
 It listens on ``dashboard.host``:``dashboard.port``, 127.0.0.1:8080 by default: only this
 machine can reach it unless the host is set to an outside address (e.g. 0.0.0.0 in a container).
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,9 @@ def open_artifact_store(path: str) -> FileSystemArtifactStore:
     try:
         base.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise HpsearchError(f"storage.artifacts={path!r}: cannot create the artifact folder "
-                            f"({err.strerror})") from None
+        raise HpsearchError(
+            f"storage.artifacts={path!r}: cannot create the artifact folder ({err.strerror})"
+        ) from None
     return FileSystemArtifactStore(str(base))
 
 
@@ -54,12 +56,23 @@ def serve_dashboard(cfg: DictConfig) -> None:
     name = str(cfg.study.name)
     ids = {s.study_name: s._study_id for s in storage.get_all_studies()}
     if name not in ids:
-        log.info("study %r is not in %s yet (studies: %s); the dashboard lists it once a search "
-                 "creates it", name, safe_url(url), ", ".join(sorted(ids)) or "none")
-    log.info("optuna-dashboard on %s: open %s (artifacts: %s); Ctrl-C stops it", safe_url(url),
-             study_url(host, port, ids.get(name)), cfg.storage.artifacts)
+        log.info(
+            "study %r is not in %s yet (studies: %s); the dashboard lists it once a search "
+            "creates it",
+            name,
+            safe_url(url),
+            ", ".join(sorted(ids)) or "none",
+        )
+    log.info(
+        "optuna-dashboard on %s: open %s (artifacts: %s); Ctrl-C stops it",
+        safe_url(url),
+        study_url(host, port, ids.get(name)),
+        cfg.storage.artifacts,
+    )
     try:
         optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=store)
     except OSError as err:  # port taken, address not on this machine, no permission
-        raise HpsearchError(f"dashboard.port={port}/dashboard.host={host!r}: cannot listen "
-                            f"({err.strerror or err}); choose another port or host") from None
+        raise HpsearchError(
+            f"dashboard.port={port}/dashboard.host={host!r}: cannot listen "
+            f"({err.strerror or err}); choose another port or host"
+        ) from None

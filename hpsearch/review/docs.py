@@ -9,13 +9,14 @@ some trials write (``INCIDENT_ATTRS``: a failure's reason, a missed checkpoint),
 pruner's gate decision (``DECISION_ATTRS``) and the bound's study user attrs (``BOUND_ATTRS``).
 The text around the tables is written by hand and left as it is.
 """
+
 from __future__ import annotations
 
 import argparse
 import re
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from hpsearch.pruners import DECISION_ATTRS
 from hpsearch.study.bound import BOUND_ATTRS
@@ -56,16 +57,20 @@ def render(text: str, tables: Mapping[str, tuple[str, Mapping[str, str]]] = TABL
             raise ValueError(f"needs exactly one {start} followed by one {end}")
         pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
         block = f"{start}\n{markdown_table(header, rows)}\n{end}"
-        text = pattern.sub(lambda _: block, text)
+        text = pattern.sub(lambda _, block=block: block, text)
     return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hpsearch.review.docs",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hpsearch.review.docs", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--path", type=Path, default=METRICS_MD, help="the page to update")
-    parser.add_argument("--check", action="store_true",
-                        help="only compare: exit 1 when the page's tables are out of date")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="only compare: exit 1 when the page's tables are out of date",
+    )
     args = parser.parse_args(argv)
     try:
         text = args.path.read_text(encoding="utf-8")

@@ -6,12 +6,14 @@ The builders below turn a study's trials into the five figures of the report; ea
 any mix of complete, pruned, failed and running trials, and with none at all (an empty figure
 whose note says why).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
@@ -41,12 +43,13 @@ class Series:
 
     def errors(self, axis: str) -> tuple[list[float], list[float]] | None:
         """(below, above) distances of the ``axis`` interval from each point, or None."""
-        interval, values = ((self.x_interval, self.x) if axis == "x"
-                            else (self.y_interval, self.y))
+        interval, values = (self.x_interval, self.x) if axis == "x" else (self.y_interval, self.y)
         if interval is None:
             return None
-        return ([v - lo for v, (lo, _) in zip(values, interval)],
-                [hi - v for v, (_, hi) in zip(values, interval)])
+        return (
+            [v - lo for v, (lo, _) in zip(values, interval)],
+            [hi - v for v, (_, hi) in zip(values, interval)],
+        )
 
 
 @dataclass
@@ -79,9 +82,16 @@ def write_png(fig: Figure, path: Path) -> None:
         style = "--" if s.dash else "-"
         marker = "x" if s.marker == "x" else "o"
         if s.x_interval is not None or s.y_interval is not None:
-            ax.errorbar(s.x, s.y, xerr=s.errors("x"), yerr=s.errors("y"), marker=marker,
-                        linestyle="none" if s.kind == "markers" else style, capsize=3,
-                        label=s.name)
+            ax.errorbar(
+                s.x,
+                s.y,
+                xerr=s.errors("x"),
+                yerr=s.errors("y"),
+                marker=marker,
+                linestyle="none" if s.kind == "markers" else style,
+                capsize=3,
+                label=s.name,
+            )
         elif s.kind == "markers":
             ax.plot(s.x, s.y, linestyle="none", marker=marker, label=s.name)
         elif s.kind == "lines":
@@ -94,8 +104,9 @@ def write_png(fig: Figure, path: Path) -> None:
     ax.set_ylabel(fig.ylabel)
     ax.grid(alpha=0.3)
     if fig.empty:
-        ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes,
-                color="gray")
+        ax.text(
+            0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes, color="gray"
+        )
     elif any(s.kind != "barh" for s in fig.series):
         ax.legend(fontsize=8)
     mpl.savefig(path)
@@ -112,18 +123,28 @@ def write_html(fig: Figure, path: Path) -> None:
             pfig.add_trace(go.Bar(x=s.x, y=list(s.y), orientation="h", name=s.name))
             pfig.update_yaxes(autorange="reversed")
             continue
-        pfig.add_trace(go.Scatter(
-            x=s.x, y=s.y, mode=s.kind, name=s.name, text=s.hover,
-            hoverinfo="text+x+y" if s.hover else "x+y",
-            marker={"symbol": "x" if s.marker == "x" else "circle", "size": 9},
-            line={"dash": "dash" if s.dash else "solid"},
-            error_x=_plotly_errors(s.errors("x")), error_y=_plotly_errors(s.errors("y"))))
+        pfig.add_trace(
+            go.Scatter(
+                x=s.x,
+                y=s.y,
+                mode=s.kind,
+                name=s.name,
+                text=s.hover,
+                hoverinfo="text+x+y" if s.hover else "x+y",
+                marker={"symbol": "x" if s.marker == "x" else "circle", "size": 9},
+                line={"dash": "dash" if s.dash else "solid"},
+                error_x=_plotly_errors(s.errors("x")),
+                error_y=_plotly_errors(s.errors("y")),
+            )
+        )
     title = fig.title + (f"<br><sub>{fig.note}</sub>" if fig.note else "")
-    pfig.update_layout(title=title, xaxis_title=fig.xlabel, yaxis_title=fig.ylabel,
-                       template="plotly_white")
+    pfig.update_layout(
+        title=title, xaxis_title=fig.xlabel, yaxis_title=fig.ylabel, template="plotly_white"
+    )
     if fig.empty:
-        pfig.add_annotation(text="no data yet", showarrow=False, xref="paper", yref="paper",
-                            x=0.5, y=0.5)
+        pfig.add_annotation(
+            text="no data yet", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5
+        )
     pfig.write_html(str(path), include_plotlyjs="directory", full_html=True)
 
 
@@ -135,6 +156,7 @@ def _plotly_errors(errors: tuple[list[float], list[float]] | None) -> dict[str, 
 
 
 # ---------------------------------------------------------------------------- the figures
+
 
 def _complete(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
@@ -149,8 +171,14 @@ def schedule_text(t: FrozenTrial) -> str:
     """The trial's schedule (τ, ε, head depth, copied stages, learning rates), one line."""
     a = t.user_attrs
     parts = []
-    for key, name in (("tau", "τ"), ("label_smoothing", "ε"), ("head_depth", "depth"),
-                      ("layers_copied", "copied"), ("hp_lr", "hp_lr"), ("ft_lr", "ft_lr")):
+    for key, name in (
+        ("tau", "τ"),
+        ("label_smoothing", "ε"),
+        ("head_depth", "depth"),
+        ("layers_copied", "copied"),
+        ("hp_lr", "hp_lr"),
+        ("ft_lr", "ft_lr"),
+    ):
         if key in a:
             value = a[key]
             parts.append(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}")
@@ -165,14 +193,24 @@ def _eps_groups(values: list[float]) -> list[tuple[float, float, str]]:
     lo, hi = distinct[0], distinct[-1]
     step = (hi - lo) / EPS_BINS
     edges = [lo + i * step for i in range(EPS_BINS)] + [hi]
-    return [(edges[i], edges[i + 1], f"ε∈[{edges[i]:.2f}, {edges[i + 1]:.2f}"
-             + ("]" if i == EPS_BINS - 1 else ")")) for i in range(EPS_BINS)]
+    return [
+        (
+            edges[i],
+            edges[i + 1],
+            f"ε∈[{edges[i]:.2f}, {edges[i + 1]:.2f}" + ("]" if i == EPS_BINS - 1 else ")"),
+        )
+        for i in range(EPS_BINS)
+    ]
 
 
 def ft_acc_vs_tau(trials: Sequence[FrozenTrial]) -> Figure:
     """FT validation accuracy against the HP epochs τ: one line per head depth and ε group."""
-    fig = Figure("ft_acc_vs_tau", "FT validation accuracy vs HP epochs τ",
-                 "HP epochs τ", "FT validation accuracy")
+    fig = Figure(
+        "ft_acc_vs_tau",
+        "FT validation accuracy vs HP epochs τ",
+        "HP epochs τ",
+        "FT validation accuracy",
+    )
     done = [t for t in _complete(trials) if finite(t.user_attrs.get("tau"))]
     eps = [float(t.user_attrs.get("label_smoothing", 0.0)) for t in done]
     groups = _eps_groups(eps) if eps else []
@@ -180,35 +218,65 @@ def ft_acc_vs_tau(trials: Sequence[FrozenTrial]) -> Figure:
         for i, (lo, hi, label) in enumerate(groups):
             last = i == len(groups) - 1
             members = sorted(
-                (t for t, e in zip(done, eps) if int(t.user_attrs.get("head_depth", 1)) == depth
-                 and lo <= e and (e <= hi if last or lo == hi else e < hi)),
-                key=lambda t: (t.user_attrs["tau"], t.number))
+                (
+                    t
+                    for t, e in zip(done, eps)
+                    if int(t.user_attrs.get("head_depth", 1)) == depth
+                    and lo <= e
+                    and (e <= hi if last or lo == hi else e < hi)
+                ),
+                key=lambda t: (t.user_attrs["tau"], t.number),
+            )
             if members:
-                fig.series.append(Series(
-                    f"depth {depth}, {label}", [t.user_attrs["tau"] for t in members],
-                    [t.value for t in members], kind="lines+markers",
-                    hover=[schedule_label(t) for t in members]))
+                fig.series.append(
+                    Series(
+                        f"depth {depth}, {label}",
+                        [t.user_attrs["tau"] for t in members],
+                        [t.value for t in members],
+                        kind="lines+markers",
+                        hover=[schedule_label(t) for t in members],
+                    )
+                )
     if not done:
         fig.note = "no complete trial yet"
     return fig
 
 
-def energy_vs_adaptation(trials: Sequence[FrozenTrial], c_hat: float | None,
-                         rho: float | None) -> Figure:
+def energy_vs_adaptation(
+    trials: Sequence[FrozenTrial], c_hat: float | None, rho: float | None
+) -> Figure:
     """Energy after HP against feature adaptation ‖z_T − z_0‖, with the line ĉ · energy."""
-    fig = Figure("energy_vs_adaptation", "Energy after HP vs feature adaptation",
-                 "energy  E‖e_y − q_0‖", "adaptation  ‖z_T − z_0‖")
-    done = [t for t in _complete(trials)
-            if finite(t.user_attrs.get("energy"), t.user_attrs.get("adaptation_l2"))]
+    fig = Figure(
+        "energy_vs_adaptation",
+        "Energy after HP vs feature adaptation",
+        "energy  E‖e_y − q_0‖",
+        "adaptation  ‖z_T − z_0‖",
+    )
+    done = [
+        t
+        for t in _complete(trials)
+        if finite(t.user_attrs.get("energy"), t.user_attrs.get("adaptation_l2"))
+    ]
     if done:
-        fig.series.append(Series(
-            "complete trials", [t.user_attrs["energy"] for t in done],
-            [t.user_attrs["adaptation_l2"] for t in done],
-            hover=[schedule_label(t) for t in done]))
+        fig.series.append(
+            Series(
+                "complete trials",
+                [t.user_attrs["energy"] for t in done],
+                [t.user_attrs["adaptation_l2"] for t in done],
+                hover=[schedule_label(t) for t in done],
+            )
+        )
     if c_hat is not None and done:
         top = max(t.user_attrs["energy"] for t in done)
-        fig.series.append(Series(f"ĉ · energy (ĉ={c_hat:.3g})", [0.0, top], [0.0, c_hat * top],
-                                 kind="lines", dash=True))
+        fig.series.append(
+            Series(
+                f"ĉ · energy (ĉ={c_hat:.3g})",
+                [0.0, top],
+                [0.0, c_hat * top],
+                kind="lines",
+                dash=True,
+            )
+        )
     notes = []
     if c_hat is not None:
         notes.append(f"ĉ = {c_hat:.3g}")
@@ -220,21 +288,43 @@ def energy_vs_adaptation(trials: Sequence[FrozenTrial], c_hat: float | None,
 
 def energy_vs_ft_acc(trials: Sequence[FrozenTrial]) -> Figure:
     """Energy against FT validation accuracy; pruned trials at their last reported accuracy."""
-    fig = Figure("energy_vs_ft_acc", "Energy after HP vs FT validation accuracy",
-                 "energy  E‖e_y − q_0‖", "FT validation accuracy")
+    fig = Figure(
+        "energy_vs_ft_acc",
+        "Energy after HP vs FT validation accuracy",
+        "energy  E‖e_y − q_0‖",
+        "FT validation accuracy",
+    )
     done = [t for t in _complete(trials) if finite(t.user_attrs.get("energy"))]
     if done:
-        fig.series.append(Series("complete", [t.user_attrs["energy"] for t in done],
-                                 [t.value for t in done],
-                                 hover=[schedule_label(t) for t in done]))
-    pruned = [t for t in trials if t.state == TrialState.PRUNED
-              and finite(t.user_attrs.get("energy")) and t.intermediate_values]
+        fig.series.append(
+            Series(
+                "complete",
+                [t.user_attrs["energy"] for t in done],
+                [t.value for t in done],
+                hover=[schedule_label(t) for t in done],
+            )
+        )
+    pruned = [
+        t
+        for t in trials
+        if t.state == TrialState.PRUNED
+        and finite(t.user_attrs.get("energy"))
+        and t.intermediate_values
+    ]
     if pruned:
         last = [t.intermediate_values[max(t.intermediate_values)] for t in pruned]
-        fig.series.append(Series(
-            "pruned (last FT epoch reached)", [t.user_attrs["energy"] for t in pruned], last,
-            marker="x", hover=[f"{schedule_label(t)} pruned at "
-                               f"{t.user_attrs.get('pruned_at', '?')}" for t in pruned]))
+        fig.series.append(
+            Series(
+                "pruned (last FT epoch reached)",
+                [t.user_attrs["energy"] for t in pruned],
+                last,
+                marker="x",
+                hover=[
+                    f"{schedule_label(t)} pruned at {t.user_attrs.get('pruned_at', '?')}"
+                    for t in pruned
+                ],
+            )
+        )
     gate = sum(1 for t in trials if t.state == TrialState.PRUNED and not t.intermediate_values)
     if gate:
         fig.note = f"{gate} trial(s) pruned before FT have no FT accuracy and are not shown"
@@ -245,14 +335,21 @@ def energy_vs_ft_acc(trials: Sequence[FrozenTrial]) -> Figure:
 
 def optimization_history(trials: Sequence[FrozenTrial]) -> Figure:
     """FT validation accuracy per trial number and the best so far."""
-    fig = Figure("optimization_history", "Optimisation history", "trial number",
-                 "FT validation accuracy")
+    fig = Figure(
+        "optimization_history", "Optimisation history", "trial number", "FT validation accuracy"
+    )
     done = sorted(_complete(trials), key=lambda t: t.number)
     if not done:
         fig.note = "no complete trial yet"
         return fig
-    fig.series.append(Series("trial", [t.number for t in done], [t.value for t in done],
-                             hover=[schedule_label(t) for t in done]))
+    fig.series.append(
+        Series(
+            "trial",
+            [t.number for t in done],
+            [t.value for t in done],
+            hover=[schedule_label(t) for t in done],
+        )
+    )
     best, running = [], -math.inf
     for t in done:
         running = max(running, float(t.value))
@@ -263,12 +360,17 @@ def optimization_history(trials: Sequence[FrozenTrial]) -> Figure:
 
 def param_importances(importances: Mapping[str, float] | None, why_not: str = "") -> Figure:
     """Horizontal bars of optuna's parameter importances, or an empty figure saying why not."""
-    fig = Figure("param_importances", "Parameter importances (FT validation accuracy)",
-                 "importance", "parameter")
+    fig = Figure(
+        "param_importances",
+        "Parameter importances (FT validation accuracy)",
+        "importance",
+        "parameter",
+    )
     if importances:
         names = sorted(importances, key=importances.get, reverse=True)
-        fig.series.append(Series("importance", [float(importances[n]) for n in names], names,
-                                 kind="barh"))
+        fig.series.append(
+            Series("importance", [float(importances[n]) for n in names], names, kind="barh")
+        )
     else:
         fig.note = why_not or "not computed"
     return fig

@@ -31,6 +31,7 @@ Each is the mean over the orders with a 95% percentile-bootstrap interval of tha
 it writes ``replay.md``, ``replay.json`` and the cost-vs-regret figure (PNG + HTML) to
 ``<storage.reports>/<study.name>/`` and prints a short table.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,10 +40,11 @@ import math
 import os
 import statistics
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import optuna
@@ -71,6 +73,7 @@ COMPLETE, PRUNED_GATE, PRUNED_FT, FAILED = "complete", "pruned_gate", "pruned_ft
 
 
 # ---------------------------------------------------------------------------- the table
+
 
 @dataclass(frozen=True)
 class RecordedTrial:
@@ -104,10 +107,14 @@ def recorded_trial(t: FrozenTrial) -> RecordedTrial:
     steps = sorted(t.intermediate_values)
     test = t.user_attrs.get("test_acc")
     return RecordedTrial(
-        number=t.number, params=dict(t.params), distributions=dict(t.distributions),
+        number=t.number,
+        params=dict(t.params),
+        distributions=dict(t.distributions),
         gate_inputs={k: t.user_attrs[k] for k in GATE_INPUTS if k in t.user_attrs},
-        curve=tuple(float(t.intermediate_values[s]) for s in steps), value=float(t.value),
-        test_acc=float(test) if finite(test) else None)
+        curve=tuple(float(t.intermediate_values[s]) for s in steps),
+        value=float(t.value),
+        test_acc=float(test) if finite(test) else None,
+    )
 
 
 def load_table(study: optuna.Study, skip_pruned: bool = False) -> Table:
@@ -122,9 +129,12 @@ def load_table(study: optuna.Study, skip_pruned: bool = False) -> Table:
     name = study.study_name
     trials = study.get_trials(deepcopy=False)
     left_out: dict[str, int] = {}
-    for state, why in ((TrialState.PRUNED, "pruned (FT curve cut)"),
-                       (TrialState.FAIL, "failed"), (TrialState.RUNNING, "running"),
-                       (TrialState.WAITING, "waiting")):
+    for state, why in (
+        (TrialState.PRUNED, "pruned (FT curve cut)"),
+        (TrialState.FAIL, "failed"),
+        (TrialState.RUNNING, "running"),
+        (TrialState.WAITING, "waiting"),
+    ):
         n = sum(1 for t in trials if t.state == state)
         if n:
             left_out[why] = n
@@ -135,7 +145,8 @@ def load_table(study: optuna.Study, skip_pruned: bool = False) -> Table:
             f"study {name!r} has {pruned} pruned trial(s): their FT curves are cut and its "
             f"{complete} complete trials are the ones that survived its pruner; replay a study "
             "run with pruner=none, or pass replay.skip_pruned=true to replay the complete "
-            "trials alone (biased towards the survivors)")
+            "trials alone (biased towards the survivors)"
+        )
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     confirming = [t for t in done if is_confirmation(t)]
     if confirming:  # a top configuration again on another seed: not a trial of the search
@@ -149,19 +160,29 @@ def load_table(study: optuna.Study, skip_pruned: bool = False) -> Table:
     for t in done:
         steps = sorted(t.intermediate_values)
         if steps != list(range(1, len(steps) + 1)):
-            raise HpsearchError(f"study {name!r}: trial {t.number} reported FT steps {steps}, "
-                                "not 1..ft.epochs; replay needs one report per FT epoch")
+            raise HpsearchError(
+                f"study {name!r}: trial {t.number} reported FT steps {steps}, "
+                "not 1..ft.epochs; replay needs one report per FT epoch"
+            )
         lengths[len(steps)] = lengths.get(len(steps), 0) + 1
     if len(lengths) > 1:
         counts = ", ".join(f"{n} epochs: {k} trials" for n, k in sorted(lengths.items()))
-        raise HpsearchError(f"study {name!r}: its complete trials ran different numbers of FT "
-                            f"epochs ({counts}); replay needs one FT length")
+        raise HpsearchError(
+            f"study {name!r}: its complete trials ran different numbers of FT "
+            f"epochs ({counts}); replay needs one FT length"
+        )
     ft_epochs = next(iter(lengths), 0)
     if done and ft_epochs == 0:
-        raise HpsearchError(f"study {name!r}: its trials ran no FT epoch (ft.epochs=0); there is "
-                            "nothing for a pruner to save")
-    return Table(name, tuple(recorded_trial(t) for t in sorted(done, key=lambda t: t.number)),
-                 ft_epochs, left_out)
+        raise HpsearchError(
+            f"study {name!r}: its trials ran no FT epoch (ft.epochs=0); there is "
+            "nothing for a pruner to save"
+        )
+    return Table(
+        name,
+        tuple(recorded_trial(t) for t in sorted(done, key=lambda t: t.number)),
+        ft_epochs,
+        left_out,
+    )
 
 
 def check_budget(table: Table, budget: int) -> None:
@@ -170,18 +191,22 @@ def check_budget(table: Table, budget: int) -> None:
         raise HpsearchError(
             f"replay.budget={budget} is more than study {table.study_name!r}'s "
             f"{len(table.trials)} complete trials (left out: {left}); lower replay.budget or "
-            "run more trials")
+            "run more trials"
+        )
 
 
 def draw_orders(n_trials: int, orders: int, budget: int, seed: int) -> list[tuple[int, ...]]:
     """``orders`` random orders of ``budget`` of the trials 0..n_trials-1 (indexes into
     ``Table.trials``), each drawn without replacement; the same arguments give the same orders."""
     rng = np.random.default_rng(seed)
-    return [tuple(int(i) for i in rng.choice(n_trials, size=budget, replace=False))
-            for _ in range(orders)]
+    return [
+        tuple(int(i) for i in rng.choice(n_trials, size=budget, replace=False))
+        for _ in range(orders)
+    ]
 
 
 # ---------------------------------------------------------------------------- one order
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -208,8 +233,9 @@ class OrderReplay:
         return sum(o.ft_epochs for o in self.outcomes)
 
 
-def replay_order(table: Table, pruner_cfg: DictConfig, order: Sequence[int],
-                 name: str = "") -> OrderReplay:
+def replay_order(
+    table: Table, pruner_cfg: DictConfig, order: Sequence[int], name: str = ""
+) -> OrderReplay:
     """Play the trials ``order`` (indexes into ``table.trials``) into a fresh in-memory study
     whose pruner is ``make_pruner(pruner_cfg)`` (its ``pruner`` settings; ``ft.epochs`` is set to
     the table's). The study is named after the table's, as the hyperband pruner's brackets
@@ -217,10 +243,13 @@ def replay_order(table: Table, pruner_cfg: DictConfig, order: Sequence[int],
     start, cpu = time.perf_counter(), time.process_time()
     cfg = pruner_cfg.copy()
     cfg.ft.epochs = table.ft_epochs
-    study = optuna.create_study(storage=optuna.storages.InMemoryStorage(),
-                                study_name=table.study_name, direction="maximize",
-                                sampler=optuna.samplers.RandomSampler(seed=0),
-                                pruner=make_pruner(cfg))
+    study = optuna.create_study(
+        storage=optuna.storages.InMemoryStorage(),
+        study_name=table.study_name,
+        direction="maximize",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        pruner=make_pruner(cfg),
+    )
     outcomes = []
     for index in order:
         rec = table.trials[index]
@@ -243,10 +272,16 @@ def replay_order(table: Table, pruner_cfg: DictConfig, order: Sequence[int],
             study.tell(trial, rec.value)
             state = COMPLETE
         predicted = trial.user_attrs.get("gate_predicted_objective")
-        outcomes.append(Outcome(int(index), state, epochs,
-                                float(predicted) if finite(predicted) else None))
-    return OrderReplay(name, tuple(int(i) for i in order), tuple(outcomes),
-                       time.perf_counter() - start, time.process_time() - cpu)
+        outcomes.append(
+            Outcome(int(index), state, epochs, float(predicted) if finite(predicted) else None)
+        )
+    return OrderReplay(
+        name,
+        tuple(int(i) for i in order),
+        tuple(outcomes),
+        time.perf_counter() - start,
+        time.process_time() - cpu,
+    )
 
 
 # ---------------------------------------------------------------------------- many orders
@@ -274,8 +309,9 @@ def _init_worker(table: Table) -> None:
     _WORKER_TABLE = table
 
 
-def _replay_chunk(name: str, pruner_cfg: DictConfig,
-                  orders: Sequence[tuple[int, ...]]) -> list[OrderReplay]:
+def _replay_chunk(
+    name: str, pruner_cfg: DictConfig, orders: Sequence[tuple[int, ...]]
+) -> list[OrderReplay]:
     assert _WORKER_TABLE is not None
     return [replay_order(_WORKER_TABLE, pruner_cfg, o, name) for o in orders]
 
@@ -284,8 +320,12 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def replay(table: Table, pruners: Mapping[str, DictConfig], orders: Sequence[Sequence[int]],
-           processes: int = 1) -> dict[str, list[OrderReplay]]:
+def replay(
+    table: Table,
+    pruners: Mapping[str, DictConfig],
+    orders: Sequence[Sequence[int]],
+    processes: int = 1,
+) -> dict[str, list[OrderReplay]]:
     """Every pruner (name -> config) on every order; ``processes`` > 1 spreads the (pruner,
     order) replays over that many worker processes. Results are in the order of ``orders``."""
     orders = [tuple(int(i) for i in o) for o in orders]
@@ -297,14 +337,20 @@ def replay(table: Table, pruners: Mapping[str, DictConfig], orders: Sequence[Seq
     import multiprocessing
 
     size = max(1, math.ceil(len(orders) / (4 * processes)))  # small chunks balance the load
-    chunks = [(name, cfg, orders[i:i + size]) for name, cfg in pruners.items()
-              for i in range(0, len(orders), size)]
+    chunks = [
+        (name, cfg, orders[i : i + size])
+        for name, cfg in pruners.items()
+        for i in range(0, len(orders), size)
+    ]
     saved = {key: os.environ.get(key) for key in ONE_THREAD_ENV}
     os.environ.update(ONE_THREAD_ENV)  # the workers inherit it before they load numpy
     try:
-        with ProcessPoolExecutor(max_workers=processes,
-                                 mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker, initargs=(table,)) as pool:
+        with ProcessPoolExecutor(
+            max_workers=processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(table,),
+        ) as pool:
             futures = [pool.submit(_replay_chunk, *chunk) for chunk in chunks]
             for (name, _, _), future in zip(chunks, futures):
                 results[name].extend(future.result())
@@ -319,6 +365,7 @@ def replay(table: Table, pruners: Mapping[str, DictConfig], orders: Sequence[Seq
 
 # ---------------------------------------------------------------------------- the numbers
 
+
 def order_metrics(table: Table, result: OrderReplay) -> dict[str, Any]:
     """The replay's numbers for one order (see the module docstring)."""
     trials = table.trials
@@ -329,31 +376,46 @@ def order_metrics(table: Table, result: OrderReplay) -> dict[str, Any]:
     pick = max(kept, key=lambda i: trials[i].value) if kept else None  # first of the best
     best = trials[pick].value if pick is not None else 0.0  # nothing found: all is lost
     regret = 100.0 * (best_none - best)
-    pairs = [(o.predicted, trials[o.index].value) for o in result.outcomes
-             if o.predicted is not None]
+    pairs = [
+        (o.predicted, trials[o.index].value) for o in result.outcomes if o.predicted is not None
+    ]
     tau = kendall_tau([p for p, _ in pairs], [v for _, v in pairs]) if pairs else None
     none_pick_state = next(o.state for o in result.outcomes if o.index == none_pick)
     return {
         "ft_epochs": result.ft_epochs,
         "ft_epochs_vs_none": result.ft_epochs / (len(result.order) * table.ft_epochs),
-        "best_val_acc": best, "regret_points": regret, "loses_over_1_point": regret > LOSS_POINTS,
+        "best_val_acc": best,
+        "regret_points": regret,
+        "loses_over_1_point": regret > LOSS_POINTS,
         "picked_test_acc": trials[pick].test_acc if pick is not None else None,
         "none_pick_pruned": none_pick_state != COMPLETE,
         "pruned_gate": sum(o.state == PRUNED_GATE for o in result.outcomes),
         "pruned_ft": sum(o.state == PRUNED_FT for o in result.outcomes),
         "failed": sum(o.state == FAILED for o in result.outcomes),
-        "gate_predictions": len(pairs), "kendall_tau": tau, "seconds": result.seconds,
+        "gate_predictions": len(pairs),
+        "kendall_tau": tau,
+        "seconds": result.seconds,
         "cpu_seconds": result.cpu_seconds,
     }
 
 
-SUMMARY_METRICS = ("ft_epochs_vs_none", "regret_points", "loses_over_1_point", "picked_test_acc",
-                   "none_pick_pruned", "pruned_gate", "pruned_ft", "failed", "kendall_tau",
-                   "best_val_acc")
+SUMMARY_METRICS = (
+    "ft_epochs_vs_none",
+    "regret_points",
+    "loses_over_1_point",
+    "picked_test_acc",
+    "none_pick_pruned",
+    "pruned_gate",
+    "pruned_ft",
+    "failed",
+    "kendall_tau",
+    "best_val_acc",
+)
 
 
-def summarize(table: Table, results: Mapping[str, Sequence[OrderReplay]]
-              ) -> dict[str, dict[str, Any]]:
+def summarize(
+    table: Table, results: Mapping[str, Sequence[OrderReplay]]
+) -> dict[str, dict[str, Any]]:
     """Per pruner: each metric's mean and 95% interval over the orders ({mean, low, high, n};
     None where no order has it), regret's 95th percentile over orders, the replay seconds."""
     out: dict[str, dict[str, Any]] = {}
@@ -363,8 +425,11 @@ def summarize(table: Table, results: Mapping[str, Sequence[OrderReplay]]
         for key in SUMMARY_METRICS:
             values = [float(r[key]) for r in rows if r[key] is not None]
             interval = bootstrap_interval(values)
-            summary[key] = (None if interval is None else
-                            dict(zip(("mean", "low", "high"), interval), n=len(values)))
+            summary[key] = (
+                None
+                if interval is None
+                else dict(zip(("mean", "low", "high"), interval), n=len(values))
+            )
         regrets = [r["regret_points"] for r in rows]
         summary["regret_points_p95"] = float(np.quantile(regrets, 0.95)) if regrets else None
         summary["seconds"] = sum(r["seconds"] for r in rows)
@@ -376,69 +441,116 @@ def summarize(table: Table, results: Mapping[str, Sequence[OrderReplay]]
 
 # ---------------------------------------------------------------------------- the outputs
 
+
 def _mean_ci(entry: Mapping[str, Any] | None, scale: float = 1.0, spec: str = ".2f") -> str:
     if entry is None:
         return MISSING
-    return (f"{scale * entry['mean']:{spec}} [{scale * entry['low']:{spec}}, "
-            f"{scale * entry['high']:{spec}}]")
+    return (
+        f"{scale * entry['mean']:{spec}} [{scale * entry['low']:{spec}}, "
+        f"{scale * entry['high']:{spec}}]"
+    )
 
 
 def summary_rows(summary: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
     """One row per pruner: the columns of ``HEADER``."""
     rows = []
     for name, s in summary.items():
-        rows.append([
-            name, _mean_ci(s["ft_epochs_vs_none"]), _mean_ci(s["regret_points"]),
-            f"{s['regret_points_p95']:.2f}", _mean_ci(s["loses_over_1_point"], 100, ".0f"),
-            _mean_ci(s["picked_test_acc"], 100), _mean_ci(s["none_pick_pruned"], 100, ".0f"),
-            f"{s['pruned_gate']['mean']:.1f} / {s['pruned_ft']['mean']:.1f}"
-            + (f" (+{s['failed']['mean']:.1f} failed)" if s["failed"]["mean"] else ""),
-            _mean_ci(s["kendall_tau"]), f"{s['seconds']:.1f} ({s['cpu_seconds']:.1f})"])
+        rows.append(
+            [
+                name,
+                _mean_ci(s["ft_epochs_vs_none"]),
+                _mean_ci(s["regret_points"]),
+                f"{s['regret_points_p95']:.2f}",
+                _mean_ci(s["loses_over_1_point"], 100, ".0f"),
+                _mean_ci(s["picked_test_acc"], 100),
+                _mean_ci(s["none_pick_pruned"], 100, ".0f"),
+                f"{s['pruned_gate']['mean']:.1f} / {s['pruned_ft']['mean']:.1f}"
+                + (f" (+{s['failed']['mean']:.1f} failed)" if s["failed"]["mean"] else ""),
+                _mean_ci(s["kendall_tau"]),
+                f"{s['seconds']:.1f} ({s['cpu_seconds']:.1f})",
+            ]
+        )
     return rows
 
 
-HEADER = ["pruner", "FT epochs vs none", "regret (pts)", "regret p95 (pts)",
-          "orders losing > 1 pt (%)", "test acc of pick (%)", "none's pick pruned (%)",
-          "pruned gate / FT", "Kendall τ (gate)", "replay s (CPU s)"]
+HEADER = [
+    "pruner",
+    "FT epochs vs none",
+    "regret (pts)",
+    "regret p95 (pts)",
+    "orders losing > 1 pt (%)",
+    "test acc of pick (%)",
+    "none's pick pruned (%)",
+    "pruned gate / FT",
+    "Kendall τ (gate)",
+    "replay s (CPU s)",
+]
 
 
 def cost_vs_regret(summary: Mapping[str, Mapping[str, Any]]) -> plots.Figure:
     """Each pruner's mean FT-epoch fraction against its mean regret, with the 95% intervals."""
-    fig = plots.Figure("replay_cost_vs_regret", "Replay: cost vs regret per pruner",
-                       "FT epochs run, fraction of no pruning", "regret (points of FT val acc)")
+    fig = plots.Figure(
+        "replay_cost_vs_regret",
+        "Replay: cost vs regret per pruner",
+        "FT epochs run, fraction of no pruning",
+        "regret (points of FT val acc)",
+    )
     for name, s in summary.items():
         c, r = s["ft_epochs_vs_none"], s["regret_points"]
-        fig.series.append(plots.Series(
-            name, [c["mean"]], [r["mean"]], hover=[name],
-            x_interval=[(c["low"], c["high"])], y_interval=[(r["low"], r["high"])]))
+        fig.series.append(
+            plots.Series(
+                name,
+                [c["mean"]],
+                [r["mean"]],
+                hover=[name],
+                x_interval=[(c["low"], c["high"])],
+                y_interval=[(r["low"], r["high"])],
+            )
+        )
     fig.note = "mean over the orders; bars: 95% bootstrap intervals of the mean"
     return fig
 
 
-def replay_markdown(table: Table, settings: Mapping[str, Any],
-                    summary: Mapping[str, Mapping[str, Any]], figure: plots.Figure) -> str:
+def replay_markdown(
+    table: Table,
+    settings: Mapping[str, Any],
+    summary: Mapping[str, Mapping[str, Any]],
+    figure: plots.Figure,
+) -> str:
     spread = table.spread()
     left = ", ".join(f"{n} {why}" for why, n in table.left_out.items()) or "none"
     tests = [t.test_acc for t in table.trials if t.test_acc is not None]
-    out = [f"# Replay of study `{table.study_name}`", "",
-           f"Storage `{settings['storage']}`. {len(table.trials)} complete trials × "
-           f"{table.ft_epochs} FT epochs (left out: {left}); objective (FT validation accuracy) "
-           f"best {spread['best']:.4f}, median {spread['median']:.4f}, worst "
-           f"{spread['worst']:.4f}" + (f"; test accuracy best {max(tests):.4f}" if tests else "")
-           + ".", "",
-           f"{settings['orders']} random orders of {settings['budget']} trials (seed "
-           f"{settings['seed']}); each pruner replayed on every order through the live trial's "
-           "gate and FT-epoch calls. Entries: mean over the orders [95% bootstrap interval of "
-           "the mean]. Regret: the order's best objective minus the best the pruner kept, in "
-           "points; none's pick: the trial the order would select without pruning.", ""]
+    out = [
+        f"# Replay of study `{table.study_name}`",
+        "",
+        f"Storage `{settings['storage']}`. {len(table.trials)} complete trials × "
+        f"{table.ft_epochs} FT epochs (left out: {left}); objective (FT validation accuracy) "
+        f"best {spread['best']:.4f}, median {spread['median']:.4f}, worst "
+        f"{spread['worst']:.4f}"
+        + (f"; test accuracy best {max(tests):.4f}" if tests else "")
+        + ".",
+        "",
+        f"{settings['orders']} random orders of {settings['budget']} trials (seed "
+        f"{settings['seed']}); each pruner replayed on every order through the live trial's "
+        "gate and FT-epoch calls. Entries: mean over the orders [95% bootstrap interval of "
+        "the mean]. Regret: the order's best objective minus the best the pruner kept, in "
+        "points; none's pick: the trial the order would select without pruning.",
+        "",
+    ]
     out += markdown_table(HEADER, summary_rows(summary))
     out += ["", "## Pruner settings", ""]
     for name, p in settings["pruners"].items():
         out.append(f"- `{name}`: " + ", ".join(f"{k}={v}" for k, v in p.items()))
-    out += ["", f"Replay wall time {settings['wall_s']:.1f} s with {settings['processes']} "
-            "process(es); `replay s (CPU s)`: wall and CPU time spent replaying each pruner, "
-            "summed over the orders.", "", f"![{figure.title}]({figure.stem}.png) (interactive: "
-            f"[`{figure.stem}.html`]({figure.stem}.html))", ""]
+    out += [
+        "",
+        f"Replay wall time {settings['wall_s']:.1f} s with {settings['processes']} "
+        "process(es); `replay s (CPU s)`: wall and CPU time spent replaying each pruner, "
+        "summed over the orders.",
+        "",
+        f"![{figure.title}]({figure.stem}.png) (interactive: "
+        f"[`{figure.stem}.html`]({figure.stem}.html))",
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -446,29 +558,53 @@ def pruner_settings(cfg: DictConfig) -> dict[str, Any]:
     """The pruner keys that matter for ``cfg.pruner.name`` (and its ``ft`` pruner)."""
     p = OmegaConf.to_container(cfg.pruner, resolve=True)
     assert isinstance(p, dict)
-    keep = {"none": (), "median": ("n_startup_trials", "n_warmup_steps"),
-            "hyperband": ("min_resource", "reduction_factor")}
+    keep = {
+        "none": (),
+        "median": ("n_startup_trials", "n_warmup_steps"),
+        "hyperband": ("min_resource", "reduction_factor"),
+    }
     if p["name"] == "energy":
-        keys = ["ft", "n_startup_trials", "top_k", "min_prob", "energy_min",
-                "energy_max", "signals"] + list(keep[p["ft"]])
+        keys = [
+            "ft",
+            "n_startup_trials",
+            "top_k",
+            "min_prob",
+            "energy_min",
+            "energy_max",
+            "signals",
+        ] + list(keep[p["ft"]])
     else:
         keys = list(keep[p["name"]])
     return {k: p[k] for k in dict.fromkeys(keys)}
 
 
-def run_replay(table: Table, pruners: Mapping[str, DictConfig], orders: int, budget: int,
-               seed: int, processes: int) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def run_replay(
+    table: Table,
+    pruners: Mapping[str, DictConfig],
+    orders: int,
+    budget: int,
+    seed: int,
+    processes: int,
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Draw the orders and replay every pruner on them; (settings, summary)."""
     check_budget(table, budget)
     drawn = draw_orders(len(table.trials), orders, budget, seed)
     start = time.perf_counter()
     results = replay(table, pruners, drawn, processes)
-    settings = {"study": table.study_name, "trials": len(table.trials),
-                "ft_epochs": table.ft_epochs, "left_out": dict(table.left_out),
-                "spread": table.spread(), "orders": orders, "budget": budget, "seed": seed,
-                "processes": processes, "wall_s": time.perf_counter() - start,
-                "pruners": {name: pruner_settings(cfg) for name, cfg in pruners.items()},
-                "optuna": optuna.__version__}
+    settings = {
+        "study": table.study_name,
+        "trials": len(table.trials),
+        "ft_epochs": table.ft_epochs,
+        "left_out": dict(table.left_out),
+        "spread": table.spread(),
+        "orders": orders,
+        "budget": budget,
+        "seed": seed,
+        "processes": processes,
+        "wall_s": time.perf_counter() - start,
+        "pruners": {name: pruner_settings(cfg) for name, cfg in pruners.items()},
+        "optuna": optuna.__version__,
+    }
     return settings, summarize(table, results)
 
 
@@ -482,22 +618,33 @@ def write_replay(cfg: DictConfig, pruners: Mapping[str, DictConfig]) -> Path:
     table = load_table(study, skip_pruned=bool(r.skip_pruned))
     check_budget(table, int(r.budget))
     processes = int(r.processes) or available_cpus()
-    log.info("replaying %s on %d orders of %d of the %d complete trials of study %r "
-             "(%d processes)", ", ".join(pruners), r.orders, r.budget, len(table.trials), name,
-             processes)
-    settings, summary = run_replay(table, pruners, int(r.orders), int(r.budget), int(r.seed),
-                                   processes)
+    log.info(
+        "replaying %s on %d orders of %d of the %d complete trials of study %r (%d processes)",
+        ", ".join(pruners),
+        r.orders,
+        r.budget,
+        len(table.trials),
+        name,
+        processes,
+    )
+    settings, summary = run_replay(
+        table, pruners, int(r.orders), int(r.budget), int(r.seed), processes
+    )
     settings["storage"] = safe_url(url)
     out = Path(str(cfg.storage.reports)) / name
     out.mkdir(parents=True, exist_ok=True)
     figure = cost_vs_regret(summary)
     plots.write_png(figure, out / f"{figure.stem}.png")
     plots.write_html(figure, out / f"{figure.stem}.html")
-    (out / REPLAY_MD).write_text(replay_markdown(table, settings, summary, figure),
-                                 encoding="utf-8")
-    (out / REPLAY_JSON).write_text(json.dumps({"settings": settings, "pruners": summary},
-                                              indent=1), encoding="utf-8")
+    (out / REPLAY_MD).write_text(
+        replay_markdown(table, settings, summary, figure), encoding="utf-8"
+    )
+    (out / REPLAY_JSON).write_text(
+        json.dumps({"settings": settings, "pruners": summary}, indent=1), encoding="utf-8"
+    )
     print("\n".join(markdown_table(HEADER, summary_rows(summary))))
-    print(f"replay of {len(table.trials)} trials, {r.orders} orders x {r.budget} trials: "
-          f"{settings['wall_s']:.1f} s; {out / REPLAY_MD}")
+    print(
+        f"replay of {len(table.trials)} trials, {r.orders} orders x {r.budget} trials: "
+        f"{settings['wall_s']:.1f} s; {out / REPLAY_MD}"
+    )
     return out

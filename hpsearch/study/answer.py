@@ -15,10 +15,12 @@ the same seeds, so seed-to-seed luck shared by both cancels). Then one recommend
 ``record_answer`` stores it as study user attrs (``ANSWER_ATTRS``) so optuna-dashboard shows it;
 the worker calls it after every confirmation trial, ``mode=report`` when it writes the report.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -31,9 +33,9 @@ LEVEL = 0.95
 # study user attr -> meaning
 ANSWER_ATTRS = {
     "answer": "the recommendation of mode=confirm: the schedule to use and its margin over the "
-              "strongest baseline, with a 95% interval (provisional while trials are pending)",
+    "strongest baseline, with a 95% interval (provisional while trials are pending)",
     "answer_arms": "one line per confirmed configuration and baseline: FT validation and test "
-                   "accuracy, mean ± 95% interval over its seeds",
+    "accuracy, mean ± 95% interval over its seeds",
 }
 
 
@@ -61,8 +63,10 @@ class Arm:
     def values(self, seeds: Sequence[int] | None = None) -> tuple[list[float], list[float]]:
         """(FT val acc, test acc) of the runs on ``seeds`` (all runs: None), in seed order."""
         keys = sorted(self.runs) if seeds is None else list(seeds)
-        return ([float(self.runs[s].value) for s in keys],
-                [float(self.runs[s].user_attrs["test_acc"]) for s in keys])
+        return (
+            [float(self.runs[s].value) for s in keys],
+            [float(self.runs[s].user_attrs["test_acc"]) for s in keys],
+        )
 
     @property
     def val(self) -> Interval | None:
@@ -102,6 +106,7 @@ class Answer:
 def schedule_text(attrs: Mapping[str, Any]) -> str:
     """A trial's schedule as ``τ=6 ε=0.1 depth=1 copied=5 hp_lr=0.05 ft_lr=0.012`` (HP values
     are left out when HP did not run)."""
+
     def num(key: str) -> str:
         value = attrs.get(key)
         return format(value, ".3g") if finite(value) else "?"
@@ -128,26 +133,39 @@ def _arms(trials: Sequence[FrozenTrial]) -> list[Arm]:
         arm = arms.get(key)
         if arm is None:
             origin = None if baseline else by_number.get(int(key))
-            arm = arms[key] = Arm(key, baseline, schedule_text((origin or t).user_attrs),
-                                  search_value=None if origin is None else origin.value)
-        if t.state == TrialState.COMPLETE and t.value is not None \
-                and finite(t.user_attrs.get("test_acc")):
+            arm = arms[key] = Arm(
+                key,
+                baseline,
+                schedule_text((origin or t).user_attrs),
+                search_value=None if origin is None else origin.value,
+            )
+        if (
+            t.state == TrialState.COMPLETE
+            and t.value is not None
+            and finite(t.user_attrs.get("test_acc"))
+        ):
             arm.runs[int(t.user_attrs[CONFIRM_SEED])] = t
         elif t.state in (TrialState.WAITING, TrialState.RUNNING):
             arm.pending += 1
         else:
             arm.lost += 1
-    configs = sorted((a for a in arms.values() if not a.baseline),
-                     key=lambda a: (-(a.search_value or 0.0), a.key))
+    configs = sorted(
+        (a for a in arms.values() if not a.baseline),
+        key=lambda a: (-(a.search_value or 0.0), a.key),
+    )
     return configs + [a for a in arms.values() if a.baseline]
 
 
 def _difference(arm: Arm, baseline: Arm) -> Difference:
     seeds = sorted(set(arm.runs) & set(baseline.runs))
     (av, at), (bv, bt) = arm.values(seeds), baseline.values(seeds)
-    return Difference(arm, baseline, seeds,
-                      mean_interval([a - b for a, b in zip(av, bv)], LEVEL),
-                      mean_interval([a - b for a, b in zip(at, bt)], LEVEL))
+    return Difference(
+        arm,
+        baseline,
+        seeds,
+        mean_interval([a - b for a, b in zip(av, bv)], LEVEL),
+        mean_interval([a - b for a, b in zip(at, bt)], LEVEL),
+    )
 
 
 def points(iv: Interval | None, signed: bool = False) -> str:
@@ -169,19 +187,22 @@ def recommend(arms: Sequence[Arm], differences: Sequence[Difference]) -> str:
         return "no confirmation trial has completed yet"
     if not baselines:
         best = max(configs, key=lambda a: a.val.mean)
-        return (f"use {best.label}: FT validation accuracy {points(best.val)}% over "
-                f"{_seeds(best.val.n)}; no baseline was confirmed to compare it with")
+        return (
+            f"use {best.label}: FT validation accuracy {points(best.val)}% over "
+            f"{_seeds(best.val.n)}; no baseline was confirmed to compare it with"
+        )
     ref = max(baselines, key=lambda a: a.val.mean)
     diff = {(id(d.arm), id(d.baseline)): d for d in differences}
     winners = [c for c in configs if all(diff[id(c), id(b)].beats() for b in baselines)]
     if not winners:
         n = max(a.val.n for a in configs + baselines)
-        return (f"no configuration beats {ref.name} beyond the noise ({_seeds(n)}): "
-                f"use {ref.name}")
+        return f"no configuration beats {ref.name} beyond the noise ({_seeds(n)}): use {ref.name}"
     best = max(winners, key=lambda a: a.val.mean)
     d = diff[id(best), id(ref)]
-    return (f"use {best.label}: {points(d.val, signed=True)} points validation over {ref.name} "
-            f"({_seeds(d.val.n)}); test {points(d.test, signed=True)}")
+    return (
+        f"use {best.label}: {points(d.val, signed=True)} points validation over {ref.name} "
+        f"({_seeds(d.val.n)}); test {points(d.test, signed=True)}"
+    )
 
 
 def study_answer(trials: Sequence[FrozenTrial]) -> Answer | None:
@@ -200,8 +221,10 @@ def study_answer(trials: Sequence[FrozenTrial]) -> Answer | None:
 
 def arm_lines(answer: Answer) -> list[str]:
     """One line per arm: ``lp_ft: val 74.4 ± 1.2, test 73.0 ± 0.9 (3 seeds)``."""
-    return [f"{a.label}: val {points(a.val)}, test {points(a.test)} ({_seeds(len(a.runs))})"
-            for a in answer.arms]
+    return [
+        f"{a.label}: val {points(a.val)}, test {points(a.test)} ({_seeds(len(a.runs))})"
+        for a in answer.arms
+    ]
 
 
 def record_answer(study: optuna.Study, trial: FrozenTrial | None = None) -> Answer | None:

@@ -8,6 +8,7 @@ c consistent with every trial so far) and the Spearman correlation between the t
 (``BOUND_ATTRS``) after each completed trial, computed as the report computes them
 (``hpsearch.stats.bound_stats``), so optuna-dashboard shows them during the search.
 """
+
 from __future__ import annotations
 
 import optuna
@@ -21,7 +22,7 @@ BOUND_ATTRS = {
     "bound_c_hat_trial": "the trial that sets bound_c_hat",
     "bound_trials": "completed trials with adaptation_l2 and an energy > 0",
     "bound_spearman_energy_adaptation": "Spearman rho of energy and adaptation_l2 over completed "
-                                        "trials (null below 2 or when one is constant)",
+    "trials (null below 2 or when one is constant)",
 }
 
 
@@ -30,7 +31,10 @@ def record_bound_estimate(study: optuna.Study, trial: FrozenTrial) -> None:
     if trial.state != TrialState.COMPLETE:
         return
     stats = bound_stats(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    for key, value in (("bound_c_hat", stats["c_hat"]), ("bound_c_hat_trial", stats["c_hat_trial"]),
-                       ("bound_trials", stats["n_ratio"]),
-                       ("bound_spearman_energy_adaptation", stats["spearman_rho"])):
+    for key, value in (
+        ("bound_c_hat", stats["c_hat"]),
+        ("bound_c_hat_trial", stats["c_hat_trial"]),
+        ("bound_trials", stats["n_ratio"]),
+        ("bound_spearman_energy_adaptation", stats["spearman_rho"]),
+    ):
         study.set_user_attr(key, value)

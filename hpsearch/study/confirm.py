@@ -21,26 +21,36 @@ their ``confirm_seed`` and never lets a pruner stop them. Enqueueing runs under 
 setup lock and skips every (arm, seed) already present and not failed, so running ``mode=confirm``
 again, or from many workers at once, adds nothing.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import HpsearchError
-from hpsearch.schedules import (BASELINE_ATTR, SCHEDULE_ATTR, baseline_params,
-                                baseline_schedules)
+from hpsearch.schedules import BASELINE_ATTR, SCHEDULE_ATTR, baseline_params, baseline_schedules
 from hpsearch.space import contains
 from hpsearch.trial.records import CONFIRM_OF, CONFIRM_SEED, confirm_seed, is_confirmation
 
 BASELINES_KEY = "study.confirm.baselines"
 # What decides the result of a trial: a confirmation must run with the search's values for these.
-TRIAL_KEYS = ("experiment", "seed", "data", "backbone", "head", "hp", "ft", "schedule",
-              "search_space")
+TRIAL_KEYS = (
+    "experiment",
+    "seed",
+    "data",
+    "backbone",
+    "head",
+    "hp",
+    "ft",
+    "schedule",
+    "search_space",
+)
 
 
 @dataclass(frozen=True)
@@ -79,13 +89,20 @@ def check_search_config(study: optuna.Study, cfg: DictConfig) -> None:
                 raise HpsearchError(
                     f"{key}={now.get(key)!r} differs from the search's {key}={was.get(key)!r} "
                     f"in study {study.study_name!r}: confirm with the overrides the search ran "
-                    "with, so that confirmation trials run what the search ran")
+                    "with, so that confirmation trials run what the search ran"
+                )
 
 
 def search_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     """Complete trials of the search itself (not baselines, not confirmations), best first."""
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
-            and not t.user_attrs.get(BASELINE_ATTR) and not is_confirmation(t)]
+    done = [
+        t
+        for t in trials
+        if t.state == TrialState.COMPLETE
+        and t.value is not None
+        and not t.user_attrs.get(BASELINE_ATTR)
+        and not is_confirmation(t)
+    ]
     return sorted(done, key=lambda t: (-float(t.value), t.number))
 
 
@@ -103,9 +120,11 @@ def top_configurations(trials: Sequence[FrozenTrial], k: int) -> list[FrozenTria
     return top
 
 
-def plan_confirmation(study: optuna.Study, cfg: DictConfig,
-                      distributions: Mapping[str, optuna.distributions.BaseDistribution]
-                      ) -> list[Planned]:
+def plan_confirmation(
+    study: optuna.Study,
+    cfg: DictConfig,
+    distributions: Mapping[str, optuna.distributions.BaseDistribution],
+) -> list[Planned]:
     """Every confirmation trial the config asks for, present or not; an HpsearchError when there
     is nothing to confirm or a configuration does not fit the search space."""
     confirm = cfg.study.confirm
@@ -113,26 +132,43 @@ def plan_confirmation(study: optuna.Study, cfg: DictConfig,
     trials = study.get_trials(deepcopy=False)
     top = top_configurations(trials, int(confirm.top_k))
     if not top:
-        states = ", ".join(f"{n} {s.name.lower()}" for s, n in sorted(
-            _counts(trials).items(), key=lambda kv: kv[0].value)) or "no trials"
-        raise HpsearchError(f"study {study.study_name!r} has no complete search trial to confirm "
-                            f"({states}); run mode=search first")
+        states = (
+            ", ".join(
+                f"{n} {s.name.lower()}"
+                for s, n in sorted(_counts(trials).items(), key=lambda kv: kv[0].value)
+            )
+            or "no trials"
+        )
+        raise HpsearchError(
+            f"study {study.study_name!r} has no complete search trial to confirm "
+            f"({states}); run mode=search first"
+        )
     check_search_config(study, cfg)
     seeds = [confirm_seed(int(cfg.seed), slot) for slot in range(int(confirm.seeds))]
     planned = []
     for t in top:
         for key, value in t.params.items():
             if key not in distributions or not contains(distributions[key], value):
-                raise HpsearchError(f"trial {t.number}: {key}={value!r} is not in the search "
-                                    "space of this config; confirm with the overrides the search "
-                                    "ran with")
-        planned += [Planned(dict(t.params), {CONFIRM_OF: t.number, CONFIRM_SEED: s})
-                    for s in seeds]
+                raise HpsearchError(
+                    f"trial {t.number}: {key}={value!r} is not in the search "
+                    "space of this config; confirm with the overrides the search "
+                    "ran with"
+                )
+        planned += [Planned(dict(t.params), {CONFIRM_OF: t.number, CONFIRM_SEED: s}) for s in seeds]
     for schedule in baselines:
         params = baseline_params(cfg, schedule, distributions)
-        planned += [Planned(params, {SCHEDULE_ATTR: schedule.name, BASELINE_ATTR: True,
-                                     CONFIRM_OF: schedule.name, CONFIRM_SEED: s})
-                    for s in seeds]
+        planned += [
+            Planned(
+                params,
+                {
+                    SCHEDULE_ATTR: schedule.name,
+                    BASELINE_ATTR: True,
+                    CONFIRM_OF: schedule.name,
+                    CONFIRM_SEED: s,
+                },
+            )
+            for s in seeds
+        ]
     return planned
 
 
@@ -146,9 +182,11 @@ def _counts(trials: Sequence[FrozenTrial]) -> dict[TrialState, int]:
 def missing(study: optuna.Study, planned: Sequence[Planned]) -> list[Planned]:
     """The planned trials with no confirmation trial of the same (arm, seed) in the study that
     has not failed (a failed one may be re-queued by the retry callback; if not, it is redone)."""
-    present = {(t.user_attrs[CONFIRM_OF], t.user_attrs.get(CONFIRM_SEED))
-               for t in study.get_trials(deepcopy=False)
-               if is_confirmation(t) and t.state != TrialState.FAIL}
+    present = {
+        (t.user_attrs[CONFIRM_OF], t.user_attrs.get(CONFIRM_SEED))
+        for t in study.get_trials(deepcopy=False)
+        if is_confirmation(t) and t.state != TrialState.FAIL
+    }
     return [p for p in planned if p.key not in present]
 
 
@@ -163,5 +201,8 @@ def enqueue_confirmation(study: optuna.Study, planned: Sequence[Planned]) -> lis
 
 def waiting_confirmations(study: optuna.Study) -> int:
     """Confirmation trials not yet taken by a worker."""
-    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-               if is_confirmation(t))
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if is_confirmation(t)
+    )

@@ -14,9 +14,9 @@ workers spread evenly over the GPUs. ``workers_per_device=K`` lets up to K worke
 Each worker gets ``OMP_NUM_THREADS`` = cores / N (unless already set), so N processes do not
 oversubscribe the CPU cores (each would otherwise start one thread per core). Each worker's
 output goes to ``<storage.logs>/<study>/<time>/worker-<i>.log`` and, prefixed with
-``[worker i]``, to this terminal. The launcher forwards SIGTERM/SIGINT to the workers (each fails and re-queues its
-running trial, see ``hpsearch.study.shutdown``), waits for all of them, and exits with the first
-non-zero exit code of a worker (0 when all succeeded).
+``[worker i]``, to this terminal. The launcher forwards SIGTERM/SIGINT to the workers (each fails
+and re-queues its running trial, see ``hpsearch.study.shutdown``), waits for all of them, and
+exits with the first non-zero exit code of a worker (0 when all succeeded).
 
 With ``study.confirm.auto=true`` the search workers run with ``auto`` off, and once all of them
 have succeeded the launcher starts N workers of ``mode=confirm`` (``hpsearch.study.confirm``), which
@@ -28,6 +28,7 @@ Workers on other machines are the same command without ``workers``: they share t
 ``study.confirm.auto`` off there (each worker would confirm when it alone is done) and run
 ``mode=confirm`` once the search is over.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,7 +38,6 @@ import subprocess
 import sys
 import threading
 import time
-import zlib
 from pathlib import Path
 from typing import IO, Any
 
@@ -56,8 +56,10 @@ def worker_args(argv: list[str], phase: str | None = None) -> list[str]:
     args = [a for a in argv if not _LAUNCHER_KEYS.match(a)]
     if phase is None:
         return args
-    return [a for a in args if not _PHASE_KEYS.match(a)] + [f"mode={phase}",
-                                                            "study.confirm.auto=false"]
+    return [a for a in args if not _PHASE_KEYS.match(a)] + [
+        f"mode={phase}",
+        "study.confirm.auto=false",
+    ]
 
 
 def worker_env(cfg: DictConfig, index: int, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -72,14 +74,27 @@ def worker_env(cfg: DictConfig, index: int, base: dict[str, str] | None = None) 
 
 
 class _Worker:
-    def __init__(self, index: int, cmd: list[str], env: dict[str, str], log_path: Path,
-                 out: IO[str], lock: threading.Lock) -> None:
+    def __init__(
+        self,
+        index: int,
+        cmd: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        out: IO[str],
+        lock: threading.Lock,
+    ) -> None:
         self.index, self.log_path = index, log_path
         # A session of its own: Ctrl-C in the terminal reaches only the launcher, which then
         # stops every worker exactly once.
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
         self._thread = threading.Thread(target=self._pump, args=(out, lock), daemon=True)
         self._thread.start()
 
@@ -112,8 +127,9 @@ def launch_workers(cfg: DictConfig, argv: list[str], out: IO[str] = sys.stdout) 
         from hpsearch.study.confirm import plan_confirmation
         from hpsearch.study.storage import load_existing_study
 
-        plan_confirmation(load_existing_study(str(cfg.storage.url), str(cfg.study.name)), cfg,
-                          distributions)
+        plan_confirmation(
+            load_existing_study(str(cfg.storage.url), str(cfg.study.name)), cfg, distributions
+        )
         return _run_round(cfg, worker_args(argv), out)
     prepare_study(cfg, check_enqueue(cfg, distributions))
     if not cfg.study.confirm.auto:
@@ -127,10 +143,14 @@ def launch_workers(cfg: DictConfig, argv: list[str], out: IO[str] = sys.stdout) 
 def _run_round(cfg: DictConfig, args: list[str], out: IO[str]) -> int:
     """Run ``cfg.workers`` workers of ``python -m hpsearch ARGS``, wait; an exit code."""
     n = int(cfg.workers)
-    mode = next((a.split("=", 1)[1] for a in reversed(args) if a.startswith("mode=")),
-                str(cfg.mode))
-    log_dir = (Path(str(cfg.storage.logs)) / _safe_name(str(cfg.study.name))
-               / (time.strftime("%Y-%m-%d_%H-%M-%S") + ("" if mode == "search" else f"-{mode}")))
+    mode = next(
+        (a.split("=", 1)[1] for a in reversed(args) if a.startswith("mode=")), str(cfg.mode)
+    )
+    log_dir = (
+        Path(str(cfg.storage.logs))
+        / _safe_name(str(cfg.study.name))
+        / (time.strftime("%Y-%m-%d_%H-%M-%S") + ("" if mode == "search" else f"-{mode}"))
+    )
     log_dir.mkdir(parents=True, exist_ok=True)
     lock = threading.Lock()
     workers: list[_Worker] = []
@@ -142,20 +162,23 @@ def _run_round(cfg: DictConfig, args: list[str], out: IO[str]) -> int:
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        print(f"starting {n} {mode} workers of study {cfg.study.name!r}; logs in {log_dir}",
-              file=out, flush=True)
+        print(
+            f"starting {n} {mode} workers of study {cfg.study.name!r}; logs in {log_dir}",
+            file=out,
+            flush=True,
+        )
         for i in range(n):
             cmd = [sys.executable, "-m", "hpsearch", *args, f"hydra.run.dir={log_dir}/worker-{i}"]
-            workers.append(_Worker(i, cmd, worker_env(cfg, i), log_dir / f"worker-{i}.log", out,
-                                   lock))
+            workers.append(
+                _Worker(i, cmd, worker_env(cfg, i), log_dir / f"worker-{i}.log", out, lock)
+            )
         # A worker killed by signal N reads -N here; report it as the shell would (128 + N).
         codes = [code if code >= 0 else 128 - code for code in (w.wait() for w in workers)]
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     for w, code in zip(workers, codes):
-        print(f"worker {w.index} exited with code {code} (log: {w.log_path})", file=out,
-              flush=True)
+        print(f"worker {w.index} exited with code {code} (log: {w.log_path})", file=out, flush=True)
     return next((c for c in codes if c != 0), 0)
 
 

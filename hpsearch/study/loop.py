@@ -15,10 +15,11 @@ Two things that Optuna's loop turns into a crash of the worker (a ``ValueError``
   grace period (heartbeat). Then :class:`~hpsearch.errors.StorageUnreachable` is raised: one
   line, exit code 3.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -35,8 +36,9 @@ Callback = Callable[[optuna.Study, FrozenTrial], None]
 class _Guard:
     """The objective, watched: which trial runs, and whether another worker took it away."""
 
-    def __init__(self, objective: Callable[[optuna.Trial], float],
-                 storage: ResilientStorage) -> None:
+    def __init__(
+        self, objective: Callable[[optuna.Trial], float], storage: ResilientStorage
+    ) -> None:
         self.objective, self.storage = objective, storage
         self.trial_id: int | None = None  # the trial started last, until its callbacks ran
         self.raised_unreachable = False  # the objective itself ended with StorageUnreachable
@@ -72,17 +74,24 @@ class _Guard:
 
     def _lost(self, trial: optuna.Trial) -> TrialLost:
         self.lost = trial.number
-        return TrialLost(f"trial {trial.number} was failed as stale by another worker while "
-                         "this one ran it, and re-queued; this worker drops it")
+        return TrialLost(
+            f"trial {trial.number} was failed as stale by another worker while "
+            "this one ran it, and re-queued; this worker drops it"
+        )
 
     def finished(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Last ``study.optimize`` callback: the trial is told and its callbacks ran."""
         self.trial_id = None
 
 
-def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int,
-               callbacks: Sequence[Callback], catch: tuple[type[Exception], ...],
-               retry: Callback) -> None:
+def run_trials(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    n_trials: int,
+    callbacks: Sequence[Callback],
+    catch: tuple[type[Exception], ...],
+    retry: Callback,
+) -> None:
     """Run trials of ``study`` (whose storage is a :class:`ResilientStorage`) until ``n_trials``
     of them have finished in this worker — COMPLETE, PRUNED, or FAIL by an exception in
     ``catch`` — or the study is stopped (``study.stop``). ``retry`` re-queues a failed trial.
@@ -102,25 +111,37 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
     with OneLineFailures(TrialLost, StorageUnreachable):
         while done < n_trials:
             try:
-                study.optimize(guard, n_trials=n_trials - done,
-                               callbacks=[*callbacks, count, guard.finished], catch=catch)
+                study.optimize(
+                    guard,
+                    n_trials=n_trials - done,
+                    callbacks=[*callbacks, count, guard.finished],
+                    catch=catch,
+                )
                 return
             except Exception:
                 if storage.unreachable is not None:
                     if guard.trial_id is not None:
-                        _abandon(study, guard.trial_id, guard.raised_unreachable,
-                                 str(storage.unreachable), retry)
+                        _abandon(
+                            study,
+                            guard.trial_id,
+                            guard.raised_unreachable,
+                            str(storage.unreachable),
+                            retry,
+                        )
                     raise storage.unreachable from None
                 if guard.lost is None:
                     raise
-                log.warning("trial %d was failed as stale by another worker (this worker's "
-                            "heartbeat was blocked) and re-queued; going on with another trial",
-                            guard.lost)
+                log.warning(
+                    "trial %d was failed as stale by another worker (this worker's "
+                    "heartbeat was blocked) and re-queued; going on with another trial",
+                    guard.lost,
+                )
                 guard.lost = guard.trial_id = None
 
 
-def _abandon(study: optuna.Study, trial_id: int, failed_by_outage: bool, reason: str,
-             retry: Callback) -> None:
+def _abandon(
+    study: optuna.Study, trial_id: int, failed_by_outage: bool, reason: str, retry: Callback
+) -> None:
     """Fail the trial in progress with ``reason`` and re-queue it, each write tried once."""
     storage: ResilientStorage = study._storage  # type: ignore[assignment]
     with storage.single_attempt():
@@ -132,13 +153,17 @@ def _abandon(study: optuna.Study, trial_id: int, failed_by_outage: bool, reason:
             elif not (trial.state == TrialState.FAIL and failed_by_outage):
                 return  # finished before the storage went away, or failed for another reason
             retry(study, storage.get_trial(trial_id))
-            log.warning("trial %d marked FAIL and re-queued; it resumes from its last "
-                        "checkpoint", trial.number)
+            log.warning(
+                "trial %d marked FAIL and re-queued; it resumes from its last checkpoint",
+                trial.number,
+            )
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # another worker failed it meanwhile, and re-queued it
         except Exception as err:
             if not is_connection_error(err):
                 raise
-            log.warning("trial with id %d stays RUNNING: the storage is unreachable; once it is "
-                        "back, a worker fails it after storage.grace_period and retries it",
-                        trial_id)
+            log.warning(
+                "trial with id %d stays RUNNING: the storage is unreachable; once it is "
+                "back, a worker fails it after storage.grace_period and retries it",
+                trial_id,
+            )

@@ -36,6 +36,7 @@ workers' heartbeats were blocked by the same outage; a trial it does fail gets i
 The remaining ambiguity: two workers that fail the same stale trial at the same moment, one of
 them losing its connection, may both re-queue it (a duplicate retry, never a lost trial).
 """
+
 from __future__ import annotations
 
 import copy
@@ -64,8 +65,12 @@ CREATE_TOKEN_ATTR = "hpsearch:create_token"  # trial system attr: which create c
 BACKOFF_FIRST_S = 0.25  # first wait after a failed call; doubled up to BACKOFF_MAX_S
 BACKOFF_MAX_S = 2.0  # bounds the time from the server's return to the next call's success
 # SQLite errors that pass: another process holds the lock, or the file is briefly unreachable.
-SQLITE_TRANSIENT = ("database is locked", "database table is locked", "disk i/o error",
-                    "unable to open database file")
+SQLITE_TRANSIENT = (
+    "database is locked",
+    "database table is locked",
+    "disk i/o error",
+    "unable to open database file",
+)
 
 
 class TrialLost(Exception):
@@ -95,8 +100,7 @@ def is_connection_error(err: BaseException) -> bool:
             if e.orig is None:
                 return isinstance(e, (exc.OperationalError, exc.InterfaceError))
             return _driver_connection_error(e.orig)
-        if type(e).__module__.split(".")[0] not in ("builtins", "sqlalchemy", "optuna",
-                                                    "hpsearch"):
+        if type(e).__module__.split(".")[0] not in ("builtins", "sqlalchemy", "optuna", "hpsearch"):
             if _driver_connection_error(e):  # raised by a driver outside SQLAlchemy's wrapping
                 return True
     return False
@@ -136,11 +140,17 @@ def ride_out(what: str, call: Callable[[], T], timeout_s: float, url: str) -> T:
             now = time.monotonic()
             if first_failure is None:
                 first_failure = now
-                log.warning("storage %s unreachable (%s: %s); retrying for up to %g s", url, what,
-                            reason, timeout_s)
+                log.warning(
+                    "storage %s unreachable (%s: %s); retrying for up to %g s",
+                    url,
+                    what,
+                    reason,
+                    timeout_s,
+                )
             if now - first_failure >= timeout_s:
-                raise StorageUnreachable(f"storage {url} unreachable for {timeout_s:g} s: "
-                                         f"{reason}") from None
+                raise StorageUnreachable(
+                    f"storage {url} unreachable for {timeout_s:g} s: {reason}"
+                ) from None
             failures += 1
             time.sleep(backoff_s(failures))
             continue
@@ -174,8 +184,9 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
             ``optuna.create_study`` would use).
     """
 
-    def __init__(self, rdb: RDBStorage, timeout_s: float, url: str,
-                 backend: BaseStorage | None = None) -> None:
+    def __init__(
+        self, rdb: RDBStorage, timeout_s: float, url: str, backend: BaseStorage | None = None
+    ) -> None:
         self.rdb, self.timeout_s, self.url = rdb, float(timeout_s), url
         self.backend = backend if backend is not None else optuna.storages._CachedStorage(rdb)
         self.unreachable: StorageUnreachable | None = None  # set when a call gave up
@@ -186,9 +197,13 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
 
     # ------------------------------------------------------------------ the retry loop
 
-    def _call(self, what: str, call: Callable[[], T],
-              went_through: Callable[[], tuple[bool, Any]] | None = None,
-              give_up_quietly: bool = False) -> T:
+    def _call(
+        self,
+        what: str,
+        call: Callable[[], T],
+        went_through: Callable[[], tuple[bool, Any]] | None = None,
+        give_up_quietly: bool = False,
+    ) -> T:
         """``call()``, repeated while it fails with a connection error, until the storage has
         been unreachable for ``timeout_s``. Before a repetition, ``went_through()`` says whether
         the failed attempt did reach the database after all (and what the call returns)."""
@@ -221,18 +236,25 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
         with self._lock:
             if self._down_since is None:
                 self._down_since = now
-                log.warning("storage %s unreachable (%s: %s); retrying for up to %g s",
-                            self.url, what, reason, self.timeout_s)
+                log.warning(
+                    "storage %s unreachable (%s: %s); retrying for up to %g s",
+                    self.url,
+                    what,
+                    reason,
+                    self.timeout_s,
+                )
             down_for = now - self._down_since
         self._replace_connections()
         if down_for < self.timeout_s:
             return True
         if give_up_quietly:
-            log.warning("storage %s: %s given up after %.0f s (%s)", self.url, what, down_for,
-                        reason)
+            log.warning(
+                "storage %s: %s given up after %.0f s (%s)", self.url, what, down_for, reason
+            )
             return False
-        error = StorageUnreachable(f"storage {self.url} unreachable for {self.timeout_s:g} s: "
-                                   f"{reason}")
+        error = StorageUnreachable(
+            f"storage {self.url} unreachable for {self.timeout_s:g} s: {reason}"
+        )
         with self._lock:
             self.unreachable = self.unreachable or error
         raise error from None
@@ -256,7 +278,7 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
             pass
         self.rdb.engine.dispose()
 
-    def single_attempt(self) -> "_SingleAttempt":
+    def single_attempt(self) -> _SingleAttempt:
         """``with storage.single_attempt():`` calls in this thread are tried once (the last
         writes of a worker that gives up)."""
         return _SingleAttempt(self._local)
@@ -267,10 +289,19 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
         token = uuid.uuid4().hex
         if template_trial is None:  # what Optuna creates then: a bare RUNNING trial
             template = FrozenTrial(
-                number=-1, state=TrialState.RUNNING, value=None, values=None,
-                datetime_start=datetime.now(), datetime_complete=None, params={},
-                distributions={}, user_attrs={}, system_attrs={}, intermediate_values={},
-                trial_id=-1)
+                number=-1,
+                state=TrialState.RUNNING,
+                value=None,
+                values=None,
+                datetime_start=datetime.now(),
+                datetime_complete=None,
+                params={},
+                distributions={},
+                user_attrs={},
+                system_attrs={},
+                intermediate_values={},
+                trial_id=-1,
+            )
         else:
             template = copy.deepcopy(template_trial)
         # A fresh token also replaces the one a re-queued trial copied from the trial it retries.
@@ -282,11 +313,13 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
                     return True, trial._trial_id
             return False, None
 
-        return self._call("create_new_trial",
-                          lambda: self.backend.create_new_trial(study_id, template), created)
+        return self._call(
+            "create_new_trial", lambda: self.backend.create_new_trial(study_id, template), created
+        )
 
-    def set_trial_state_values(self, trial_id: int, state: TrialState,
-                               values: Sequence[float] | None = None) -> bool:
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
         since = datetime.now()
 
         def went_through() -> tuple[bool, Any]:
@@ -298,110 +331,146 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
             else:
                 stamp = trial.datetime_complete
                 if (trial.values is None) != (values is None) or (
-                        values is not None and list(trial.values) != [float(v) for v in values]):
+                    values is not None and list(trial.values) != [float(v) for v in values]
+                ):
                     return False, None
             return stamp is not None and since <= stamp <= datetime.now(), True
 
-        return self._call("set_trial_state_values",
-                          lambda: self.backend.set_trial_state_values(trial_id, state, values),
-                          went_through)
+        return self._call(
+            "set_trial_state_values",
+            lambda: self.backend.set_trial_state_values(trial_id, state, values),
+            went_through,
+        )
 
     def record_heartbeat(self, trial_id: int) -> None:
-        self._call("record_heartbeat", lambda: self.backend.record_heartbeat(trial_id),
-                   give_up_quietly=True)
+        self._call(
+            "record_heartbeat",
+            lambda: self.backend.record_heartbeat(trial_id),
+            give_up_quietly=True,
+        )
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         grace = self.rdb.grace_period or 2 * (self.rdb.heartbeat_interval or 0)
         recovered = self._recovered_at
         if recovered is not None and time.monotonic() - recovered < grace:
             return []  # their heartbeats were blocked by the outage we just rode out
-        stale = self._call("_get_stale_trial_ids",
-                           lambda: self.backend._get_stale_trial_ids(study_id))
+        stale = self._call(
+            "_get_stale_trial_ids", lambda: self.backend._get_stale_trial_ids(study_id)
+        )
         for trial_id in stale:  # Optuna fails them next; a finished trial takes no attrs
             try:
                 self.set_trial_user_attr(
-                    trial_id, FAIL_REASON,
+                    trial_id,
+                    FAIL_REASON,
                     f"no heartbeat for {grace} s (storage.grace_period): its worker died, hung "
-                    "or lost the storage")
+                    "or lost the storage",
+                )
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass
         return stale
 
     # ------------------------------------------------------------------ plain repetitions
 
-    def create_new_study(self, directions: Sequence[StudyDirection],
-                         study_name: str | None = None) -> int:
-        return self._call("create_new_study",
-                          lambda: self.backend.create_new_study(directions, study_name))
+    def create_new_study(
+        self, directions: Sequence[StudyDirection], study_name: str | None = None
+    ) -> int:
+        return self._call(
+            "create_new_study", lambda: self.backend.create_new_study(directions, study_name)
+        )
 
     def delete_study(self, study_id: int) -> None:
         self._call("delete_study", lambda: self.backend.delete_study(study_id))
 
     def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
-        self._call("set_study_user_attr",
-                   lambda: self.backend.set_study_user_attr(study_id, key, value))
+        self._call(
+            "set_study_user_attr", lambda: self.backend.set_study_user_attr(study_id, key, value)
+        )
 
     def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
-        self._call("set_study_system_attr",
-                   lambda: self.backend.set_study_system_attr(study_id, key, value))
+        self._call(
+            "set_study_system_attr",
+            lambda: self.backend.set_study_system_attr(study_id, key, value),
+        )
 
     def get_study_id_from_name(self, study_name: str) -> int:
-        return self._call("get_study_id_from_name",
-                          lambda: self.backend.get_study_id_from_name(study_name))
+        return self._call(
+            "get_study_id_from_name", lambda: self.backend.get_study_id_from_name(study_name)
+        )
 
     def get_study_name_from_id(self, study_id: int) -> str:
-        return self._call("get_study_name_from_id",
-                          lambda: self.backend.get_study_name_from_id(study_id))
+        return self._call(
+            "get_study_name_from_id", lambda: self.backend.get_study_name_from_id(study_id)
+        )
 
     def get_study_directions(self, study_id: int) -> list[StudyDirection]:
-        return self._call("get_study_directions",
-                          lambda: self.backend.get_study_directions(study_id))
+        return self._call(
+            "get_study_directions", lambda: self.backend.get_study_directions(study_id)
+        )
 
     def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
-        return self._call("get_study_user_attrs",
-                          lambda: self.backend.get_study_user_attrs(study_id))
+        return self._call(
+            "get_study_user_attrs", lambda: self.backend.get_study_user_attrs(study_id)
+        )
 
     def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
-        return self._call("get_study_system_attrs",
-                          lambda: self.backend.get_study_system_attrs(study_id))
+        return self._call(
+            "get_study_system_attrs", lambda: self.backend.get_study_system_attrs(study_id)
+        )
 
     def get_all_studies(self) -> list[FrozenStudy]:
         return self._call("get_all_studies", self.backend.get_all_studies)
 
-    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
-                        distribution: optuna.distributions.BaseDistribution) -> None:
-        self._call("set_trial_param", lambda: self.backend.set_trial_param(
-            trial_id, param_name, param_value_internal, distribution))
+    def set_trial_param(
+        self,
+        trial_id: int,
+        param_name: str,
+        param_value_internal: float,
+        distribution: optuna.distributions.BaseDistribution,
+    ) -> None:
+        self._call(
+            "set_trial_param",
+            lambda: self.backend.set_trial_param(
+                trial_id, param_name, param_value_internal, distribution
+            ),
+        )
 
     def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
-        return self._call("get_trial_id_from_study_id_trial_number",
-                          lambda: self.backend.get_trial_id_from_study_id_trial_number(
-                              study_id, trial_number))
+        return self._call(
+            "get_trial_id_from_study_id_trial_number",
+            lambda: self.backend.get_trial_id_from_study_id_trial_number(study_id, trial_number),
+        )
 
     def get_best_trial(self, study_id: int) -> FrozenTrial:
         return self._call("get_best_trial", lambda: self.backend.get_best_trial(study_id))
 
-    def set_trial_intermediate_value(self, trial_id: int, step: int,
-                                     intermediate_value: float) -> None:
-        self._call("set_trial_intermediate_value",
-                   lambda: self.backend.set_trial_intermediate_value(trial_id, step,
-                                                                     intermediate_value))
+    def set_trial_intermediate_value(
+        self, trial_id: int, step: int, intermediate_value: float
+    ) -> None:
+        self._call(
+            "set_trial_intermediate_value",
+            lambda: self.backend.set_trial_intermediate_value(trial_id, step, intermediate_value),
+        )
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._call("set_trial_user_attr",
-                   lambda: self.backend.set_trial_user_attr(trial_id, key, value))
+        self._call(
+            "set_trial_user_attr", lambda: self.backend.set_trial_user_attr(trial_id, key, value)
+        )
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._call("set_trial_system_attr",
-                   lambda: self.backend.set_trial_system_attr(trial_id, key, value))
+        self._call(
+            "set_trial_system_attr",
+            lambda: self.backend.set_trial_system_attr(trial_id, key, value),
+        )
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         return self._call("get_trial", lambda: self.backend.get_trial(trial_id))
 
-    def get_all_trials(self, study_id: int, deepcopy: bool = True,
-                       states: Container[TrialState] | None = None) -> list[FrozenTrial]:
-        return self._call("get_all_trials",
-                          lambda: self.backend.get_all_trials(study_id, deepcopy, states))
+    def get_all_trials(
+        self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        return self._call(
+            "get_all_trials", lambda: self.backend.get_all_trials(study_id, deepcopy, states)
+        )
 
     def remove_session(self) -> None:
         self.backend.remove_session()
@@ -410,7 +479,8 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
         return self.rdb.get_heartbeat_interval()
 
     def get_heartbeat_stale_trial_callback(
-            self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        self,
+    ) -> Callable[[optuna.Study, FrozenTrial], None] | None:
         return self.rdb.get_heartbeat_stale_trial_callback()
 
 

@@ -1,6 +1,7 @@
 """Where a worker runs: its index among the study's workers (sampler seed offset) and, for
 compose replicas that all see every GPU, a GPU slot of its own claimed by a lock file
 (``HPSEARCH_WORKERS_PER_DEVICE`` slots per GPU: several small trials share one GPU)."""
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,9 @@ def worker_index(storage_url: str = "") -> int:
     try:
         return int(value)
     except ValueError:
-        raise HpsearchError(f"{WORKER_INDEX_ENV}={value!r} is invalid: must be an integer or "
-                            "auto") from None
+        raise HpsearchError(
+            f"{WORKER_INDEX_ENV}={value!r} is invalid: must be an integer or auto"
+        ) from None
 
 
 def workers_per_device() -> int:
@@ -44,8 +46,10 @@ def workers_per_device() -> int:
     except ValueError:
         k = 0
     if k < 1:
-        raise HpsearchError(f"{WORKERS_PER_DEVICE_ENV}={value!r} is invalid: must be an integer "
-                            ">= 1 (how many workers share each GPU)")
+        raise HpsearchError(
+            f"{WORKERS_PER_DEVICE_ENV}={value!r} is invalid: must be an integer "
+            ">= 1 (how many workers share each GPU)"
+        )
     return k
 
 
@@ -71,10 +75,12 @@ def claim_gpu(lock_dir: str, n_devices: int, per_device: int = 1) -> tuple[int, 
             handle.flush()
             _claimed.append(handle)
             return i, slot
-    raise HpsearchError(f"{GPU_LOCK_DIR_ENV}={lock_dir}: all {n_devices} GPUs x {per_device} "
-                        f"slots ({WORKERS_PER_DEVICE_ENV}={per_device}) of this host are taken by "
-                        f"other workers; run at most {n_devices * per_device} workers here or "
-                        f"raise {WORKERS_PER_DEVICE_ENV}")
+    raise HpsearchError(
+        f"{GPU_LOCK_DIR_ENV}={lock_dir}: all {n_devices} GPUs x {per_device} "
+        f"slots ({WORKERS_PER_DEVICE_ENV}={per_device}) of this host are taken by "
+        f"other workers; run at most {n_devices * per_device} workers here or "
+        f"raise {WORKERS_PER_DEVICE_ENV}"
+    )
 
 
 def pin_to_free_gpu(cfg: DictConfig) -> DictConfig:

@@ -1,4 +1,5 @@
 """What a worker prints: one line per finished trial, and the table of best trials."""
+
 from __future__ import annotations
 
 import optuna
@@ -10,21 +11,47 @@ from hpsearch.trial.records import is_confirmation
 def best_trials_table(study: optuna.Study, top_k: int) -> str:
     """A text table of the top-k complete trials by FT validation accuracy (confirmation trials,
     repeats of a search trial on other seeds, are the answer's, not this table's)."""
-    done = [t for t in study.get_trials(deepcopy=False)
-            if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None
-            and not is_confirmation(t)]
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state == optuna.trial.TrialState.COMPLETE
+        and t.value is not None
+        and not is_confirmation(t)
+    ]
     done.sort(key=lambda t: t.value, reverse=True)
-    header = ("trial", "ft_val_acc", "tau", "eps", "depth", "copied", "hp_lr", "ft_lr", "energy",
-              "hp_acc", "adapt_l2", "test_acc")
+    header = (
+        "trial",
+        "ft_val_acc",
+        "tau",
+        "eps",
+        "depth",
+        "copied",
+        "hp_lr",
+        "ft_lr",
+        "energy",
+        "hp_acc",
+        "adapt_l2",
+        "test_acc",
+    )
     rows = [header]
     for t in done[:top_k]:
         a = t.user_attrs
-        rows.append((str(t.number), fmt(t.value, ".4f"), fmt(a.get("tau"), "d"),
-                     fmt(a.get("label_smoothing"), ".2f"), fmt(a.get("head_depth"), "d"),
-                     fmt(a.get("layers_copied"), "d"), fmt(a.get("hp_lr"), ".4g"),
-                     fmt(a.get("ft_lr"), ".4g"), fmt(a.get("energy"), ".3f"),
-                     fmt(a.get("hp_train_acc"), ".3f"), fmt(a.get("adaptation_l2"), ".3f"),
-                     fmt(a.get("test_acc"), ".4f")))
+        rows.append(
+            (
+                str(t.number),
+                fmt(t.value, ".4f"),
+                fmt(a.get("tau"), "d"),
+                fmt(a.get("label_smoothing"), ".2f"),
+                fmt(a.get("head_depth"), "d"),
+                fmt(a.get("layers_copied"), "d"),
+                fmt(a.get("hp_lr"), ".4g"),
+                fmt(a.get("ft_lr"), ".4g"),
+                fmt(a.get("energy"), ".3f"),
+                fmt(a.get("hp_train_acc"), ".3f"),
+                fmt(a.get("adaptation_l2"), ".3f"),
+                fmt(a.get("test_acc"), ".4f"),
+            )
+        )
     return text_table(rows)
 
 
@@ -36,8 +63,10 @@ def prune_reason(trial: optuna.trial.FrozenTrial) -> str:
         return str(a["prune_reason"])
     if trial.intermediate_values:
         epoch = max(trial.intermediate_values)
-        return (f"{a.get('pruned_at', f'ft_epoch_{epoch}')}: FT val acc "
-                f"{trial.intermediate_values[epoch]:.4f} after epoch {epoch}")
+        return (
+            f"{a.get('pruned_at', f'ft_epoch_{epoch}')}: FT val acc "
+            f"{trial.intermediate_values[epoch]:.4f} after epoch {epoch}"
+        )
     if a.get("pruned_at") == "gate":
         return "gate: after HP, before FT"
     return str(a.get("pruned_at", "no reason recorded"))
@@ -46,10 +75,12 @@ def prune_reason(trial: optuna.trial.FrozenTrial) -> str:
 def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     """One progress line for a finished trial: schedule, energy, outcome, best so far."""
     a = trial.user_attrs
-    schedule = (f"tau={fmt(a.get('tau'), 'd')} eps={fmt(a.get('label_smoothing'), '.2f')} "
-                f"depth={fmt(a.get('head_depth'), 'd')} "
-                f"copied={fmt(a.get('layers_copied'), 'd')} "
-                f"hp_lr={fmt(a.get('hp_lr'), '.3g')} ft_lr={fmt(a.get('ft_lr'), '.3g')}")
+    schedule = (
+        f"tau={fmt(a.get('tau'), 'd')} eps={fmt(a.get('label_smoothing'), '.2f')} "
+        f"depth={fmt(a.get('head_depth'), 'd')} "
+        f"copied={fmt(a.get('layers_copied'), 'd')} "
+        f"hp_lr={fmt(a.get('hp_lr'), '.3g')} ft_lr={fmt(a.get('ft_lr'), '.3g')}"
+    )
     state = trial.state
     if state == optuna.trial.TrialState.COMPLETE:
         outcome = f"ft_val_acc={trial.value:.4f}"
@@ -63,5 +94,7 @@ def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
         best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
     except ValueError:
         best = "best -"
-    return (f"trial {trial.number}: {schedule} | energy={fmt(a.get('energy'), '.3f')} "
-            f"hp_acc={fmt(a.get('hp_train_acc'), '.3f')} | {outcome} | {best}")
+    return (
+        f"trial {trial.number}: {schedule} | energy={fmt(a.get('energy'), '.3f')} "
+        f"hp_acc={fmt(a.get('hp_train_acc'), '.3f')} | {outcome} | {best}"
+    )

@@ -7,11 +7,13 @@ hidden. Past that check a lost connection is an outage: setup is repeated until 
 back (at most ``storage.outage_timeout``), and the study's storage rides out later outages
 (``hpsearch.study.outage``).
 """
+
 from __future__ import annotations
 
 import logging
 import warnings
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
@@ -20,10 +22,16 @@ from hpsearch.config import validate_config
 from hpsearch.errors import ConfigError, HpsearchError
 from hpsearch.pruners import make_pruner
 from hpsearch.space import apply_params, contains
-from hpsearch.study.placement import worker_index
 from hpsearch.study.outage import ResilientStorage, is_connection_error, ride_out
-from hpsearch.study.storage import (Heartbeat, Pool, connect_storage, describe_error, safe_url,
-                                    setup_lock)
+from hpsearch.study.placement import worker_index
+from hpsearch.study.storage import (
+    Heartbeat,
+    Pool,
+    connect_storage,
+    describe_error,
+    safe_url,
+    setup_lock,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +45,20 @@ def make_sampler(study_cfg: DictConfig, worker_offset: int = 0) -> optuna.sample
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=int(study_cfg.n_startup_trials))
 
 
-def create_study(cfg: DictConfig, storage: optuna.storages.BaseStorage,
-                 sampler: optuna.samplers.BaseSampler,
-                 pruner: optuna.pruners.BasePruner) -> optuna.Study:
-    study = optuna.create_study(storage=storage, study_name=str(cfg.study.name),
-                                direction="maximize", sampler=sampler, pruner=pruner,
-                                load_if_exists=True)
+def create_study(
+    cfg: DictConfig,
+    storage: optuna.storages.BaseStorage,
+    sampler: optuna.samplers.BaseSampler,
+    pruner: optuna.pruners.BasePruner,
+) -> optuna.Study:
+    study = optuna.create_study(
+        storage=storage,
+        study_name=str(cfg.study.name),
+        direction="maximize",
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=True,
+    )
     if "config" not in study.user_attrs:
         config = OmegaConf.to_container(cfg, resolve=True)
         config["storage"]["url"] = safe_url(str(cfg.storage.url))  # never store the password
@@ -54,8 +70,9 @@ def create_study(cfg: DictConfig, storage: optuna.storages.BaseStorage,
     return study
 
 
-def prepare_study(cfg: DictConfig, fixed: list[dict[str, Any]],
-                  setup: Callable[[optuna.Study], Any] | None = None) -> optuna.Study:
+def prepare_study(
+    cfg: DictConfig, fixed: list[dict[str, Any]], setup: Callable[[optuna.Study], Any] | None = None
+) -> optuna.Study:
     """Open the storage (heartbeat on), create or load the study, enqueue the fixed trials and
     run ``setup(study)`` (the baselines), holding the storage's setup lock so that any number of
     workers may do it at the same moment (a fixed trial is enqueued once, however many workers
@@ -63,24 +80,31 @@ def prepare_study(cfg: DictConfig, fixed: list[dict[str, Any]],
     during setup repeats it (each step loads what exists)."""
     url = str(cfg.storage.url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return ride_out("study setup", lambda: _prepare(cfg, fixed, setup),
-                    float(cfg.storage.outage_timeout), safe_url(url))
+    return ride_out(
+        "study setup",
+        lambda: _prepare(cfg, fixed, setup),
+        float(cfg.storage.outage_timeout),
+        safe_url(url),
+    )
 
 
-def _prepare(cfg: DictConfig, fixed: list[dict[str, Any]],
-             setup: Callable[[optuna.Study], Any] | None) -> optuna.Study:
+def _prepare(
+    cfg: DictConfig, fixed: list[dict[str, Any]], setup: Callable[[optuna.Study], Any] | None
+) -> optuna.Study:
     url = str(cfg.storage.url)
     with setup_lock(url):
         try:
-            rdb = connect_storage(url, Heartbeat.from_config(cfg.storage),
-                                  Pool.from_config(cfg.storage))
+            rdb = connect_storage(
+                url, Heartbeat.from_config(cfg.storage), Pool.from_config(cfg.storage)
+            )
         except Exception as err:
             if is_connection_error(err):
                 raise  # an outage: ride_out waits for the storage and repeats
             raise HpsearchError(describe_error(url, err)) from None
         storage = ResilientStorage(rdb, float(cfg.storage.outage_timeout), safe_url(url))
-        study = create_study(cfg, storage, make_sampler(cfg.study, worker_index(url)),
-                             make_pruner(cfg))
+        study = create_study(
+            cfg, storage, make_sampler(cfg.study, worker_index(url)), make_pruner(cfg)
+        )
         for params in fixed:
             study.enqueue_trial(params, skip_if_exists=True)
         if setup is not None:
@@ -93,15 +117,20 @@ def check_enqueue(cfg: DictConfig, distributions: Mapping[str, Any]) -> list[dic
     fixed = []
     for i, entry in enumerate(OmegaConf.to_container(cfg.study.enqueue, resolve=True) or []):
         if not isinstance(entry, dict) or not entry:
-            raise ConfigError(f"study.enqueue[{i}] must be a non-empty mapping of search-space "
-                              "keys to values")
+            raise ConfigError(
+                f"study.enqueue[{i}] must be a non-empty mapping of search-space keys to values"
+            )
         for key, value in entry.items():
             if key not in distributions:
-                raise ConfigError(f"study.enqueue[{i}]: {key!r} is not a search-space key; "
-                                  f"allowed: {', '.join(distributions)}")
+                raise ConfigError(
+                    f"study.enqueue[{i}]: {key!r} is not a search-space key; "
+                    f"allowed: {', '.join(distributions)}"
+                )
             if not contains(distributions[key], value):
-                raise ConfigError(f"study.enqueue[{i}]: {key}={value!r} lies outside its "
-                                  f"search-space distribution {distributions[key]}")
+                raise ConfigError(
+                    f"study.enqueue[{i}]: {key}={value!r} lies outside its "
+                    f"search-space distribution {distributions[key]}"
+                )
         validate_config(apply_params(cfg, entry))
         fixed.append(entry)
     return fixed

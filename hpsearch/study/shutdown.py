@@ -14,14 +14,16 @@ running trial must not stay RUNNING for ever, and its work so far must not be lo
 4. A signal between trials stops the worker after the current storage call (``study.stop``);
    a second signal is not caught any more and ends the process the default way.
 """
+
 from __future__ import annotations
 
 import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 
@@ -32,8 +34,13 @@ log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 RETRY_DELAY_S = 0.05  # how soon a deferred stop is tried again
 # Code that must not be interrupted half-way: database calls and checkpoint writes.
-CRITICAL_MODULES = ("sqlalchemy", "psycopg2", "optuna.storages", "optuna.artifacts",
-                    "hpsearch.trial.checkpoints")
+CRITICAL_MODULES = (
+    "sqlalchemy",
+    "psycopg2",
+    "optuna.storages",
+    "optuna.artifacts",
+    "hpsearch.trial.checkpoints",
+)
 
 
 class WorkerStopped(KeyboardInterrupt):
@@ -61,7 +68,7 @@ class OneLineFailures(logging.Filter):
             record.exc_info, record.exc_text = None, None
         return True
 
-    def __enter__(self) -> "OneLineFailures":
+    def __enter__(self) -> OneLineFailures:
         for handler in logging.getLogger("optuna").handlers:
             handler.addFilter(self)
         return self
@@ -86,7 +93,7 @@ class GracefulShutdown:
         self._wrapper_code: Any = None
         self._log_filter = OneLineFailures(WorkerStopped)
 
-    def __enter__(self) -> "GracefulShutdown":
+    def __enter__(self) -> GracefulShutdown:
         self._log_filter.__enter__()
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
@@ -123,8 +130,7 @@ class GracefulShutdown:
                 try:
                     trial.set_user_attr(FAIL_REASON, f"{err}: the worker was shut down")
                 except Exception as write_err:  # storage gone, trial taken: the stop goes on
-                    log.warning("trial %d: fail_reason not recorded (%s)", trial.number,
-                                write_err)
+                    log.warning("trial %d: fail_reason not recorded (%s)", trial.number, write_err)
                 raise
             finally:
                 self._in_trial = False
@@ -170,9 +176,11 @@ class GracefulShutdown:
         return False
 
 
-def requeue_stopped_trial(study: optuna.Study, trial_id: int | None,
-                          retry: Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
-                          ) -> optuna.trial.FrozenTrial | None:
+def requeue_stopped_trial(
+    study: optuna.Study,
+    trial_id: int | None,
+    retry: Callable[[optuna.Study, optuna.trial.FrozenTrial], None],
+) -> optuna.trial.FrozenTrial | None:
     """Make sure the interrupted trial is FAIL (not RUNNING) and re-queue it with ``retry``
     (``RetryHeartbeatStaleTrialCallback``: same parameters, checkpoint pointer inherited, the
     retry budget respected). Returns the failed trial, or None if none was running."""

@@ -24,6 +24,7 @@ Every failure to open the storage is an ``HpsearchError`` of one line that names
 password hidden and says what went wrong: host unreachable, authentication failed, database
 missing, driver missing.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,9 +34,10 @@ import logging
 import time
 import warnings
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import optuna
 from omegaconf import DictConfig
@@ -67,11 +69,14 @@ class Heartbeat:
     max_retry: int = _DEFAULTS.max_retry
 
     @classmethod
-    def from_config(cls, storage_cfg: DictConfig) -> "Heartbeat":
-        return cls(int(storage_cfg.heartbeat_interval), int(storage_cfg.grace_period),
-                   int(storage_cfg.max_retry))
+    def from_config(cls, storage_cfg: DictConfig) -> Heartbeat:
+        return cls(
+            int(storage_cfg.heartbeat_interval),
+            int(storage_cfg.grace_period),
+            int(storage_cfg.max_retry),
+        )
 
-    def retry_callback(self) -> "Requeue":
+    def retry_callback(self) -> Requeue:
         return Requeue(self.max_retry)
 
 
@@ -101,22 +106,29 @@ class Pool:
     sqlite_busy_s: float = SQLITE_TIMEOUT_S  # how long a SQLite call waits for the file lock
 
     @classmethod
-    def from_config(cls, storage_cfg: DictConfig) -> "Pool":
-        return cls(int(storage_cfg.pool_size), int(storage_cfg.pool_recycle),
-                   min(float(SQLITE_TIMEOUT_S), float(storage_cfg.outage_timeout)))
+    def from_config(cls, storage_cfg: DictConfig) -> Pool:
+        return cls(
+            int(storage_cfg.pool_size),
+            int(storage_cfg.pool_recycle),
+            min(float(SQLITE_TIMEOUT_S), float(storage_cfg.outage_timeout)),
+        )
 
 
 def _parse(url: Any):
     from sqlalchemy.engine import make_url
 
     if not url:
-        raise HpsearchError("storage.url is not set: export HPSEARCH_STORAGE_URL="
-                            f"{URL_EXAMPLE} or pass storage.url=...")
+        raise HpsearchError(
+            "storage.url is not set: export HPSEARCH_STORAGE_URL="
+            f"{URL_EXAMPLE} or pass storage.url=..."
+        )
     try:
         return make_url(str(url))
     except Exception:
-        raise HpsearchError(f"storage.url={safe_url(str(url))!r} is not a database URL; expected "
-                            f"e.g. sqlite:///storage/hpsearch.db or {URL_EXAMPLE}") from None
+        raise HpsearchError(
+            f"storage.url={safe_url(str(url))!r} is not a database URL; expected "
+            f"e.g. sqlite:///storage/hpsearch.db or {URL_EXAMPLE}"
+        ) from None
 
 
 def is_sqlite(url: str) -> bool:
@@ -128,8 +140,12 @@ def engine_kwargs(url: str, pool: Pool | None = None) -> dict[str, Any]:
     pool = pool or Pool()
     if is_sqlite(url):
         return {"connect_args": {"timeout": pool.sqlite_busy_s}}
-    kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_size": pool.size,
-                              "max_overflow": POOL_OVERFLOW, "pool_recycle": pool.recycle_s}
+    kwargs: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "pool_size": pool.size,
+        "max_overflow": POOL_OVERFLOW,
+        "pool_recycle": pool.recycle_s,
+    }
     if _parse(url).get_backend_name() == "postgresql":
         kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     return kwargs
@@ -145,21 +161,38 @@ def describe_error(url: str, err: BaseException) -> str:
     where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
     prefix = f"storage.url={safe_url(url)}: cannot open storage"
     if isinstance(err, ImportError) or isinstance(raw, ImportError):
-        return (f"{prefix}: the database driver is not installed ({reason}); for PostgreSQL "
-                "run: pip install 'hpsearch[postgres]'")
+        return (
+            f"{prefix}: the database driver is not installed ({reason}); for PostgreSQL "
+            "run: pip install 'hpsearch[postgres]'"
+        )
     if "password authentication failed" in text or "authentication failed" in text:
-        return (f"{prefix}: authentication failed for user {parsed.username!r}: check the user "
-                "and password in HPSEARCH_STORAGE_URL / storage.url")
+        return (
+            f"{prefix}: authentication failed for user {parsed.username!r}: check the user "
+            "and password in HPSEARCH_STORAGE_URL / storage.url"
+        )
     if "does not exist" in text and "database" in text:
-        return (f"{prefix}: database {parsed.database!r} does not exist on {where}: create it "
-                f"first (e.g. createdb -h {parsed.host} -U {parsed.username} {parsed.database})")
+        return (
+            f"{prefix}: database {parsed.database!r} does not exist on {where}: create it "
+            f"first (e.g. createdb -h {parsed.host} -U {parsed.username} {parsed.database})"
+        )
     if "role" in text and "does not exist" in text:
         return f"{prefix}: user {parsed.username!r} does not exist on {where}"
-    if any(s in text for s in ("connection refused", "could not translate host name",
-                               "timeout expired", "no route to host", "network is unreachable",
-                               "name or service not known", "could not connect")):
-        return (f"{prefix}: no database server reachable at {where} "
-                f"({_scrub(reason, parsed)}): is it running, and are host and port right?")
+    if any(
+        s in text
+        for s in (
+            "connection refused",
+            "could not translate host name",
+            "timeout expired",
+            "no route to host",
+            "network is unreachable",
+            "name or service not known",
+            "could not connect",
+        )
+    ):
+        return (
+            f"{prefix}: no database server reachable at {where} "
+            f"({_scrub(reason, parsed)}): is it running, and are host and port right?"
+        )
     return f"{prefix} ({type(raw).__name__}: {_scrub(reason, parsed)[:200]})"
 
 
@@ -180,8 +213,11 @@ def check_connection(url: str) -> None:
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         return
     try:
-        engine = create_engine(str(url), poolclass=NullPool, **{
-            k: v for k, v in engine_kwargs(str(url)).items() if k == "connect_args"})
+        engine = create_engine(
+            str(url),
+            poolclass=NullPool,
+            **{k: v for k, v in engine_kwargs(str(url)).items() if k == "connect_args"},
+        )
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         engine.dispose()
@@ -213,8 +249,9 @@ def _tune_sqlite(storage: optuna.storages.RDBStorage, busy_s: float) -> None:
     engine.dispose()  # drop the connections made while creating tables, before the hooks existed
 
 
-def open_storage(url: str, heartbeat: Heartbeat | None = None,
-                 pool: Pool | None = None) -> optuna.storages.RDBStorage:
+def open_storage(
+    url: str, heartbeat: Heartbeat | None = None, pool: Pool | None = None
+) -> optuna.storages.RDBStorage:
     """An RDBStorage for ``url`` (tables created if missing); any failure is an HpsearchError.
 
     ``heartbeat`` turns on stale-trial detection and retries (workers); readers pass None.
@@ -227,8 +264,9 @@ def open_storage(url: str, heartbeat: Heartbeat | None = None,
         raise HpsearchError(describe_error(str(url), err)) from None
 
 
-def connect_storage(url: str, heartbeat: Heartbeat | None = None,
-                    pool: Pool | None = None) -> optuna.storages.RDBStorage:
+def connect_storage(
+    url: str, heartbeat: Heartbeat | None = None, pool: Pool | None = None
+) -> optuna.storages.RDBStorage:
     """:func:`open_storage` with the driver's errors as raised, for callers that tell a
     connection error (an outage: wait) from any other."""
     parsed = _parse(url)
@@ -237,8 +275,11 @@ def connect_storage(url: str, heartbeat: Heartbeat | None = None,
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     kwargs: dict[str, Any] = {"engine_kwargs": engine_kwargs(url, pool)}
     if heartbeat is not None:
-        kwargs.update(heartbeat_interval=heartbeat.interval, grace_period=heartbeat.grace_period,
-                      heartbeat_stale_trial_callback=heartbeat.retry_callback())
+        kwargs.update(
+            heartbeat_interval=heartbeat.interval,
+            grace_period=heartbeat.grace_period,
+            heartbeat_stale_trial_callback=heartbeat.retry_callback(),
+        )
     for attempt in range(SETUP_RETRIES):
         try:
             with warnings.catch_warnings():
@@ -257,8 +298,10 @@ def connect_storage(url: str, heartbeat: Heartbeat | None = None,
 
 def _is_creation_race(err: BaseException) -> bool:
     text = str(getattr(err, "orig", None) or err).lower()
-    return any(s in text for s in ("already exists", "duplicate key", "unique constraint",
-                                   "database is locked"))
+    return any(
+        s in text
+        for s in ("already exists", "duplicate key", "unique constraint", "database is locked")
+    )
 
 
 @contextlib.contextmanager
@@ -277,8 +320,11 @@ def setup_lock(url: str) -> Iterator[None]:
         from sqlalchemy import create_engine, text
         from sqlalchemy.pool import NullPool
 
-        engine = create_engine(str(url), poolclass=NullPool, **{
-            k: v for k, v in engine_kwargs(str(url)).items() if k == "connect_args"})
+        engine = create_engine(
+            str(url),
+            poolclass=NullPool,
+            **{k: v for k, v in engine_kwargs(str(url)).items() if k == "connect_args"},
+        )
         try:
             with engine.connect() as conn:
                 conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SETUP_LOCK_KEY})
@@ -287,8 +333,7 @@ def setup_lock(url: str) -> Iterator[None]:
                     yield
                 finally:
                     try:
-                        conn.execute(text("SELECT pg_advisory_unlock(:k)"),
-                                     {"k": SETUP_LOCK_KEY})
+                        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SETUP_LOCK_KEY})
                         conn.commit()
                     except Exception:  # connection lost: the lock ended with it
                         log.debug("setup lock: unlock failed; the lock ended with the connection")
@@ -314,14 +359,21 @@ def load_existing_study(url: str, name: str) -> optuna.Study:
         parsed = _parse(url)
     except HpsearchError:
         parsed = None
-    if (parsed is not None and parsed.get_backend_name() == "sqlite"
-            and parsed.database not in (None, "", ":memory:")
-            and not Path(parsed.database).expanduser().exists()):
-        raise HpsearchError(f"storage.url={url}: no such database file; run a search first "
-                            "or point storage.url at the search's storage")
+    if (
+        parsed is not None
+        and parsed.get_backend_name() == "sqlite"
+        and parsed.database not in (None, "", ":memory:")
+        and not Path(parsed.database).expanduser().exists()
+    ):
+        raise HpsearchError(
+            f"storage.url={url}: no such database file; run a search first "
+            "or point storage.url at the search's storage"
+        )
     storage = open_storage(url)
     names = sorted(s.study_name for s in storage.get_all_studies())
     if name not in names:
-        raise HpsearchError(f"study.name={name!r} is not in storage {safe_url(url)}; studies "
-                            f"there: {', '.join(names) if names else '(none)'}")
+        raise HpsearchError(
+            f"study.name={name!r} is not in storage {safe_url(url)}; studies "
+            f"there: {', '.join(names) if names else '(none)'}"
+        )
     return optuna.load_study(study_name=name, storage=storage)

@@ -9,11 +9,12 @@ retry resumes from the trial's newest checkpoint (``hpsearch.trial.checkpoints``
 outage is ridden out for up to ``storage.outage_timeout`` (``hpsearch.study.outage``,
 ``hpsearch.study.loop``); past it the worker ends with exit code 3.
 """
+
 from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import optuna
 import torch
@@ -29,8 +30,12 @@ from hpsearch.study.loop import run_trials
 from hpsearch.study.placement import pin_to_free_gpu
 from hpsearch.study.progress import best_trials_table, trial_line
 from hpsearch.study.setup import check_enqueue, prepare_study
-from hpsearch.study.shutdown import (GracefulShutdown, WorkerStopped, exit_stopped,
-                                     requeue_stopped_trial)
+from hpsearch.study.shutdown import (
+    GracefulShutdown,
+    WorkerStopped,
+    exit_stopped,
+    requeue_stopped_trial,
+)
 from hpsearch.study.storage import Heartbeat, load_existing_study, safe_url, setup_lock
 from hpsearch.trial import Objective, Workspace
 from hpsearch.trial.checkpoints import CheckpointStore
@@ -45,34 +50,58 @@ def _open_worker(cfg: DictConfig) -> tuple[DictConfig, Workspace, CheckpointStor
     cfg = pin_to_free_gpu(cfg)  # compose replicas: a GPU slot each
     workspace = Workspace(cfg)
     task = workspace.task(cfg)
-    log.info("data: %d train / %d val / %d test, classes %s; backbone %s (%s); device %s",
-             len(task.splits.train), len(task.splits.val), len(task.splits.test),
-             task.splits.classes, cfg.backbone.arch, task.pretrained.description,
-             workspace.device)
+    log.info(
+        "data: %d train / %d val / %d test, classes %s; backbone %s (%s); device %s",
+        len(task.splits.train),
+        len(task.splits.val),
+        len(task.splits.test),
+        task.splits.classes,
+        cfg.backbone.arch,
+        task.pretrained.description,
+        workspace.device,
+    )
     return cfg, workspace, checkpoints
 
 
-def _run_trials(study: optuna.Study, cfg: DictConfig,
-                objective: Callable[[optuna.Trial], float], checkpoints: CheckpointStore,
-                n_trials: int, *extra_callbacks: Callable) -> None:
+def _run_trials(
+    study: optuna.Study,
+    cfg: DictConfig,
+    objective: Callable[[optuna.Trial], float],
+    checkpoints: CheckpointStore,
+    n_trials: int,
+    *extra_callbacks: Callable,
+) -> None:
     """``n_trials`` trials with the worker's callbacks, riding out storage outages
     (``hpsearch.study.loop``); a stop signal re-queues the running trial and ends the process."""
+
     def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         log.info(trial_line(study, trial))
 
     retry = Heartbeat.from_config(cfg.storage).retry_callback()
     with GracefulShutdown() as shutdown:
         try:
-            run_trials(study, shutdown.objective(objective), n_trials,
-                       callbacks=[record_bound_estimate, report, checkpoints.on_trial_finished,
-                                  *extra_callbacks, shutdown.callback],
-                       catch=(InvalidSignalError,),  # NaN HP signals fail that trial only
-                       retry=retry)
+            run_trials(
+                study,
+                shutdown.objective(objective),
+                n_trials,
+                callbacks=[
+                    record_bound_estimate,
+                    report,
+                    checkpoints.on_trial_finished,
+                    *extra_callbacks,
+                    shutdown.callback,
+                ],
+                catch=(InvalidSignalError,),  # NaN HP signals fail that trial only
+                retry=retry,
+            )
         except WorkerStopped as err:
             failed = requeue_stopped_trial(study, shutdown.current_trial_id, retry)
             if failed is not None:
-                log.warning("%s: trial %d marked FAIL and re-queued; it resumes from its last "
-                            "checkpoint", err, failed.number)
+                log.warning(
+                    "%s: trial %d marked FAIL and re-queued; it resumes from its last checkpoint",
+                    err,
+                    failed.number,
+                )
             exit_stopped(err)
     if shutdown.stopping:
         log.warning("stopped by signal %s between trials", shutdown.signum)
@@ -92,20 +121,30 @@ def run_search(cfg: DictConfig) -> optuna.Study:
     cfg, workspace, checkpoints = _open_worker(cfg)
 
     study = prepare_study(
-        cfg, fixed, setup=lambda study: enqueue_baselines(study, cfg, distributions))
+        cfg, fixed, setup=lambda study: enqueue_baselines(study, cfg, distributions)
+    )
     n_trials = int(cfg.study.n_trials)
     if n_trials == 0:
-        log.info("study %r is ready in %s (%d trials so far)", study.study_name,
-                 safe_url(str(cfg.storage.url)), len(study.get_trials(deepcopy=False)))
+        log.info(
+            "study %r is ready in %s (%d trials so far)",
+            study.study_name,
+            safe_url(str(cfg.storage.url)),
+            len(study.get_trials(deepcopy=False)),
+        )
         return study
 
     objective = Objective(cfg, distributions, workspace, checkpoints)
     _run_trials(study, cfg, objective, checkpoints, n_trials)
     if workspace.device.type == "cuda":  # what a GPU slot needs: workers_per_device sizing
-        log.info("peak GPU memory of this worker: %.0f MiB (torch.cuda.max_memory_allocated)",
-                 torch.cuda.max_memory_allocated(workspace.device) / 2**20)
-    log.info("best trials of study %r:\n%s", study.study_name,
-             best_trials_table(study, int(cfg.study.top_k)))
+        log.info(
+            "peak GPU memory of this worker: %.0f MiB (torch.cuda.max_memory_allocated)",
+            torch.cuda.max_memory_allocated(workspace.device) / 2**20,
+        )
+    log.info(
+        "best trials of study %r:\n%s",
+        study.study_name,
+        best_trials_table(study, int(cfg.study.top_k)),
+    )
     if cfg.study.confirm.auto:
         try:
             _confirm(study, cfg, distributions, objective, checkpoints)
@@ -128,30 +167,51 @@ def run_confirm(cfg: DictConfig) -> optuna.Study:
     plan_confirmation(study, cfg, distributions)  # nothing to confirm / other config: fail here
     cfg, workspace, checkpoints = _open_worker(cfg)
     study = prepare_study(cfg, [])  # this worker's storage (heartbeat), sampler and pruner
-    _confirm(study, cfg, distributions, Objective(cfg, distributions, workspace, checkpoints),
-             checkpoints)
+    _confirm(
+        study,
+        cfg,
+        distributions,
+        Objective(cfg, distributions, workspace, checkpoints),
+        checkpoints,
+    )
     log.info("storage: %s", safe_url(str(cfg.storage.url)))
     return study
 
 
-def _confirm(study: optuna.Study, cfg: DictConfig, distributions: dict, objective: Objective,
-             checkpoints: CheckpointStore) -> None:
+def _confirm(
+    study: optuna.Study,
+    cfg: DictConfig,
+    distributions: dict,
+    objective: Objective,
+    checkpoints: CheckpointStore,
+) -> None:
     """Enqueue what is missing (under the setup lock), run waiting confirmation trials until
     none is left, then log the answer."""
     with setup_lock(str(cfg.storage.url)):
         added = enqueue_confirmation(study, plan_confirmation(study, cfg, distributions))
-    log.info("confirmation of study %r: %d trials enqueued (top %d configurations and %s, "
-             "%d seeds each)", study.study_name, len(added), int(cfg.study.confirm.top_k),
-             ", ".join(cfg.study.confirm.baselines) or "no baselines", int(cfg.study.confirm.seeds))
+    log.info(
+        "confirmation of study %r: %d trials enqueued (top %d configurations and %s, "
+        "%d seeds each)",
+        study.study_name,
+        len(added),
+        int(cfg.study.confirm.top_k),
+        ", ".join(cfg.study.confirm.baselines) or "no baselines",
+        int(cfg.study.confirm.seeds),
+    )
     _run_confirmations(study, cfg, objective, checkpoints)
     answer = record_answer(study)
     if answer is not None:
-        log.info("confirmation of study %r:\n%s\nanswer: %s", study.study_name,
-                 "\n".join(f"  {line}" for line in arm_lines(answer)), answer.recommendation)
+        log.info(
+            "confirmation of study %r:\n%s\nanswer: %s",
+            study.study_name,
+            "\n".join(f"  {line}" for line in arm_lines(answer)),
+            answer.recommendation,
+        )
 
 
-def _run_confirmations(study: optuna.Study, cfg: DictConfig, objective: Objective,
-                       checkpoints: CheckpointStore) -> int:
+def _run_confirmations(
+    study: optuna.Study, cfg: DictConfig, objective: Objective, checkpoints: CheckpointStore
+) -> int:
     """Run waiting confirmation trials until none is left; the number run.
 
     Looking for a waiting one and taking it (optuna's ask) is one step under the storage's setup

@@ -5,6 +5,7 @@ share; ``records`` names every user attr a trial writes; ``hp``, ``gate``, ``ft`
 ``checkpoints`` and ``optim`` are the steps and their parts; ``ntk`` checks the first-order
 feature-change equation the energy comes from.
 """
+
 from hpsearch.trial.objective import Objective
 from hpsearch.trial.records import METRICS, set_attrs
 from hpsearch.trial.workspace import Workspace

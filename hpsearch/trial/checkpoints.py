@@ -25,6 +25,7 @@ the trial goes on, its pointer stays on the previous checkpoint, and the trial's
 ``checkpoint_error`` says which checkpoint was missed and why (a retry would resume from an
 earlier one, or start over). Every later checkpoint is tried again.
 """
+
 from __future__ import annotations
 
 import io
@@ -66,18 +67,33 @@ class Checkpoint:
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        torch.save({"format": FORMAT_VERSION, "trial_number": self.trial_number,
-                    "seed": self.seed, "hp_attrs": self.hp_attrs, "net": self.net,
-                    "finetuner": self.finetuner, "ft_epoch": self.ft_epoch}, buffer)
+        torch.save(
+            {
+                "format": FORMAT_VERSION,
+                "trial_number": self.trial_number,
+                "seed": self.seed,
+                "hp_attrs": self.hp_attrs,
+                "net": self.net,
+                "finetuner": self.finetuner,
+                "ft_epoch": self.ft_epoch,
+            },
+            buffer,
+        )
         return buffer.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Checkpoint":
+    def from_bytes(cls, data: bytes) -> Checkpoint:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         if state.get("format") != FORMAT_VERSION:
             raise ValueError(f"checkpoint format {state.get('format')!r} != {FORMAT_VERSION}")
-        return cls(int(state["trial_number"]), int(state["seed"]), dict(state["hp_attrs"]),
-                   state["net"], state["finetuner"], int(state["ft_epoch"]))
+        return cls(
+            int(state["trial_number"]),
+            int(state["seed"]),
+            dict(state["hp_attrs"]),
+            state["net"],
+            state["finetuner"],
+            int(state["ft_epoch"]),
+        )
 
 
 class CheckpointStore:
@@ -88,16 +104,18 @@ class CheckpointStore:
         self.directory = directory  # where the files lie, when the store is a directory
 
     @classmethod
-    def at(cls, path: str) -> "CheckpointStore":
+    def at(cls, path: str) -> CheckpointStore:
         """A store in directory ``path`` (created if missing)."""
         try:
             Path(path).mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise HpsearchError(f"storage.artifacts={path!r}: cannot create the checkpoint "
-                                f"directory ({err.strerror})") from None
+            raise HpsearchError(
+                f"storage.artifacts={path!r}: cannot create the checkpoint "
+                f"directory ({err.strerror})"
+            ) from None
         return cls(FileSystemArtifactStore(path), Path(path))
 
-    def for_trial(self, trial: optuna.Trial) -> "TrialCheckpoints":
+    def for_trial(self, trial: optuna.Trial) -> TrialCheckpoints:
         return TrialCheckpoints(self, trial)
 
     def remove(self, artifact_id: str) -> None:
@@ -115,8 +133,7 @@ class CheckpointStore:
         failed trials it retried. A worker killed between writing a checkpoint and pointing its
         trial at it leaves a file nothing points to: those go too, by the trial numbers in their
         names."""
-        if trial.state not in (optuna.trial.TrialState.COMPLETE,
-                               optuna.trial.TrialState.PRUNED):
+        if trial.state not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
             return
         pointer = trial.system_attrs.get(POINTER_ATTR)
         if pointer:
@@ -151,27 +168,41 @@ class TrialCheckpoints:
             with self.store.artifact_store.open_reader(artifact_id) as reader:
                 return Checkpoint.from_bytes(reader.read())
         except Exception as err:  # missing, truncated or from another version: start over
-            log.warning("trial %d: checkpoint %s of trial %s is unusable (%s: %s); starting over",
-                        self.trial.number, artifact_id, self.pointer.get("trial"),
-                        type(err).__name__, err)
+            log.warning(
+                "trial %d: checkpoint %s of trial %s is unusable (%s: %s); starting over",
+                self.trial.number,
+                artifact_id,
+                self.pointer.get("trial"),
+                type(err).__name__,
+                err,
+            )
             return None
 
     def save(self, checkpoint: Checkpoint) -> bool:
         """Write ``checkpoint``, then point the trial at it, then drop the one it replaces.
         False (and ``checkpoint_error`` on the trial) when the store could not write it."""
-        artifact_id = (f"hpsearch-trial{self.trial.number}-{checkpoint.phase}-"
-                       f"{uuid.uuid4().hex[:12]}.pt")
+        artifact_id = (
+            f"hpsearch-trial{self.trial.number}-{checkpoint.phase}-{uuid.uuid4().hex[:12]}.pt"
+        )
         try:
             self.store.artifact_store.write(artifact_id, io.BytesIO(checkpoint.to_bytes()))
         except OSError as err:
             reason = f"{checkpoint.phase}: {err.strerror or err}"
-            log.warning("trial %d: checkpoint %s not written (%s); the trial goes on without it",
-                        self.trial.number, artifact_id, reason)
+            log.warning(
+                "trial %d: checkpoint %s not written (%s); the trial goes on without it",
+                self.trial.number,
+                artifact_id,
+                reason,
+            )
             self.store.remove(artifact_id)  # a partial file
             self.trial.set_user_attr(CHECKPOINT_ERROR, reason)
             return False
-        pointer = {"artifact_id": artifact_id, "trial": self.trial.number,
-                   "phase": checkpoint.phase, "ft_epoch": checkpoint.ft_epoch}
+        pointer = {
+            "artifact_id": artifact_id,
+            "trial": self.trial.number,
+            "phase": checkpoint.phase,
+            "ft_epoch": checkpoint.ft_epoch,
+        }
         try:
             self.trial.storage.set_trial_system_attr(self.trial._trial_id, POINTER_ATTR, pointer)
         except BaseException:  # storage gone, or the trial taken away: nothing points at it

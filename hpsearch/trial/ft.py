@@ -4,12 +4,13 @@
 be saved after any epoch and resumed from it. After each epoch it reports validation accuracy
 to a callback (the trial's ``report`` + ``should_prune``).
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,25 +19,29 @@ from tqdm import tqdm
 
 from hpsearch.data import Split
 from hpsearch.data.pipeline import InputPipeline
-from hpsearch.trial.metrics import batched
 from hpsearch.models import TransferNet, eval_mode
+from hpsearch.trial.metrics import batched
 from hpsearch.trial.optim import epoch_batches, make_optimizer, steps_per_epoch
 
 
 @torch.inference_mode()
-def accuracy(net: TransferNet, split: Split, pipeline: InputPipeline, batch_size: int,
-             autocast: bool = False) -> float:
+def accuracy(
+    net: TransferNet, split: Split, pipeline: InputPipeline, batch_size: int, autocast: bool = False
+) -> float:
     """Top-1 accuracy in eval mode without augmentation (NaN for an empty split)."""
     if len(split) == 0:
         return float("nan")
-    with eval_mode(net), torch.autocast(pipeline.device.type, dtype=torch.bfloat16,
-                                        enabled=autocast):
+    with (
+        eval_mode(net),
+        torch.autocast(pipeline.device.type, dtype=torch.bfloat16, enabled=autocast),
+    ):
         logits = batched(lambda x: net(pipeline(x)).float(), split.x, batch_size)
     return float((logits.argmax(1).cpu() == split.y.cpu()).float().mean())
 
 
-def features(net: TransferNet, split: Split, pipeline: InputPipeline,
-             batch_size: int) -> torch.Tensor:
+def features(
+    net: TransferNet, split: Split, pipeline: InputPipeline, batch_size: int
+) -> torch.Tensor:
     """z = pooled copied-part output, eval mode, no augmentation, float32 on the CPU.
 
     Computed under ``inference_mode``, returned as an ordinary tensor (a clone), so a caller may
@@ -56,8 +61,17 @@ class FTResult:
 class Finetuner:
     """FT of a TransferNet on the train split, evaluated on val after every epoch."""
 
-    def __init__(self, net: TransferNet, train: Split, val: Split, pipeline: InputPipeline,
-                 ft: DictConfig, seed: int, eval_batch_size: int, autocast: bool = False) -> None:
+    def __init__(
+        self,
+        net: TransferNet,
+        train: Split,
+        val: Split,
+        pipeline: InputPipeline,
+        ft: DictConfig,
+        seed: int,
+        eval_batch_size: int,
+        autocast: bool = False,
+    ) -> None:
         self.net, self.train, self.val, self.pipeline = net, train, val, pipeline
         self.ft, self.eval_batch_size, self.autocast = ft, eval_batch_size, autocast
         for p in net.parameters():
@@ -66,7 +80,9 @@ class Finetuner:
         self.total_epochs = int(ft.epochs)
         total_steps = max(1, self.total_epochs * steps_per_epoch(len(train), int(ft.batch_size)))
         if ft.schedule == "cosine":
-            schedule = lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+            schedule = lambda step: (
+                0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+            )
         else:
             schedule = lambda step: 1.0
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
@@ -75,9 +91,14 @@ class Finetuner:
         self.val_acc_curve: list[float] = []
 
     def state_dict(self) -> dict:
-        return {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "rng": self.gen.get_state(),
-                "epoch": self.epoch, "val_acc_curve": list(self.val_acc_curve)}
+        return {
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": self.gen.get_state(),
+            "epoch": self.epoch,
+            "val_acc_curve": list(self.val_acc_curve),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.net.load_state_dict(state["model"])
@@ -95,26 +116,33 @@ class Finetuner:
             inputs = self.pipeline(self.train.x[idx], augment=True, gen=self.gen)
             with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 logits = self.net(inputs)
-            loss = F.cross_entropy(logits.float(), y[idx.to(y.device)],
-                                   label_smoothing=label_smoothing)
+            loss = F.cross_entropy(
+                logits.float(), y[idx.to(y.device)], label_smoothing=label_smoothing
+            )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.scheduler.step()
 
-    def run(self, on_epoch: Callable[[int, float], None] | None = None,
-            progress: bool = False) -> FTResult:
+    def run(
+        self, on_epoch: Callable[[int, float], None] | None = None, progress: bool = False
+    ) -> FTResult:
         """Train the remaining epochs; ``on_epoch(epoch, val_acc)`` may raise to stop (prune)."""
         result = FTResult()
         start = time.perf_counter()
         try:
-            for _ in tqdm(range(self.epoch, self.total_epochs), desc="FT", disable=None if progress else True,
-                          leave=False):
+            for _ in tqdm(
+                range(self.epoch, self.total_epochs),
+                desc="FT",
+                disable=None if progress else True,
+                leave=False,
+            ):
                 self.train_epoch()
                 self.epoch += 1
                 result.epochs_run += 1
-                acc = accuracy(self.net, self.val, self.pipeline, self.eval_batch_size,
-                               self.autocast)
+                acc = accuracy(
+                    self.net, self.val, self.pipeline, self.eval_batch_size, self.autocast
+                )
                 self.val_acc_curve.append(acc)
                 if on_epoch is not None:
                     on_epoch(self.epoch, acc)

@@ -3,9 +3,10 @@ the HP signals), and after every FT epoch (on the FT validation accuracy).
 
 A live trial (``trial.objective``) and a replayed one (``review.replay``) make these same calls,
 so a pruner is judged in replay exactly as it acts in a search."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import optuna
 
@@ -26,25 +27,36 @@ def gate(trial: optuna.Trial) -> None:
     try:
         pruned = trial.should_prune()
     finally:
-        decision = (pruner.take_decision(trial.number) if isinstance(pruner, EnergyPruner)
-                    else None)
+        decision = pruner.take_decision(trial.number) if isinstance(pruner, EnergyPruner) else None
         if decision is not None:
             set_attrs(trial, decision.user_attrs())
     if pruned:
         set_attrs(trial, {"pruned_at": "gate", "ft_epochs_run": 0})
-        raise optuna.TrialPruned(decision.reason if decision is not None
-                                 else "pruned at the gate before FT")
+        raise optuna.TrialPruned(
+            decision.reason if decision is not None else "pruned at the gate before FT"
+        )
 
 
-def judge_epoch(trial: optuna.Trial, epoch: int, val_acc: float, curve: Sequence[float],
-                epochs_before: int = 0, prunable: bool = True) -> None:
+def judge_epoch(
+    trial: optuna.Trial,
+    epoch: int,
+    val_acc: float,
+    curve: Sequence[float],
+    epochs_before: int = 0,
+    prunable: bool = True,
+) -> None:
     """Report the FT validation accuracy after ``epoch`` (1-based) and, unless the trial is not
     ``prunable`` (a confirmation runs to the end), ask the pruner; when it prunes, record where
     (``curve``: the accuracies so far; ``epochs_before``: FT epochs run before this trial
     resumed) and raise ``optuna.TrialPruned``."""
     trial.report(val_acc, step=epoch)
     if prunable and trial.should_prune():
-        set_attrs(trial, {"pruned_at": f"ft_epoch_{epoch}",
-                          "ft_epochs_run": epoch - epochs_before,
-                          "ft_val_acc_curve": list(curve)})
+        set_attrs(
+            trial,
+            {
+                "pruned_at": f"ft_epoch_{epoch}",
+                "ft_epochs_run": epoch - epochs_before,
+                "ft_val_acc_curve": list(curve),
+            },
+        )
         raise optuna.TrialPruned(f"pruned after FT epoch {epoch} (val acc {val_acc:.4f})")

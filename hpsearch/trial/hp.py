@@ -11,6 +11,7 @@ eval mode — improved by less than ``hp.converge_tol`` (relative) over the last
 ``hp.converge_window`` epochs. The full-split evaluation, not the running mini-batch loss, makes the
 rule deterministic and free of SGD noise.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -20,10 +21,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from hpsearch.trial.metrics import HeadEval, evaluate_logits
 from hpsearch.models import TransferNet, eval_mode
+from hpsearch.trial.metrics import HeadEval, evaluate_logits
 from hpsearch.trial.optim import epoch_batches, make_optimizer
-
 
 STOP_TAU, STOP_CONVERGED, STOP_MAX_EPOCHS = "tau", "converged", "max_epochs"
 
@@ -43,7 +43,8 @@ class HPResult:
 
 def converged(objective_curve: list[float], window: int, tol: float) -> bool:
     """Whether the objective improved by less than ``tol`` (relative) over the last ``window``
-    epochs; ``objective_curve[e]`` is the value after e epochs, so it needs ``window + 1`` values."""
+    epochs; ``objective_curve[e]`` is the value after e epochs, so it needs ``window + 1``
+    values."""
     if window < 1 or len(objective_curve) <= window:
         return False
     before, now = objective_curve[-1 - window], objective_curve[-1]
@@ -57,8 +58,9 @@ def freeze_copied(net: TransferNet) -> None:
 
 
 @torch.inference_mode()
-def split_logits(net: TransferNet, outputs, y: torch.Tensor, split: str,
-                 batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def split_logits(
+    net: TransferNet, outputs, y: torch.Tensor, split: str, batch_size: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(logits, labels) chunks of the network in eval mode on one split, from copied-part outputs.
 
     Every module's mode is restored afterwards (see ``eval_mode``).
@@ -68,29 +70,42 @@ def split_logits(net: TransferNet, outputs, y: torch.Tensor, split: str,
     with eval_mode(net):
         for h in outputs.chunks(split, batch_size):
             logits = net.from_copied(h).float()
-            chunks.append((logits, y[start:start + len(h)].to(logits.device)))
+            chunks.append((logits, y[start : start + len(h)].to(logits.device)))
             start += len(h)
     return chunks
 
 
-def evaluate_split(net: TransferNet, outputs, y: torch.Tensor, split: str,
-                   batch_size: int) -> HeadEval:
+def evaluate_split(
+    net: TransferNet, outputs, y: torch.Tensor, split: str, batch_size: int
+) -> HeadEval:
     """The network in eval mode on one split, from copied-part outputs."""
     return evaluate_logits(split_logits(net, outputs, y, split, batch_size))
 
 
 @torch.no_grad()
-def objective_loss(chunks: list[tuple[torch.Tensor, torch.Tensor]], label_smoothing: float) -> float:
+def objective_loss(
+    chunks: list[tuple[torch.Tensor, torch.Tensor]], label_smoothing: float
+) -> float:
     """Mean cross-entropy with label smoothing ε over (logits, labels) chunks: what HP minimises."""
     n = sum(len(y) for _, y in chunks)
-    total = sum(float(F.cross_entropy(logits, y, label_smoothing=label_smoothing, reduction="sum"))
-                for logits, y in chunks)
+    total = sum(
+        float(F.cross_entropy(logits, y, label_smoothing=label_smoothing, reduction="sum"))
+        for logits, y in chunks
+    )
     return total / n if n else float("nan")
 
 
-def head_probe(net: TransferNet, outputs, y_train: torch.Tensor, y_val: torch.Tensor,
-               hp: DictConfig, seed: int, eval_batch_size: int, autocast: bool = False,
-               progress: bool = False) -> HPResult:
+def head_probe(
+    net: TransferNet,
+    outputs,
+    y_train: torch.Tensor,
+    y_val: torch.Tensor,
+    hp: DictConfig,
+    seed: int,
+    eval_batch_size: int,
+    autocast: bool = False,
+    progress: bool = False,
+) -> HPResult:
     """Run HP — τ = hp.epochs epochs, or until converged with hp.until_converged; return the
     metrics at the start of FT."""
     freeze_copied(net)
@@ -124,8 +139,7 @@ def head_probe(net: TransferNet, outputs, y_train: torch.Tensor, y_val: torch.Te
                 h = outputs.train_batch(idx, gen)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                     logits = net.from_copied(h)
-                loss = F.cross_entropy(logits.float(), y_train[idx.to(device)],
-                                       label_smoothing=eps)
+                loss = F.cross_entropy(logits.float(), y_train[idx.to(device)], label_smoothing=eps)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

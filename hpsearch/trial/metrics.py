@@ -4,10 +4,11 @@ Energy (Ren et al., 2023) is the size of the push the labels give the features w
 mean over samples of ||e_y - q_0(x)||_2, with q_0 the softmax of the network after head probing
 (eval mode, no augmentation) and e_y the one-hot label — never smoothed, whatever ε HP used.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -43,10 +44,11 @@ def evaluate_logits(chunks: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Head
 
 
 @torch.no_grad()
-def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-            batch_size: int) -> torch.Tensor:
+def batched(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int
+) -> torch.Tensor:
     """fn over x in chunks of batch_size, concatenated."""
-    return torch.cat([fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    return torch.cat([fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
 @dataclass

@@ -10,6 +10,7 @@ head's Jacobian giving the *direction* and e_y - q the *energy*. ``first_order_f
 evaluates the right-hand side with explicit Jacobians (torch.func), so it can be compared with
 the change a real SGD step makes. It forms (M, N, k, k) kernels: meant for checks on small models.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,8 +32,9 @@ def feature_jacobians(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def entk(backbone: nn.Module, x_tilde: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """eNTK(x̃_m, x_i) = J(x̃_m) J(x_i)ᵀ for all pairs: shape (M, N, k, k)."""
-    return torch.einsum("mkp,nlp->mnkl", feature_jacobians(backbone, x_tilde),
-                        feature_jacobians(backbone, x))
+    return torch.einsum(
+        "mkp,nlp->mnkl", feature_jacobians(backbone, x_tilde), feature_jacobians(backbone, x)
+    )
 
 
 def head_jacobians(head: nn.Module, z: torch.Tensor) -> torch.Tensor:
@@ -40,8 +42,14 @@ def head_jacobians(head: nn.Module, z: torch.Tensor) -> torch.Tensor:
     return vmap(jacrev(lambda zi: head(zi[None])[0]))(z.detach())
 
 
-def first_order_feature_change(backbone: nn.Module, head: nn.Module, x_tilde: torch.Tensor,
-                               x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
+def first_order_feature_change(
+    backbone: nn.Module,
+    head: nn.Module,
+    x_tilde: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lr: float,
+) -> torch.Tensor:
     """The predicted z_{t+1}(x̃) - z_t(x̃) after one SGD step on mean cross-entropy: (M, k)."""
     with torch.no_grad():
         z = backbone(x)

@@ -6,11 +6,13 @@
 attr with a self-explaining name (``records.METRICS``), so optuna-dashboard and the reports read
 them directly; FT validation accuracy per epoch is the trial's intermediate values.
 """
+
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import optuna
 import torch
@@ -32,8 +34,13 @@ log = logging.getLogger(__name__)
 class Objective:
     """``study.optimize`` target: runs one trial and returns its final validation accuracy."""
 
-    def __init__(self, cfg: DictConfig, distributions: Mapping[str, Any],
-                 workspace: Workspace, checkpoints: CheckpointStore | None = None) -> None:
+    def __init__(
+        self,
+        cfg: DictConfig,
+        distributions: Mapping[str, Any],
+        workspace: Workspace,
+        checkpoints: CheckpointStore | None = None,
+    ) -> None:
         self.cfg, self.distributions, self.workspace = cfg, distributions, workspace
         self.checkpoints = checkpoints  # None: no saving, no resuming
 
@@ -45,10 +52,16 @@ class Objective:
         saved = self.checkpoints.for_trial(trial) if self.checkpoints else None
         resume = saved.latest() if saved else None
         seed = resume.seed if resume else seed_of(trial, cfg.seed)
-        set_attrs(trial, {**schedule_attrs(cfg), "seed": seed,
-                          "baseline": bool(trial.user_attrs.get("baseline", False)),
-                          "resumed_from_trial": resume.trial_number if resume else None,
-                          "resumed_from_checkpoint": resume.phase if resume else None})
+        set_attrs(
+            trial,
+            {
+                **schedule_attrs(cfg),
+                "seed": seed,
+                "baseline": bool(trial.user_attrs.get("baseline", False)),
+                "resumed_from_trial": resume.trial_number if resume else None,
+                "resumed_from_checkpoint": resume.phase if resume else None,
+            },
+        )
         task = self.workspace.task(cfg)
         net = self.build_net(cfg, task, seed)
         if resume is not None:
@@ -61,55 +74,98 @@ class Objective:
         return self.finetune(trial, cfg, seed, hp_attrs, saved, task, net)
 
     def build_net(self, cfg: DictConfig, task: Task, seed: int) -> TransferNet:
-        net = build_transfer_net(task.pretrained, cfg.backbone, cfg.head, task.input_dim,
-                                 task.splits.n_classes, seed).to(self.workspace.device)
+        net = build_transfer_net(
+            task.pretrained, cfg.backbone, cfg.head, task.input_dim, task.splits.n_classes, seed
+        ).to(self.workspace.device)
         if task.pipeline.channels_last:
             net = net.to(memory_format=torch.channels_last)
         return net
 
-    def head_probe(self, cfg: DictConfig, task: Task, net: TransferNet,
-                   seed: int) -> dict[str, Any]:
+    def head_probe(
+        self, cfg: DictConfig, task: Task, net: TransferNet, seed: int
+    ) -> dict[str, Any]:
         """HP on the copied part's outputs; the HP-phase user attrs (the gate's signals)."""
         ws = self.workspace
         start = time.perf_counter()
         outputs, how = ws.copied_outputs(cfg, task, net)
         features_s = time.perf_counter() - start
         start = time.perf_counter()
-        hp = head_probe(net, outputs, task.splits.train.y, task.splits.val.y, cfg.hp, seed,
-                        int(cfg.data.eval_batch_size), ws.autocast, ws.progress)
+        hp = head_probe(
+            net,
+            outputs,
+            task.splits.train.y,
+            task.splits.val.y,
+            cfg.hp,
+            seed,
+            int(cfg.data.eval_batch_size),
+            ws.autocast,
+            ws.progress,
+        )
         return {
-            "hp_features": how, "wall_features_s": features_s,
-            "wall_hp_s": time.perf_counter() - start, "hp_epochs_run": hp.epochs_run,
-            "hp_converged": hp.converged, "hp_stop_reason": hp.stop_reason,
+            "hp_features": how,
+            "wall_features_s": features_s,
+            "wall_hp_s": time.perf_counter() - start,
+            "hp_epochs_run": hp.epochs_run,
+            "hp_converged": hp.converged,
+            "hp_stop_reason": hp.stop_reason,
             **({"tau": hp.epochs_run} if cfg.hp.until_converged else {}),
-            "energy": hp.train.energy, "hp_train_acc": hp.train.accuracy,
-            "hp_train_loss": hp.train.loss, "hp_val_acc": hp.val.accuracy,
-            "head_norm": net.head_weight_norm(), "energy_curve": hp.energy_curve,
+            "energy": hp.train.energy,
+            "hp_train_acc": hp.train.accuracy,
+            "hp_train_loss": hp.train.loss,
+            "hp_val_acc": hp.val.accuracy,
+            "head_norm": net.head_weight_norm(),
+            "energy_curve": hp.energy_curve,
             "hp_train_acc_curve": hp.train_acc_curve,
         }
 
-    def resume(self, trial: optuna.Trial, cfg: DictConfig, resume: Checkpoint,
-               saved: TrialCheckpoints | None, task: Task, net: TransferNet) -> float:
+    def resume(
+        self,
+        trial: optuna.Trial,
+        cfg: DictConfig,
+        resume: Checkpoint,
+        saved: TrialCheckpoints | None,
+        task: Task,
+        net: TransferNet,
+    ) -> float:
         """Continue a failed trial from its newest checkpoint: HP is not run again, FT goes on
         from the epoch after the checkpoint's."""
-        log.info("trial %d resumes trial %d from its checkpoint %s", trial.number,
-                 resume.trial_number, resume.phase)
+        log.info(
+            "trial %d resumes trial %d from its checkpoint %s",
+            trial.number,
+            resume.trial_number,
+            resume.phase,
+        )
         set_attrs(trial, resume.hp_attrs)
         if resume.net is not None:
             net.load_state_dict(resume.net)
         return self.finetune(trial, cfg, resume.seed, resume.hp_attrs, saved, task, net, resume)
 
-    def finetune(self, trial: optuna.Trial, cfg: DictConfig, seed: int,
-                 hp_attrs: Mapping[str, Any], saved: TrialCheckpoints | None, task: Task,
-                 net: TransferNet,
-                 resume: Checkpoint | None = None) -> float:
+    def finetune(
+        self,
+        trial: optuna.Trial,
+        cfg: DictConfig,
+        seed: int,
+        hp_attrs: Mapping[str, Any],
+        saved: TrialCheckpoints | None,
+        task: Task,
+        net: TransferNet,
+        resume: Checkpoint | None = None,
+    ) -> float:
         """FT with a checkpoint after every epoch, then the FT and adaptation attrs."""
         ws = self.workspace
         eval_bs = int(cfg.data.eval_batch_size)
         # The copied part is frozen during HP, so z0 is the same before and after HP.
         z0 = features(net, task.splits.val, task.pipeline, eval_bs)
-        tuner = Finetuner(net, task.splits.train, task.splits.val, task.pipeline, cfg.ft, seed,
-                          eval_bs, ws.autocast)
+        tuner = Finetuner(
+            net,
+            task.splits.train,
+            task.splits.val,
+            task.pipeline,
+            cfg.ft,
+            seed,
+            eval_bs,
+            ws.autocast,
+        )
         if resume is not None and resume.finetuner is not None:
             tuner.load_state_dict(resume.finetuner)
             for step, acc in enumerate(tuner.val_acc_curve, start=1):
@@ -122,18 +178,36 @@ class Objective:
         def on_epoch(epoch: int, acc: float) -> None:
             judge_epoch(trial, epoch, acc, tuner.val_acc_curve, resumed_from, prunable)
             if saved:
-                saved.save(Checkpoint(trial.number, seed, dict(hp_attrs),
-                                      finetuner=tuner.state_dict(), ft_epoch=epoch))
+                saved.save(
+                    Checkpoint(
+                        trial.number,
+                        seed,
+                        dict(hp_attrs),
+                        finetuner=tuner.state_dict(),
+                        ft_epoch=epoch,
+                    )
+                )
 
         result = tuner.run(on_epoch, ws.progress)
-        val_acc = (result.val_acc_curve[-1] if result.val_acc_curve
-                   else accuracy(net, task.splits.val, task.pipeline, eval_bs, ws.autocast))
+        val_acc = (
+            result.val_acc_curve[-1]
+            if result.val_acc_curve
+            else accuracy(net, task.splits.val, task.pipeline, eval_bs, ws.autocast)
+        )
         adapt = feature_adaptation(z0, features(net, task.splits.val, task.pipeline, eval_bs))
-        set_attrs(trial, {
-            "ft_epochs_run": result.epochs_run, "ft_val_acc_curve": result.val_acc_curve,
-            "ft_val_acc": val_acc, "wall_ft_s": result.seconds,
-            "test_acc": accuracy(net, task.splits.test, task.pipeline, eval_bs, ws.autocast),
-            "adaptation_l2": adapt.l2, "adaptation_cos": adapt.cos, "adaptation_dot": adapt.dot,
-            "feature_norm_T": adapt.norm_T, "feature_norm_0": adapt.norm_0,
-        })
+        set_attrs(
+            trial,
+            {
+                "ft_epochs_run": result.epochs_run,
+                "ft_val_acc_curve": result.val_acc_curve,
+                "ft_val_acc": val_acc,
+                "wall_ft_s": result.seconds,
+                "test_acc": accuracy(net, task.splits.test, task.pipeline, eval_bs, ws.autocast),
+                "adaptation_l2": adapt.l2,
+                "adaptation_cos": adapt.cos,
+                "adaptation_dot": adapt.dot,
+                "feature_norm_T": adapt.norm_T,
+                "feature_norm_0": adapt.norm_0,
+            },
+        )
         return val_acc

@@ -1,8 +1,10 @@
 """What a trial writes: its user attrs (``METRICS`` names and explains every one; the docs'
 metric table is generated from it) and the helpers that set them."""
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import optuna
 from omegaconf import DictConfig
@@ -14,9 +16,9 @@ METRICS = {
     "schedule": "the named schedule the trial ran (conf/schedule/; none: the search space decides)",
     "baseline": "true on a trial enqueued by study.baselines, false otherwise",
     "confirm_of": "on a confirmation trial (mode=confirm): the search trial number it repeats, "
-                  "or the baseline schedule's name",
+    "or the baseline schedule's name",
     "confirm_seed": "on a confirmation trial: the seed it runs (shared by every confirmed "
-                    "configuration and baseline)",
+    "configuration and baseline)",
     "tau": "HP epochs τ of this trial (the epochs HP ran when it ran until converged)",
     "hp_until_converged": "whether HP ran until converged (capped by hp.max_epochs) instead of τ",
     "hp_converged": "whether the convergence rule held at the end of HP",
@@ -61,30 +63,55 @@ CHECKPOINT_ERROR = "checkpoint_error"
 # could not write. docs/metrics.md is generated from the same words.
 INCIDENT_ATTRS = {
     FAIL_REASON: "why the trial failed, in one line: a stop signal, a storage unreachable for "
-                 "storage.outage_timeout, no heartbeat for storage.grace_period (its worker died "
-                 "or lost the storage), or the gate's reason; the retry that re-runs it has "
-                 "failed_trial / retry_history in its system attrs",
+    "storage.outage_timeout, no heartbeat for storage.grace_period (its worker died "
+    "or lost the storage), or the gate's reason; the retry that re-runs it has "
+    "failed_trial / retry_history in its system attrs",
     CHECKPOINT_ERROR: "the last checkpoint the trial could not write, and why (e.g. ft_epoch_3: "
-                      "No space left on device); the trial went on without it",
+    "No space left on device); the trial went on without it",
 }
 
 # The user attrs a trial has set when the gate asks its pruner (schedule, seed, HP phase): what a
 # replay sets on a recorded trial before it asks the gate. The rest of METRICS is written after.
 GATE_INPUTS = (
-    "schedule", "baseline", "tau", "hp_until_converged", "hp_converged", "hp_stop_reason",
-    "label_smoothing", "head_depth", "layers_copied", "hp_lr", "ft_lr", "seed", "hp_features",
-    "hp_epochs_run", "energy", "hp_train_acc", "hp_train_loss", "hp_val_acc", "head_norm",
-    "energy_curve", "hp_train_acc_curve", "resumed_from_trial", "resumed_from_checkpoint",
-    "wall_features_s", "wall_hp_s",
+    "schedule",
+    "baseline",
+    "tau",
+    "hp_until_converged",
+    "hp_converged",
+    "hp_stop_reason",
+    "label_smoothing",
+    "head_depth",
+    "layers_copied",
+    "hp_lr",
+    "ft_lr",
+    "seed",
+    "hp_features",
+    "hp_epochs_run",
+    "energy",
+    "hp_train_acc",
+    "hp_train_loss",
+    "hp_val_acc",
+    "head_norm",
+    "energy_curve",
+    "hp_train_acc_curve",
+    "resumed_from_trial",
+    "resumed_from_checkpoint",
+    "wall_features_s",
+    "wall_hp_s",
 )
 
 
 def schedule_attrs(cfg: DictConfig) -> dict[str, Any]:
-    return {"schedule": str(cfg.schedule.name), "tau": int(cfg.hp.epochs),
-            "hp_until_converged": bool(cfg.hp.until_converged),
-            "label_smoothing": float(cfg.hp.label_smoothing),
-            "head_depth": int(cfg.head.depth), "layers_copied": int(cfg.backbone.layers_copied),
-            "hp_lr": float(cfg.hp.lr), "ft_lr": float(cfg.ft.lr)}
+    return {
+        "schedule": str(cfg.schedule.name),
+        "tau": int(cfg.hp.epochs),
+        "hp_until_converged": bool(cfg.hp.until_converged),
+        "label_smoothing": float(cfg.hp.label_smoothing),
+        "head_depth": int(cfg.head.depth),
+        "layers_copied": int(cfg.backbone.layers_copied),
+        "hp_lr": float(cfg.hp.lr),
+        "ft_lr": float(cfg.ft.lr),
+    }
 
 
 def set_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:

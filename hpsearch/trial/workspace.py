@@ -1,5 +1,6 @@
 """What the trials of one worker share: datasets on the device, pretrained backbones, the
 feature cache, and the copied part's outputs for HP."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from hpsearch.config import channels_last_choice
-from hpsearch.data import (CachedOutputs, FeatureCache, FrozenOutputs, InputPipeline, Split,
-                           Splits, load_splits)
+from hpsearch.data import (
+    CachedOutputs,
+    FeatureCache,
+    FrozenOutputs,
+    InputPipeline,
+    Split,
+    Splits,
+    load_splits,
+)
 from hpsearch.data.toy import pretrain_source_backbone
 from hpsearch.errors import HpsearchError
 from hpsearch.models import Pretrained, TransferNet, load_pretrained
@@ -74,20 +82,26 @@ class Workspace:
         if key not in self._splits:
             s = load_splits(data_cfg, self.cache_dir)
             move = lambda sp: Split(sp.x.to(self.device), sp.y.to(self.device))
-            self._splits[key] = Splits(move(s.train), move(s.val), move(s.test), s.classes,
-                                       s.kind, s.fingerprint)
+            self._splits[key] = Splits(
+                move(s.train), move(s.val), move(s.test), s.classes, s.kind, s.fingerprint
+            )
         return self._splits[key]
 
     def pretrained(self, cfg: DictConfig) -> Pretrained:
         bb = OmegaConf.to_container(cfg.backbone, resolve=True)
         bb.pop("layers_copied")  # type: ignore[union-attr]
-        key = json.dumps([bb, _key(cfg.data) if cfg.backbone.weights == "source" else None,
-                          int(cfg.seed)], sort_keys=True)
+        key = json.dumps(
+            [bb, _key(cfg.data) if cfg.backbone.weights == "source" else None, int(cfg.seed)],
+            sort_keys=True,
+        )
         if key not in self._pretrained:
             input_dim = self.input_dim(cfg)
             self._pretrained[key] = load_pretrained(
-                cfg.backbone, input_dim, seed=int(cfg.seed),
-                source_trainer=lambda: pretrain_source_backbone(cfg.data, cfg.backbone))
+                cfg.backbone,
+                input_dim,
+                seed=int(cfg.seed),
+                source_trainer=lambda: pretrain_source_backbone(cfg.data, cfg.backbone),
+            )
         return self._pretrained[key]
 
     @staticmethod
@@ -97,26 +111,47 @@ class Workspace:
     def task(self, cfg: DictConfig) -> Task:
         splits = self.splits(cfg.data)
         conv = cfg.backbone.arch.startswith("resnet")
-        pipeline = InputPipeline(cfg.data, splits.kind, self.device,
-                                 channels_last=use_channels_last(cfg.channels_last, conv))
+        pipeline = InputPipeline(
+            cfg.data,
+            splits.kind,
+            self.device,
+            channels_last=use_channels_last(cfg.channels_last, conv),
+        )
         return Task(splits, pipeline, self.pretrained(cfg), self.input_dim(cfg), conv)
 
     def copied_outputs(self, cfg: DictConfig, task: Task, net: TransferNet):
         """HP's source of copied-part outputs: the on-disk cache, or the frozen part per batch."""
         hp = cfg.hp
         if hp.augment or not hp.feature_cache:
-            return FrozenOutputs(net.copied, task.splits, task.pipeline, bool(hp.augment),
-                                 self.autocast), "frozen"
+            return FrozenOutputs(
+                net.copied, task.splits, task.pipeline, bool(hp.augment), self.autocast
+            ), "frozen"
         size = FeatureCache.estimated_bytes(net.copied, task.splits, task.pipeline)
         if size > float(hp.cache_max_gb) * 2**30:
-            log.info("feature cache would take %.1f GB > hp.cache_max_gb=%s: HP runs through the "
-                     "frozen part", size / 2**30, hp.cache_max_gb)
-            return FrozenOutputs(net.copied, task.splits, task.pipeline, False,
-                                 self.autocast), "frozen"
+            log.info(
+                "feature cache would take %.1f GB > hp.cache_max_gb=%s: HP runs through the "
+                "frozen part",
+                size / 2**30,
+                hp.cache_max_gb,
+            )
+            return FrozenOutputs(
+                net.copied, task.splits, task.pipeline, False, self.autocast
+            ), "frozen"
         k = int(cfg.backbone.layers_copied)
-        key = self.feature_cache.key(task.pretrained.copied_fingerprint(k), k, task.splits,
-                                     int(cfg.data.image_size), str(cfg.backbone.arch))
+        key = self.feature_cache.key(
+            task.pretrained.copied_fingerprint(k),
+            k,
+            task.splits,
+            int(cfg.data.image_size),
+            str(cfg.backbone.arch),
+        )
         outputs, from_disk = self.feature_cache.load_or_compute(
-            key, net.copied, task.splits, task.pipeline, int(cfg.data.eval_batch_size),
-            self.autocast, self.progress)
+            key,
+            net.copied,
+            task.splits,
+            task.pipeline,
+            int(cfg.data.eval_batch_size),
+            self.autocast,
+            self.progress,
+        )
         return CachedOutputs(outputs, self.device), "cache-disk" if from_disk else "cache"

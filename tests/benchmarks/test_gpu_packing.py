@@ -1,5 +1,6 @@
 """benchmarks/gpu_packing.py --smoke: K = 1 and 2 workers through the real launcher on generated
 images (on the CPU here; the same code path that shares a GPU), and its argument checks."""
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,14 @@ SCRIPT = REPO / "benchmarks" / "gpu_packing.py"
 
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=900,
-                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+    )
 
 
 def test_smoke_runs_the_same_trials_at_every_k(tmp_path: Path) -> None:
@@ -27,14 +33,16 @@ def test_smoke_runs_the_same_trials_at_every_k(tmp_path: Path) -> None:
     assert data["settings"]["ks"] == [1, 2] and data["settings"]["trials"] == 2
     runs = {r["k"]: r for r in data["runs"]}
     assert set(runs) == {1, 2}
-    for k, r in runs.items():
+    for r in runs.values():
         assert r["trials"] == 2, r
         assert r["trials_per_hour"] > 0 and r["wall_s"] > r["steady_s"] > 0
         assert 0.0 <= r["val_acc_mean"] <= 1.0
     # Each K ran through the launcher with K workers: K worker logs for K = 2, none for K = 1.
     logs = tmp_path / "work" / "logs"
-    assert sorted(p.name for p in logs.glob("pack-k2-r0/*/worker-*.log")) == \
-        ["worker-0.log", "worker-1.log"]
+    assert sorted(p.name for p in logs.glob("pack-k2-r0/*/worker-*.log")) == [
+        "worker-0.log",
+        "worker-1.log",
+    ]
     assert not list(logs.glob("pack-k1-r0/*"))
     assert all("trial" in p.read_text() for p in logs.glob("pack-k2-r0/*/worker-*.log"))
     table = data["table"]

@@ -1,5 +1,6 @@
 """benchmarks/pipeline.py's measuring helpers: the ABBA order of the arms, the intervals and the
 paired ratios it prints (the timings themselves are the benchmark's, never asserted here)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -7,13 +8,13 @@ import math
 import sys
 
 import pytest
-
 from conftest import REPO
 
 
 def load_pipeline():
-    spec = importlib.util.spec_from_file_location("pipeline_bench",
-                                                  REPO / "benchmarks" / "pipeline.py")
+    spec = importlib.util.spec_from_file_location(
+        "pipeline_bench", REPO / "benchmarks" / "pipeline.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules["pipeline_bench"] = module
     spec.loader.exec_module(module)
@@ -27,7 +28,7 @@ def test_arms_run_in_abba_order() -> None:
     calls: list[str] = []
     arms = {name: (lambda name=name: calls.append(name) or len(calls)) for name in "ABC"}
     out = P.interleaved(arms, reps=3)
-    assert calls == list("ABC" "CBA" "ABC")
+    assert calls == list("ABCCBAABC")
     assert out == {"A": [1, 6, 7], "B": [2, 5, 8], "C": [3, 4, 9]}
 
 

@@ -1,4 +1,5 @@
 """benchmarks/pruning.py --smoke: every arm of the pipeline on generated images, end to end."""
+
 from __future__ import annotations
 
 import json
@@ -15,10 +16,23 @@ ARMS = ["none", "median", "hyperband", "energy", "energy+median"]
 def test_smoke_run_writes_json_and_markdown_for_every_arm(tmp_path: Path) -> None:
     out_json, out_md = tmp_path / "out" / "pruning.json", tmp_path / "out" / "pruning.md"
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "pruning.py"), "--smoke", "--out-json",
-         str(out_json), "--out-md", str(out_md), "--workdir", str(tmp_path / "work")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "pruning.py"),
+            "--smoke",
+            "--out-json",
+            str(out_json),
+            "--out-md",
+            str(out_md),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
     data = json.loads(out_json.read_text())
@@ -45,9 +59,14 @@ def test_smoke_run_writes_json_and_markdown_for_every_arm(tmp_path: Path) -> Non
 
 
 def _benchmark(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "benchmarks" / "pruning.py"), *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "pruning.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def test_replay_measures_every_arm_on_a_stored_table(tmp_path: Path) -> None:
@@ -56,9 +75,25 @@ def test_replay_measures_every_arm_on_a_stored_table(tmp_path: Path) -> None:
     db = tmp_path / "table.db"
     make_table_study(f"sqlite:///{db}", "table", spread_values(24), epochs=3)
     out_json, out_md = tmp_path / "out" / "replay.json", tmp_path / "out" / "replay.md"
-    result = _benchmark(["--replay", str(db), "--orders", "4", "--budget", "12", "--processes",
-                         "1", "--pruner-startup", "3", "--out-json", str(out_json), "--out-md",
-                         str(out_md)], tmp_path)
+    result = _benchmark(
+        [
+            "--replay",
+            str(db),
+            "--orders",
+            "4",
+            "--budget",
+            "12",
+            "--processes",
+            "1",
+            "--pruner-startup",
+            "3",
+            "--out-json",
+            str(out_json),
+            "--out-md",
+            str(out_md),
+        ],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
     data = json.loads(out_json.read_text())["tables"][str(db)]
@@ -77,8 +112,17 @@ def test_replay_measures_every_arm_on_a_stored_table(tmp_path: Path) -> None:
 
 
 def test_replay_of_a_missing_table_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    result = _benchmark(["--replay", str(tmp_path / "nope.db"), "--out-json",
-                         str(tmp_path / "r.json"), "--out-md", str(tmp_path / "r.md")], tmp_path)
+    result = _benchmark(
+        [
+            "--replay",
+            str(tmp_path / "nope.db"),
+            "--out-json",
+            str(tmp_path / "r.json"),
+            "--out-md",
+            str(tmp_path / "r.md"),
+        ],
+        tmp_path,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("pruning benchmark: error: --replay")
     assert "Traceback" not in result.stderr and not (tmp_path / "r.json").exists()
@@ -90,10 +134,31 @@ def test_replay_with_several_min_probs_traces_the_gates_frontier(tmp_path: Path)
     db = tmp_path / "table.db"
     make_table_study(f"sqlite:///{db}", "table", spread_values(24), epochs=3)
     out_json = tmp_path / "frontier.json"
-    result = _benchmark(["--replay", str(db), "--arms", "none", "energy", "--min-prob", "0.001",
-                         "0.5", "--orders", "4", "--budget", "12", "--processes", "1",
-                         "--pruner-startup", "3", "--out-json", str(out_json), "--out-md",
-                         str(tmp_path / "frontier.md")], tmp_path)
+    result = _benchmark(
+        [
+            "--replay",
+            str(db),
+            "--arms",
+            "none",
+            "energy",
+            "--min-prob",
+            "0.001",
+            "0.5",
+            "--orders",
+            "4",
+            "--budget",
+            "12",
+            "--processes",
+            "1",
+            "--pruner-startup",
+            "3",
+            "--out-json",
+            str(out_json),
+            "--out-md",
+            str(tmp_path / "frontier.md"),
+        ],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(out_json.read_text())["tables"][str(db)]
     assert list(data["pruners"]) == ["none", "energy min_prob=0.001", "energy min_prob=0.5"]
@@ -104,7 +169,18 @@ def test_replay_with_several_min_probs_traces_the_gates_frontier(tmp_path: Path)
 
 
 def test_live_mode_takes_one_min_prob(tmp_path: Path) -> None:
-    result = _benchmark(["--smoke", "--min-prob", "0.01", "0.1", "--out-json",
-                         str(tmp_path / "r.json"), "--out-md", str(tmp_path / "r.md")], tmp_path)
+    result = _benchmark(
+        [
+            "--smoke",
+            "--min-prob",
+            "0.01",
+            "0.1",
+            "--out-json",
+            str(tmp_path / "r.json"),
+            "--out-md",
+            str(tmp_path / "r.md"),
+        ],
+        tmp_path,
+    )
     assert result.returncode == 2 and "--min-prob takes one value" in result.stderr
     assert not (tmp_path / "r.json").exists()

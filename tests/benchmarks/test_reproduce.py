@@ -1,4 +1,5 @@
 """benchmarks/reproduce.py: the smoke run end to end, and the statistics behind the verdicts."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -9,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 
@@ -28,10 +28,22 @@ def test_smoke_runs_the_whole_pipeline(tmp_path: Path):
     out, md = tmp_path / "out", tmp_path / "docs" / "results.md"
     md.parent.mkdir()
     md.write_text("# Results\n\nkept\n")
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "reproduce.py"), "--smoke",
-                           "--out", str(out), "--results-md", str(md)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "reproduce.py"),
+            "--smoke",
+            "--out",
+            str(out),
+            "--results-md",
+            str(md),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
 
     arms = R.sweep(5, R.SMOKE_LINEAR_TAUS)
@@ -51,7 +63,7 @@ def test_smoke_runs_the_whole_pipeline(tmp_path: Path):
     for arm in arms:
         assert f"| {arm.label} |" in report
     for key in "abcd":
-        line = next(l for l in report.splitlines() if l.startswith(f"- **({key})"))
+        line = next(x for x in report.splitlines() if x.startswith(f"- **({key})"))
         assert any(v in line for v in ("supported", "inconclusive", "not measured"))
     assert "ĉ = max" in report and "--smoke" in report
     assert (out / "tau_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,27 +1,39 @@
 """Datasets: split sizes, disjointness, class subsets, the decode cache, batched augmentation."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from imagedata import make_imagefolder
 
 from hpsearch.app import compose_config
 from hpsearch.data import load_splits
-from hpsearch.errors import HpsearchError
 from hpsearch.data.pipeline import InputPipeline, random_crop_flip
-
-from imagedata import make_imagefolder
+from hpsearch.errors import HpsearchError
 
 
 def image_cfg(root, *extra):
-    return compose_config(["data=imagefolder", f"data.root={root}", "data.train_per_class=5",
-                           "data.val_per_class=3", "backbone=resnet18", "backbone.weights=none",
-                           *extra])
+    return compose_config(
+        [
+            "data=imagefolder",
+            f"data.root={root}",
+            "data.train_per_class=5",
+            "data.val_per_class=3",
+            "backbone=resnet18",
+            "backbone.weights=none",
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    return make_imagefolder(tmp_path_factory.mktemp("img") / "ds", ["cat", "dog", "eel"],
-                            train_per_class=9, test_per_class=4)
+    return make_imagefolder(
+        tmp_path_factory.mktemp("img") / "ds",
+        ["cat", "dog", "eel"],
+        train_per_class=9,
+        test_per_class=4,
+    )
 
 
 def test_imagefolder_splits_by_class_disjoint_and_cached(folder, tmp_path):
@@ -50,12 +62,14 @@ def test_tensor_file_round_trip_and_count_check(folder, tmp_path):
     cfg = image_cfg(folder)
     splits = load_splits(cfg.data, tmp_path)
     cache_file = next((tmp_path / "data").glob("*.pt"))
-    same = load_splits(image_cfg(cache_file, "data.format=tensors", "data.test_per_class=4").data,
-                       tmp_path)
+    same = load_splits(
+        image_cfg(cache_file, "data.format=tensors", "data.test_per_class=4").data, tmp_path
+    )
     assert torch.equal(same.val.x, splits.val.x) and same.classes == splits.classes
     with pytest.raises(HpsearchError, match="data.train_per_class=6"):
-        load_splits(image_cfg(cache_file, "data.format=tensors", "data.train_per_class=6").data,
-                    tmp_path)
+        load_splits(
+            image_cfg(cache_file, "data.format=tensors", "data.train_per_class=6").data, tmp_path
+        )
 
 
 def test_random_crop_flip_is_a_shifted_window_and_deterministic():
@@ -65,15 +79,16 @@ def test_random_crop_flip_is_a_shifted_window_and_deterministic():
     assert torch.equal(a, b) and a.shape == x.shape
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     for i in range(2):  # every output is some window of the padded image, possibly mirrored
-        windows = [padded[i, :, dy:dy + 6, dx:dx + 6] for dy in range(5) for dx in range(5)]
+        windows = [padded[i, :, dy : dy + 6, dx : dx + 6] for dy in range(5) for dx in range(5)]
         assert any(torch.equal(a[i], w) or torch.equal(a[i], w.flip(2)) for w in windows)
     no_aug = random_crop_flip(x, padding=0, flip=False, gen=torch.Generator())
     assert torch.equal(no_aug, x)
 
 
 def test_pipeline_resizes_and_normalises(folder):
-    cfg = image_cfg(folder, "data.image_size=64", "data.mean=[0.5,0.5,0.5]",
-                    "data.std=[0.5,0.5,0.5]")
+    cfg = image_cfg(
+        folder, "data.image_size=64", "data.mean=[0.5,0.5,0.5]", "data.std=[0.5,0.5,0.5]"
+    )
     pipe = InputPipeline(cfg.data, "image", torch.device("cpu"))
     out = pipe(torch.full((2, 3, 32, 32), 255, dtype=torch.uint8))
     assert out.shape == (2, 3, 64, 64)

@@ -1,4 +1,5 @@
 """The energy pruner on synthetic trial histories, through the real gate (``trial.gate``)."""
+
 from __future__ import annotations
 
 import math
@@ -20,9 +21,19 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 def signals(energy: float, ft_lr: float = 0.01, **extra: float) -> dict:
     """HP-phase user attrs of a trial; everything but energy and ft_lr is fixed noise-free."""
-    attrs = {"energy": energy, "hp_train_acc": 0.8, "hp_train_loss": 0.6, "hp_val_acc": 0.75,
-             "head_norm": 3.0, "tau": 4, "label_smoothing": 0.0, "head_depth": 1,
-             "layers_copied": 4, "hp_lr": 0.05, "ft_lr": ft_lr}
+    attrs = {
+        "energy": energy,
+        "hp_train_acc": 0.8,
+        "hp_train_loss": 0.6,
+        "hp_val_acc": 0.75,
+        "head_norm": 3.0,
+        "tau": 4,
+        "label_smoothing": 0.0,
+        "head_depth": 1,
+        "layers_copied": 4,
+        "hp_lr": 0.05,
+        "ft_lr": ft_lr,
+    }
     attrs.update(extra)
     return attrs
 
@@ -39,8 +50,11 @@ def history(n: int, seed: int = 0) -> list[optuna.trial.FrozenTrial]:
         ft_lr = float(10 ** rng.uniform(-3, -1))
         attrs = signals(float(energy), ft_lr)
         attrs["hp_train_acc"] = float(rng.uniform(0.6, 0.9))  # an uninformative signal
-        trials.append(optuna.trial.create_trial(
-            state=TrialState.COMPLETE, value=objective_of(float(energy)), user_attrs=attrs))
+        trials.append(
+            optuna.trial.create_trial(
+                state=TrialState.COMPLETE, value=objective_of(float(energy)), user_attrs=attrs
+            )
+        )
     return trials
 
 
@@ -100,9 +114,14 @@ def test_promising_trial_is_kept_and_its_decision_recorded() -> None:
 def test_smaller_min_prob_and_larger_top_k_prune_less() -> None:
     """The knobs move the decision the documented way, on the same borderline trial."""
     borderline = signals(0.72)  # predicted ~0.80 against a best of ~0.9
-    probability = EnergyPruner(n_startup_trials=5).decide(
-        study_with(EnergyPruner(n_startup_trials=5), 12),
-        optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=borderline)).probability
+    probability = (
+        EnergyPruner(n_startup_trials=5)
+        .decide(
+            study_with(EnergyPruner(n_startup_trials=5), 12),
+            optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=borderline),
+        )
+        .probability
+    )
     assert 1e-6 < probability < 0.5
     strict = EnergyPruner(n_startup_trials=5, min_prob=min(0.9, probability * 2))
     lenient = EnergyPruner(n_startup_trials=5, min_prob=probability / 2)
@@ -120,8 +139,9 @@ def test_the_gate_closes_on_the_bad_region_and_keeps_the_good_one() -> None:
     study = study_with(EnergyPruner(n_startup_trials=5), 20)
     decisions = {}
     for energy in np.linspace(0.05, 0.95, 19):
-        trial = optuna.trial.create_trial(state=TrialState.RUNNING,
-                                          user_attrs=signals(float(energy)))
+        trial = optuna.trial.create_trial(
+            state=TrialState.RUNNING, user_attrs=signals(float(energy))
+        )
         decisions[round(float(energy), 3)] = EnergyPruner(n_startup_trials=5).decide(study, trial)
         assert study.pruner.decide(study, trial) == decisions[round(float(energy), 3)]
     for energy, decision in decisions.items():
@@ -136,10 +156,12 @@ def test_a_trial_unlike_any_seen_stays_open() -> None:
     is as likely to beat the best as a random one and is kept; at the history's bad edge (0.93)
     the same gate prunes."""
     study = study_with(EnergyPruner(n_startup_trials=5), 20)
-    far = EnergyPruner(n_startup_trials=5).decide(study, optuna.trial.create_trial(
-        state=TrialState.RUNNING, user_attrs=signals(3.0)))
-    edge = EnergyPruner(n_startup_trials=5).decide(study, optuna.trial.create_trial(
-        state=TrialState.RUNNING, user_attrs=signals(0.93)))
+    far = EnergyPruner(n_startup_trials=5).decide(
+        study, optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=signals(3.0))
+    )
+    edge = EnergyPruner(n_startup_trials=5).decide(
+        study, optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=signals(0.93))
+    )
     assert not far.prune and far.probability > 0.003
     assert abs(far.predicted_score) < 0.5 and far.predicted_std > 0.8  # the prior: N(0, ~1)
     assert edge.prune
@@ -160,8 +182,10 @@ def test_nothing_is_pruned_during_startup() -> None:
     assert states == [TrialState.COMPLETE] * 5
 
 
-@pytest.mark.parametrize("bad", [{"energy": math.nan}, {"energy": math.inf},
-                                 {"hp_train_loss": math.nan}, {"ft_lr": None}])
+@pytest.mark.parametrize(
+    "bad",
+    [{"energy": math.nan}, {"energy": math.inf}, {"hp_train_loss": math.nan}, {"ft_lr": None}],
+)
 def test_non_finite_signal_fails_the_trial_with_its_reason_and_the_study_goes_on(bad) -> None:
     study = study_with(EnergyPruner(n_startup_trials=5), 12)
     attrs = {**signals(0.5), **bad}
@@ -197,13 +221,19 @@ def test_band_prunes_out_of_band_trials_from_the_first_trial() -> None:
 
 
 def test_ft_epochs_are_judged_by_the_wrapped_pruner() -> None:
-    pruner = EnergyPruner(optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
-                          n_startup_trials=2)
+    pruner = EnergyPruner(
+        optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0), n_startup_trials=2
+    )
     study = optuna.create_study(direction="maximize", pruner=pruner)
     for t in history(6):
-        study.add_trial(optuna.trial.create_trial(
-            state=TrialState.COMPLETE, value=t.value, user_attrs=t.user_attrs,
-            intermediate_values={1: 0.9, 2: 0.9}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.COMPLETE,
+                value=t.value,
+                user_attrs=t.user_attrs,
+                intermediate_values={1: 0.9, 2: 0.9},
+            )
+        )
 
     def objective(trial: optuna.Trial) -> float:
         set_attrs(trial, signals(0.5))
@@ -220,8 +250,9 @@ def test_ft_epochs_are_judged_by_the_wrapped_pruner() -> None:
 
 
 def test_wrapped_hyperband_runs_and_the_gate_ignores_it() -> None:
-    pruner = EnergyPruner(optuna.pruners.HyperbandPruner(min_resource=1, max_resource=4),
-                          n_startup_trials=3)
+    pruner = EnergyPruner(
+        optuna.pruners.HyperbandPruner(min_resource=1, max_resource=4), n_startup_trials=3
+    )
     study = optuna.create_study(direction="maximize", pruner=pruner)
     for energy in (0.5, 0.3, 0.7, 0.45):
         trial = run_gated(study, signals(energy), ft_epochs=4)
@@ -232,31 +263,52 @@ def test_wrapped_hyperband_runs_and_the_gate_ignores_it() -> None:
 def test_minimized_objective_is_ranked_the_other_way() -> None:
     study = optuna.create_study(direction="minimize", pruner=EnergyPruner(n_startup_trials=5))
     for t in history(12):
-        study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=-t.value,
-                                                  user_attrs=t.user_attrs))
-    decision = study.pruner.decide(study, optuna.trial.create_trial(
-        state=TrialState.RUNNING, user_attrs=signals(0.93)))
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.COMPLETE, value=-t.value, user_attrs=t.user_attrs
+            )
+        )
+    decision = study.pruner.decide(
+        study, optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=signals(0.93))
+    )
     assert decision.prune and decision.probability < 0.003
     assert decision.threshold == pytest.approx(-max(t.value for t in history(12)))
     assert decision.predicted > decision.threshold  # a worse (larger) objective predicted
-    good = study.pruner.decide(study, optuna.trial.create_trial(
-        state=TrialState.RUNNING, user_attrs=signals(0.5)))
+    good = study.pruner.decide(
+        study, optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=signals(0.5))
+    )
     assert not good.prune and good.predicted < -0.85
 
 
-@pytest.mark.parametrize("kwargs", [dict(n_startup_trials=1), dict(top_k=6), dict(min_prob=0.0), dict(min_prob=1.0),
-                                    dict(min_prob=math.nan),
-                                    dict(energy_min=0.5, energy_max=0.5),
-                                    dict(energy_max=math.nan), dict(signals=("energy", "nope")),
-                                    dict(signals=())])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(n_startup_trials=1),
+        dict(top_k=6),
+        dict(min_prob=0.0),
+        dict(min_prob=1.0),
+        dict(min_prob=math.nan),
+        dict(energy_min=0.5, energy_max=0.5),
+        dict(energy_max=math.nan),
+        dict(signals=("energy", "nope")),
+        dict(signals=()),
+    ],
+)
 def test_constructor_rejects_bad_arguments(kwargs) -> None:
     with pytest.raises(ValueError):
         EnergyPruner(**{"n_startup_trials": 5, **kwargs})
 
 
 def test_config_builds_the_composed_pruner() -> None:
-    cfg = compose_config(["pruner=energy", "pruner.ft=median", "pruner.min_prob=0.05",
-                          "pruner.energy_max=0.9", "pruner.signals=[energy,ft_lr]"])
+    cfg = compose_config(
+        [
+            "pruner=energy",
+            "pruner.ft=median",
+            "pruner.min_prob=0.05",
+            "pruner.energy_max=0.9",
+            "pruner.signals=[energy,ft_lr]",
+        ]
+    )
     pruner = make_pruner(cfg)
     assert isinstance(pruner, EnergyPruner)
     assert isinstance(pruner._ft_pruner, optuna.pruners.MedianPruner)
@@ -267,13 +319,18 @@ def test_config_builds_the_composed_pruner() -> None:
     assert plain._signals == GATE_SIGNALS and plain._min_prob == 0.003
 
 
-@pytest.mark.parametrize("override, key", [
-    ("pruner.top_k=0", "pruner.top_k"), ("pruner.min_prob=0", "pruner.min_prob"),
-    ("pruner.min_prob=1.5", "pruner.min_prob"),
-    ("pruner.n_startup_trials=1", "pruner.n_startup_trials"), ("pruner.ft=energy", "pruner.ft"),
-    ("pruner.signals=[energy,bogus]", "pruner.signals"),
-    ("pruner.energy_min=2", "pruner.energy_min"),  # with energy_max=1 below
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("pruner.top_k=0", "pruner.top_k"),
+        ("pruner.min_prob=0", "pruner.min_prob"),
+        ("pruner.min_prob=1.5", "pruner.min_prob"),
+        ("pruner.n_startup_trials=1", "pruner.n_startup_trials"),
+        ("pruner.ft=energy", "pruner.ft"),
+        ("pruner.signals=[energy,bogus]", "pruner.signals"),
+        ("pruner.energy_min=2", "pruner.energy_min"),  # with energy_max=1 below
+    ],
+)
 def test_config_errors_name_the_key(override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         compose_config(["pruner=energy", "pruner.energy_max=1", override])
@@ -282,8 +339,11 @@ def test_config_errors_name_the_key(override: str, key: str) -> None:
 def _current_study(pruner: EnergyPruner, energies) -> optuna.Study:
     study = optuna.create_study(direction="maximize", pruner=pruner)
     for energy in energies:
-        study.add_trial(optuna.trial.create_trial(
-            state=TrialState.COMPLETE, value=objective_of(energy), user_attrs=signals(energy)))
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.COMPLETE, value=objective_of(energy), user_attrs=signals(energy)
+            )
+        )
     return study
 
 
@@ -308,8 +368,9 @@ def test_a_prior_from_earlier_studies_closes_the_gate_where_this_study_has_not_l
 def test_a_prior_does_not_shorten_the_startup() -> None:
     pruner = EnergyPruner(n_startup_trials=5, prior_trials=history(20))
     study = _current_study(pruner, (0.5, 0.45, 0.55, 0.4))
-    decision = pruner.decide(study, optuna.trial.create_trial(state=TrialState.RUNNING,
-                                                              user_attrs=signals(0.95)))
+    decision = pruner.decide(
+        study, optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=signals(0.95))
+    )
     assert decision.action == "keep" and decision.reason.startswith("startup: 4 of 5")
 
 
@@ -324,34 +385,43 @@ def _prior_storage(tmp_path, direction: str = "maximize") -> str:
 
 def test_config_reads_the_prior_studies_from_their_storage(tmp_path) -> None:
     url = _prior_storage(tmp_path)
-    cfg = compose_config(["pruner=energy", "pruner.prior_studies=[earlier,empty]",
-                          f"pruner.prior_storage={url}"])
+    cfg = compose_config(
+        ["pruner=energy", "pruner.prior_studies=[earlier,empty]", f"pruner.prior_storage={url}"]
+    )
     pruner = make_pruner(cfg)
     assert pruner._prior[0].shape == (8, len(GATE_SIGNALS))
-    same = compose_config(["pruner=energy", "pruner.prior_studies=[earlier]",
-                           f"storage.url={url}"])  # prior_storage null: storage.url
+    same = compose_config(
+        ["pruner=energy", "pruner.prior_studies=[earlier]", f"storage.url={url}"]
+    )  # prior_storage null: storage.url
     assert make_pruner(same)._prior[1].shape == (8,)
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing", "no study 'nope'"), ("no_file", "no SQLite file"),
-    ("minimized", "not a single maximised objective")])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "no study 'nope'"),
+        ("no_file", "no SQLite file"),
+        ("minimized", "not a single maximised objective"),
+    ],
+)
 def test_a_bad_prior_is_a_one_line_config_error(tmp_path, case: str, message: str) -> None:
     if case == "minimized":
         url, names = _prior_storage(tmp_path, direction="minimize"), "[earlier]"
     else:
         url = _prior_storage(tmp_path) if case == "missing" else f"sqlite:///{tmp_path}/none.db"
         names = "[nope]"
-    cfg = compose_config(["pruner=energy", f"pruner.prior_studies={names}",
-                          f"pruner.prior_storage={url}"])
+    cfg = compose_config(
+        ["pruner=energy", f"pruner.prior_studies={names}", f"pruner.prior_storage={url}"]
+    )
     with pytest.raises(ConfigError, match=message) as err:
         make_pruner(cfg)
     assert "\n" not in str(err.value)
     assert not (tmp_path / "none.db").exists()  # a wrong path is not created
 
 
-@pytest.mark.parametrize("override", ["pruner.prior_studies=[a,a]",
-                                      "pruner.prior_studies=[toy]"])  # the study itself
+@pytest.mark.parametrize(
+    "override", ["pruner.prior_studies=[a,a]", "pruner.prior_studies=[toy]"]
+)  # the study itself
 def test_prior_studies_config_errors_name_the_key(override: str) -> None:
     with pytest.raises(ConfigError, match=r"pruner\.prior_studies"):
         compose_config(["pruner=energy", "study.name=toy", override])

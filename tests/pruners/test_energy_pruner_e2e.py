@@ -1,30 +1,46 @@
 """End to end on the toy experiment: pruner=energy prunes at the gate, before any FT epoch."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import optuna
+from conftest import run_cli
 from optuna.trial import TrialState
 
-from conftest import run_cli
-
-HP_METRICS = ("energy", "hp_train_acc", "hp_train_loss", "hp_val_acc", "head_norm", "tau",
-              "label_smoothing", "head_depth", "ft_lr", "energy_curve")
+HP_METRICS = (
+    "energy",
+    "hp_train_acc",
+    "hp_train_loss",
+    "hp_val_acc",
+    "head_norm",
+    "tau",
+    "label_smoothing",
+    "head_depth",
+    "ft_lr",
+    "energy_curve",
+)
 
 
 def test_toy_study_with_energy_pruner(workdir: Path) -> None:
     """The default toy study with the default gate (the issue's own command): the gate prunes
     before FT once it has its startup trials, and explains why."""
-    result = run_cli(["study.n_trials=24", "pruner=energy", "progress=false"],
-                     cwd=workdir, env={"OMP_NUM_THREADS": "1"})
+    result = run_cli(
+        ["study.n_trials=24", "pruner=energy", "progress=false"],
+        cwd=workdir,
+        env={"OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "pruned (unlikely to reach the top" in result.stderr + result.stdout
 
     study = optuna.load_study(study_name="toy", storage=f"sqlite:///{workdir}/storage/hpsearch.db")
     trials = study.get_trials()
     assert len(trials) == 24
-    gate_pruned = [t for t in trials if t.state == TrialState.PRUNED
-                   and t.user_attrs.get("pruned_at") == "gate"]
+    gate_pruned = [
+        t
+        for t in trials
+        if t.state == TrialState.PRUNED and t.user_attrs.get("pruned_at") == "gate"
+    ]
     assert gate_pruned, [t.user_attrs.get("gate_reason") for t in trials]
     for t in gate_pruned:
         assert t.user_attrs["ft_epochs_run"] == 0 and t.intermediate_values == {}
@@ -32,8 +48,11 @@ def test_toy_study_with_energy_pruner(workdir: Path) -> None:
         assert t.user_attrs["gate_decision"] == "prune"
         assert t.user_attrs["gate_probability"] < 0.003  # pruner.min_prob's default
         assert "ft_val_acc" not in t.user_attrs
-    kept = [t for t in trials if t.user_attrs.get("gate_decision") == "keep"
-            and "gate_probability" in t.user_attrs]
+    kept = [
+        t
+        for t in trials
+        if t.user_attrs.get("gate_decision") == "keep" and "gate_probability" in t.user_attrs
+    ]
     assert kept and all(t.user_attrs["gate_probability"] >= 0.003 for t in kept)
     first = sorted(trials, key=lambda t: t.number)[:5]
     assert all(t.state == TrialState.COMPLETE for t in first)  # startup: never pruned
@@ -42,8 +61,9 @@ def test_toy_study_with_energy_pruner(workdir: Path) -> None:
     assert study.user_attrs["bound_c_hat"] > 0
 
 
-def test_diverged_head_probing_fails_its_trial_and_the_study_goes_on(workdir: Path,
-                                                                    monkeypatch) -> None:
+def test_diverged_head_probing_fails_its_trial_and_the_study_goes_on(
+    workdir: Path, monkeypatch
+) -> None:
     """An absurd HP learning rate makes the head's weights overflow: the trial FAILS with the
     signal named, it never reaches FT, and the worker runs the next trial."""
     from hpsearch.app import compose_config
@@ -68,17 +88,36 @@ def test_a_later_study_learns_from_an_earlier_one(workdir: Path) -> None:
     base = ["ft.epochs=1", "progress=false", "data.train_per_class=60", "data.val_per_class=40"]
     first = run_cli([*base, "study.n_trials=6"], cwd=workdir, env={"OMP_NUM_THREADS": "1"})
     assert first.returncode == 0, first.stderr[-2000:]
-    bad = run_cli([*base, "study.n_trials=2", "study.name=other", "pruner=energy",
-                   "pruner.prior_studies=[toy,nope]"], cwd=workdir)
+    bad = run_cli(
+        [
+            *base,
+            "study.n_trials=2",
+            "study.name=other",
+            "pruner=energy",
+            "pruner.prior_studies=[toy,nope]",
+        ],
+        cwd=workdir,
+    )
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         "hpsearch: error: pruner.prior_studies: no study 'nope' in "
-        "'sqlite:///storage/hpsearch.db'; it has toy"]  # storage.url as the user gave it
+        "'sqlite:///storage/hpsearch.db'; it has toy"
+    ]  # storage.url as the user gave it
     assert optuna.get_all_study_names(url) == ["toy"]
 
-    later = run_cli([*base, "study.n_trials=4", "study.name=later", "pruner=energy",
-                     "pruner.n_startup_trials=2", "pruner.top_k=1",
-                     "pruner.prior_studies=[toy]"], cwd=workdir, env={"OMP_NUM_THREADS": "1"})
+    later = run_cli(
+        [
+            *base,
+            "study.n_trials=4",
+            "study.name=later",
+            "pruner=energy",
+            "pruner.n_startup_trials=2",
+            "pruner.top_k=1",
+            "pruner.prior_studies=[toy]",
+        ],
+        cwd=workdir,
+        env={"OMP_NUM_THREADS": "1"},
+    )
     assert later.returncode == 0, later.stderr[-2000:]
     trials = optuna.load_study(study_name="later", storage=url).get_trials()
     decided = [t for t in trials if "gate_probability" in t.user_attrs]

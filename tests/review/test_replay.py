@@ -1,5 +1,6 @@
 """The replay engine on recorded studies made in the test (no training), and ``mode=replay`` on
 the command line: its files, its numbers, and every bad input (one line, exit 2, study intact)."""
+
 from __future__ import annotations
 
 import json
@@ -7,15 +8,25 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.trial import TrialState
-
 from conftest import run_cli
+from optuna.trial import TrialState
+from tabledata import add_trial, make_table_study, smooth_curve, spread_values
+
 from hpsearch.app import compose_config
 from hpsearch.errors import HpsearchError
-from hpsearch.review.replay import (COMPLETE, PRUNED_FT, PRUNED_GATE, check_budget, draw_orders,
-                                    load_table, order_metrics, replay, replay_order, summarize)
+from hpsearch.review.replay import (
+    COMPLETE,
+    PRUNED_FT,
+    PRUNED_GATE,
+    check_budget,
+    draw_orders,
+    load_table,
+    order_metrics,
+    replay,
+    replay_order,
+    summarize,
+)
 from hpsearch.stats import bootstrap_interval, kendall_tau
-from tabledata import add_trial, make_table_study, smooth_curve, spread_values
 
 
 def _table(tmp_path: Path, values, epochs: int = 3):
@@ -24,6 +35,7 @@ def _table(tmp_path: Path, values, epochs: int = 3):
 
 
 # ---------------------------------------------------------------------------- statistics
+
 
 def test_kendall_tau_counts_pairs_and_ties() -> None:
     assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
@@ -46,6 +58,7 @@ def test_bootstrap_interval_is_reproducible_and_brackets_the_mean() -> None:
 
 # ---------------------------------------------------------------------------- the engine
 
+
 def test_orders_are_reproducible_draws_without_replacement() -> None:
     orders = draw_orders(50, 30, 20, seed=3)
     assert orders == draw_orders(50, 30, 20, seed=3) != draw_orders(50, 30, 20, seed=4)
@@ -67,18 +80,28 @@ def test_no_pruning_runs_every_epoch_and_loses_nothing(tmp_path: Path) -> None:
 def test_median_replay_makes_the_known_decisions_and_costs(tmp_path: Path) -> None:
     """Two startup trials, then the median at each epoch of the complete ones: C and the late
     bloomer D fall below it after epoch 1; E stays above. D would have been the best."""
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/m.db", study_name="m",
-                                direction="maximize")
-    curves = {"A": [0.50, 0.60], "B": [0.70, 0.80], "C": [0.10, 0.20], "D": [0.20, 0.99],
-              "E": [0.90, 0.95]}
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path}/m.db", study_name="m", direction="maximize"
+    )
+    curves = {
+        "A": [0.50, 0.60],
+        "B": [0.70, 0.80],
+        "C": [0.10, 0.20],
+        "D": [0.20, 0.99],
+        "E": [0.90, 0.95],
+    }
     for i, curve in enumerate(curves.values()):
         add_trial(study, i, curve, test_acc=0.5 + i / 10)
     table = load_table(study)
-    cfg = compose_config(["pruner=median", "pruner.n_startup_trials=2",
-                          "pruner.n_warmup_steps=0"])
+    cfg = compose_config(["pruner=median", "pruner.n_startup_trials=2", "pruner.n_warmup_steps=0"])
     run = replay_order(table, cfg, range(5))
     assert [(o.state, o.ft_epochs) for o in run.outcomes] == [
-        (COMPLETE, 2), (COMPLETE, 2), (PRUNED_FT, 1), (PRUNED_FT, 1), (COMPLETE, 2)]
+        (COMPLETE, 2),
+        (COMPLETE, 2),
+        (PRUNED_FT, 1),
+        (PRUNED_FT, 1),
+        (COMPLETE, 2),
+    ]
     m = order_metrics(table, run)
     assert m["ft_epochs"] == 8 and m["ft_epochs_vs_none"] == pytest.approx(0.8)
     assert m["regret_points"] == pytest.approx(4.0) and m["loses_over_1_point"]
@@ -91,8 +114,9 @@ def test_median_replay_makes_the_known_decisions_and_costs(tmp_path: Path) -> No
 
 def test_energy_replay_predicts_at_the_gate_and_ranks_the_trials(tmp_path: Path) -> None:
     table = _table(tmp_path, spread_values(16))
-    cfg = compose_config(["pruner=energy", "pruner.n_startup_trials=4",
-                          "pruner.min_prob=0.3"])  # an eager gate: it prunes some
+    cfg = compose_config(
+        ["pruner=energy", "pruner.n_startup_trials=4", "pruner.min_prob=0.3"]
+    )  # an eager gate: it prunes some
     run = replay_order(table, cfg, range(16))
     assert all(o.predicted is None for o in run.outcomes[:4])  # startup: no prediction
     assert all(o.predicted is not None for o in run.outcomes[4:])
@@ -105,9 +129,12 @@ def test_energy_replay_predicts_at_the_gate_and_ranks_the_trials(tmp_path: Path)
 
 def test_many_orders_in_worker_processes_equal_one_process(tmp_path: Path) -> None:
     table = _table(tmp_path, spread_values(10))
-    pruners = {"median": compose_config(["pruner=median", "pruner.n_startup_trials=2"]),
-               "energy": compose_config(["pruner=energy", "pruner.n_startup_trials=3",
-                                         "pruner.min_prob=0.1"])}
+    pruners = {
+        "median": compose_config(["pruner=median", "pruner.n_startup_trials=2"]),
+        "energy": compose_config(
+            ["pruner=energy", "pruner.n_startup_trials=3", "pruner.min_prob=0.1"]
+        ),
+    }
     orders = draw_orders(10, 3, 8, seed=1)
     serial = replay(table, pruners, orders, processes=1)
     parallel = replay(table, pruners, orders, processes=2)
@@ -120,7 +147,8 @@ def test_many_orders_in_worker_processes_equal_one_process(tmp_path: Path) -> No
 
 
 def test_table_refuses_cut_curves_and_mixed_lengths_leaves_out_confirmations(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     url = f"sqlite:///{tmp_path}/bad.db"
     study = make_table_study(url, "pruned", [0.5, 0.6, 0.7])
     add_trial(study, 3, [0.1], state=TrialState.PRUNED)
@@ -128,8 +156,11 @@ def test_table_refuses_cut_curves_and_mixed_lengths_leaves_out_confirmations(
         load_table(study)
     table = load_table(study, skip_pruned=True)
     assert len(table.trials) == 3 and table.left_out == {"pruned (FT curve cut)": 1}
-    with pytest.raises(HpsearchError, match=r"replay.budget=4 is more than .* 3 complete trials "
-                                            r"\(left out: 1 pruned"):
+    with pytest.raises(
+        HpsearchError,
+        match=r"replay.budget=4 is more than .* 3 complete trials "
+        r"\(left out: 1 pruned",
+    ):
         check_budget(table, 4)
 
     confirmed = make_table_study(url, "confirmed", [0.5, 0.6, 0.7])
@@ -140,8 +171,11 @@ def test_table_refuses_cut_curves_and_mixed_lengths_leaves_out_confirmations(
 
     mixed = make_table_study(url, "mixed", [0.5, 0.6])
     add_trial(mixed, 2, smooth_curve(0.7, 5))
-    with pytest.raises(HpsearchError, match=r"different numbers of FT epochs \(3 epochs: 2 "
-                                            r"trials, 5 epochs: 1 trials\)"):
+    with pytest.raises(
+        HpsearchError,
+        match=r"different numbers of FT epochs \(3 epochs: 2 "
+        r"trials, 5 epochs: 1 trials\)",
+    ):
         load_table(mixed)
 
 
@@ -171,31 +205,63 @@ def _snapshot(root: Path) -> list:
     for s in storage.get_all_studies():
         study = optuna.load_study(study_name=s.study_name, storage=storage)
         study_id = storage.get_study_id_from_name(s.study_name)
-        out.append((s.study_name, study.user_attrs, storage.get_study_system_attrs(study_id),
-                    [(t.number, t.state, t.value, t.params, t.user_attrs, t.system_attrs,
-                      t.intermediate_values) for t in study.trials]))
+        out.append(
+            (
+                s.study_name,
+                study.user_attrs,
+                storage.get_study_system_attrs(study_id),
+                [
+                    (
+                        t.number,
+                        t.state,
+                        t.value,
+                        t.params,
+                        t.user_attrs,
+                        t.system_attrs,
+                        t.intermediate_values,
+                    )
+                    for t in study.trials
+                ],
+            )
+        )
     return out
 
 
 def test_replay_writes_its_report_and_leaves_the_study_alone(cli_dir: Path) -> None:
     before = _snapshot(cli_dir)
-    proc = run_cli(["mode=replay", f"study.name={STUDY}", "replay.orders=12", "replay.budget=20",
-                    "replay.processes=1", "pruner.n_startup_trials=3",
-                    "replay.pruners=[none,median,energy+median]"], cli_dir)
+    proc = run_cli(
+        [
+            "mode=replay",
+            f"study.name={STUDY}",
+            "replay.orders=12",
+            "replay.budget=20",
+            "replay.processes=1",
+            "pruner.n_startup_trials=3",
+            "replay.pruners=[none,median,energy+median]",
+        ],
+        cli_dir,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert _snapshot(cli_dir) == before
     out = cli_dir / "storage" / "reports" / STUDY
-    for name in ("replay.md", "replay.json", "replay_cost_vs_regret.png",
-                 "replay_cost_vs_regret.html"):
+    for name in (
+        "replay.md",
+        "replay.json",
+        "replay_cost_vs_regret.png",
+        "replay_cost_vs_regret.html",
+    ):
         assert (out / name).is_file(), name
     assert (out / "replay_cost_vs_regret.png").stat().st_size > 10_000
     data = json.loads((out / "replay.json").read_text())
     s = data["settings"]
     assert (s["trials"], s["ft_epochs"], s["orders"], s["budget"]) == (30, 3, 12, 20)
     assert s["pruners"]["median"]["n_startup_trials"] == 3  # the command line's setting ...
-    assert s["pruners"]["energy+median"] == {**s["pruners"]["energy+median"], "ft": "median",
-                                             "n_startup_trials": 3,
-                                             "min_prob": 0.003}  # ... over pruner=energy's
+    assert s["pruners"]["energy+median"] == {
+        **s["pruners"]["energy+median"],
+        "ft": "median",
+        "n_startup_trials": 3,
+        "min_prob": 0.003,
+    }  # ... over pruner=energy's
     none = data["pruners"]["none"]
     assert none["ft_epochs_vs_none"]["mean"] == 1.0 and none["regret_points"]["mean"] == 0.0
     assert len(none["per_order"]) == 12
@@ -209,14 +275,22 @@ def test_replay_writes_its_report_and_leaves_the_study_alone(cli_dir: Path) -> N
 
 BAD = {
     "unknown pruner": (["replay.pruners=[none,magic]"], "replay.pruners=['none', 'magic']"),
-    "budget above the table": ([f"study.name={STUDY}", "replay.budget=31"],
-                               "replay.budget=31 is more than study 'recorded''s 30 complete"),
-    "pruned trials": (["study.name=with-pruned", "replay.budget=5"],
-                      "has 1 pruned trial(s): their FT curves are cut"),
-    "FT epochs differ": (["study.name=mixed-epochs", "replay.budget=5"],
-                         "different numbers of FT epochs"),
-    "pruner chosen on the command line": ([f"study.name={STUDY}", "pruner=median"],
-                                          "pruner=median: mode=replay replays the pruners named"),
+    "budget above the table": (
+        [f"study.name={STUDY}", "replay.budget=31"],
+        "replay.budget=31 is more than study 'recorded''s 30 complete",
+    ),
+    "pruned trials": (
+        ["study.name=with-pruned", "replay.budget=5"],
+        "has 1 pruned trial(s): their FT curves are cut",
+    ),
+    "FT epochs differ": (
+        ["study.name=mixed-epochs", "replay.budget=5"],
+        "different numbers of FT epochs",
+    ),
+    "pruner chosen on the command line": (
+        [f"study.name={STUDY}", "pruner=median"],
+        "pruner=median: mode=replay replays the pruners named",
+    ),
     "unknown study": (["study.name=nope"], "study.name='nope' is not in storage"),
     "budget below 2": (["replay.budget=1"], "replay.budget=1 is invalid"),
 }
@@ -237,9 +311,18 @@ def test_bad_replay_input_is_one_line_exit_2_and_writes_nothing(cli_dir: Path, c
 
 
 def test_skip_pruned_replays_the_complete_trials(cli_dir: Path) -> None:
-    proc = run_cli(["mode=replay", "study.name=with-pruned", "replay.budget=8", "replay.orders=2",
-                    "replay.pruners=[none]", "replay.skip_pruned=true", "replay.processes=1"],
-                   cli_dir)
+    proc = run_cli(
+        [
+            "mode=replay",
+            "study.name=with-pruned",
+            "replay.budget=8",
+            "replay.orders=2",
+            "replay.pruners=[none]",
+            "replay.skip_pruned=true",
+            "replay.processes=1",
+        ],
+        cli_dir,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     md = (cli_dir / "storage" / "reports" / "with-pruned" / "replay.md").read_text()
     assert "10 complete trials × 3 FT epochs (left out: 1 pruned (FT curve cut))" in md

@@ -7,6 +7,7 @@ same configuration and the same seed (``records.trial_seed(study.seed, i)``): to
 deterministic given both, so the live trials see the same HP signals and FT curves the table
 recorded.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,38 +17,54 @@ import pytest
 from optuna.trial import TrialState
 
 from hpsearch.app import compose_config
-from hpsearch.review.replay import (COMPLETE, PRUNED_FT, PRUNED_GATE, load_table,
-                                    replay_order)
+from hpsearch.review.replay import COMPLETE, PRUNED_FT, PRUNED_GATE, load_table, replay_order
+from hpsearch.schedules import study_distributions
 from hpsearch.study.worker import run_search
 from hpsearch.trial import Objective, Workspace
 from hpsearch.trial.records import GATE_INPUTS
-from hpsearch.schedules import study_distributions
 
 N_TRIALS = 12
-TINY = ["progress=false", "ft.epochs=3", "data.train_per_class=60", "data.val_per_class=40",
-        "data.test_per_class=40", "data.synthetic.source_per_class=100",
-        "data.synthetic.source_epochs=5", "study.sampler=random", "device=cpu"]
+TINY = [
+    "progress=false",
+    "ft.epochs=3",
+    "data.train_per_class=60",
+    "data.val_per_class=40",
+    "data.test_per_class=40",
+    "data.synthetic.source_per_class=100",
+    "data.synthetic.source_epochs=5",
+    "study.sampler=random",
+    "device=cpu",
+]
 # Settings under which each pruner decides often on 12 trials (asserted below).
 PRUNERS = {
     "median": ["pruner=median", "pruner.n_startup_trials=3", "pruner.n_warmup_steps=0"],
     # min_prob=0.1 (an eager gate): on this table it prunes some trials and keeps others
     "energy": ["pruner=energy", "pruner.n_startup_trials=3", "pruner.min_prob=0.1"],
-    "energy+median": ["pruner=energy", "pruner.ft=median", "pruner.n_startup_trials=3",
-                      "pruner.min_prob=0.1", "pruner.n_warmup_steps=0"],
+    "energy+median": [
+        "pruner=energy",
+        "pruner.ft=median",
+        "pruner.n_startup_trials=3",
+        "pruner.min_prob=0.1",
+        "pruner.n_warmup_steps=0",
+    ],
 }
 
 
 def _storage(root: Path) -> list[str]:
-    return [f"storage.url=sqlite:///{root}/studies.db", f"storage.cache_dir={root}/cache",
-            f"storage.artifacts={root}/artifacts"]
+    return [
+        f"storage.url=sqlite:///{root}/studies.db",
+        f"storage.cache_dir={root}/cache",
+        f"storage.artifacts={root}/artifacts",
+    ]
 
 
 @pytest.fixture(scope="module")
 def table_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, optuna.Study]:
     """A pruner=none toy study of N_TRIALS random configurations: the table."""
     root = tmp_path_factory.mktemp("fidelity")
-    cfg = compose_config([*TINY, *_storage(root), "pruner=none", "study.name=table",
-                          f"study.n_trials={N_TRIALS}"])
+    cfg = compose_config(
+        [*TINY, *_storage(root), "pruner=none", "study.name=table", f"study.n_trials={N_TRIALS}"]
+    )
     return root, run_search(cfg)
 
 
@@ -63,14 +80,22 @@ def _outcome(t: optuna.trial.FrozenTrial) -> tuple[str, int]:
 def test_live_study_and_replay_make_the_same_decisions(table_study, pruner: str) -> None:
     root, table_st = table_study
     recorded = sorted(table_st.get_trials(deepcopy=False), key=lambda t: t.number)
-    cfg = compose_config([*TINY, *_storage(root), *PRUNERS[pruner], f"study.name=live-{pruner}",
-                          f"study.n_trials={N_TRIALS}"])
+    cfg = compose_config(
+        [
+            *TINY,
+            *_storage(root),
+            *PRUNERS[pruner],
+            f"study.name=live-{pruner}",
+            f"study.n_trials={N_TRIALS}",
+        ]
+    )
     cfg.study.enqueue = [dict(t.params) for t in recorded]  # same configurations, same order
     live = sorted(run_search(cfg).get_trials(deepcopy=False), key=lambda t: t.number)
     assert [t.params for t in live] == [t.params for t in recorded]
     for a, b in zip(live, recorded):  # the same trial, as far as the gate can see
-        assert {k: a.user_attrs.get(k) for k in ("seed", "energy", "hp_val_acc")} == \
-               {k: b.user_attrs.get(k) for k in ("seed", "energy", "hp_val_acc")}
+        assert {k: a.user_attrs.get(k) for k in ("seed", "energy", "hp_val_acc")} == {
+            k: b.user_attrs.get(k) for k in ("seed", "energy", "hp_val_acc")
+        }
 
     table = load_table(table_st)
     assert [t.number for t in table.trials] == list(range(N_TRIALS))
@@ -86,8 +111,9 @@ def test_live_study_and_replay_make_the_same_decisions(table_study, pruner: str)
     else:
         assert PRUNED_GATE in states
         # the gate computed the same prediction from the same history
-        assert [o.predicted for o in replayed.outcomes] == \
-               [t.user_attrs.get("gate_predicted_objective") for t in live]
+        assert [o.predicted for o in replayed.outcomes] == [
+            t.user_attrs.get("gate_predicted_objective") for t in live
+        ]
     if pruner == "energy+median":
         assert PRUNED_FT in states
 

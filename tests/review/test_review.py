@@ -6,6 +6,7 @@ that failed and one still running, both through optuna's own API; every test rea
 The browser screenshot is kept in ``storage/test-artifacts/`` of the repository (or
 ``$HPSEARCH_TEST_ARTIFACTS``).
 """
+
 from __future__ import annotations
 
 import csv
@@ -28,16 +29,41 @@ from hpsearch.stats import bound_stats, spearman_rho
 
 STUDY = "review-toy"
 STORAGE = "sqlite:///storage/hpsearch.db"
-TINY = ["progress=false", "ft.epochs=3", "data.train_per_class=60", "data.val_per_class=40",
-        "data.test_per_class=40", "data.synthetic.source_per_class=100",
-        "data.synthetic.source_epochs=5"]
-SEARCH = [f"study.name={STUDY}", "study.n_trials=5", "pruner=median",
-          "pruner.n_startup_trials=2", "pruner.n_warmup_steps=0", *TINY]
-PLOTS = ("ft_acc_vs_tau", "energy_vs_adaptation", "energy_vs_ft_acc", "optimization_history",
-         "param_importances")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run",
-                  "--hide-scrollbars", "--virtual-time-budget=15000"]
+TINY = [
+    "progress=false",
+    "ft.epochs=3",
+    "data.train_per_class=60",
+    "data.val_per_class=40",
+    "data.test_per_class=40",
+    "data.synthetic.source_per_class=100",
+    "data.synthetic.source_epochs=5",
+]
+SEARCH = [
+    f"study.name={STUDY}",
+    "study.n_trials=5",
+    "pruner=median",
+    "pruner.n_startup_trials=2",
+    "pruner.n_warmup_steps=0",
+    *TINY,
+]
+PLOTS = (
+    "ft_acc_vs_tau",
+    "energy_vs_adaptation",
+    "energy_vs_ft_acc",
+    "optimization_history",
+    "param_importances",
+)
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+    "--virtual-time-budget=15000",
+]
 # Where the dashboard screenshot is kept for a person to look at: $HPSEARCH_TEST_ARTIFACTS, else the
 # test's temporary directory (tests never write into the checkout).
 ARTIFACTS_ENV = "HPSEARCH_TEST_ARTIFACTS"
@@ -68,8 +94,7 @@ def report_dir(study_dir: Path) -> Path:
 
 
 def _study(study_dir: Path) -> optuna.Study:
-    return optuna.load_study(study_name=STUDY,
-                             storage=f"sqlite:///{study_dir}/storage/hpsearch.db")
+    return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{study_dir}/storage/hpsearch.db")
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -79,6 +104,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------- statistics
+
 
 def test_spearman_rho_ranks_with_ties_and_rejects_degenerate_input() -> None:
     assert spearman_rho([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
@@ -92,18 +118,25 @@ def test_spearman_rho_ranks_with_ties_and_rejects_degenerate_input() -> None:
 def test_bound_stats_takes_the_largest_ratio_of_complete_trials() -> None:
     def trial(state: optuna.trial.TrialState, energy: float, adapt: float | None):
         attrs = {"energy": energy} if adapt is None else {"energy": energy, "adaptation_l2": adapt}
-        return optuna.trial.create_trial(state=state, value=0.5 if state.name == "COMPLETE"
-                                         else None, user_attrs=attrs)
+        return optuna.trial.create_trial(
+            state=state, value=0.5 if state.name == "COMPLETE" else None, user_attrs=attrs
+        )
 
     C, P = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
-    trials = [trial(C, 0.5, 1.0), trial(C, 0.25, 1.0), trial(C, 0.0, 0.3), trial(P, 0.1, None),
-              trial(C, 1.0, 1.5)]
+    trials = [
+        trial(C, 0.5, 1.0),
+        trial(C, 0.25, 1.0),
+        trial(C, 0.0, 0.3),
+        trial(P, 0.1, None),
+        trial(C, 1.0, 1.5),
+    ]
     stats = bound_stats(trials)
     assert stats["c_hat"] == pytest.approx(4.0)  # 1.0 / 0.25; energy 0 and pruned don't count
     assert stats["n_ratio"] == 3 and stats["n_rho"] == 4
 
 
 # ---------------------------------------------------------------------------- progress lines
+
 
 def test_search_prints_one_progress_line_per_trial(study_dir: Path) -> None:
     log = (study_dir / "search.log").read_text()
@@ -119,6 +152,7 @@ def test_search_prints_one_progress_line_per_trial(study_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- report
+
 
 def test_report_writes_every_file(report_dir: Path) -> None:
     names = ["summary.md", "trials.csv", "config.yaml", "plotly.min.js"]
@@ -139,10 +173,24 @@ def test_trials_csv_has_one_row_per_trial(study_dir: Path, report_dir: Path) -> 
     with open(report_dir / "trials.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["number"]) for r in rows] == [t.number for t in study.trials]
-    expected = {"number", "state", "ft_val_acc_objective", "energy", "hp_train_acc",
-                "hp_val_acc", "ft_val_acc", "test_acc", "adaptation_l2", "tau",
-                "label_smoothing", "head_depth", "ft_epochs_run", "pruned_at",
-                "intermediate_ft_val_acc", "duration_s"}
+    expected = {
+        "number",
+        "state",
+        "ft_val_acc_objective",
+        "energy",
+        "hp_train_acc",
+        "hp_val_acc",
+        "ft_val_acc",
+        "test_acc",
+        "adaptation_l2",
+        "tau",
+        "label_smoothing",
+        "head_depth",
+        "ft_epochs_run",
+        "pruned_at",
+        "intermediate_ft_val_acc",
+        "duration_s",
+    }
     expected |= {f"params_{p}" for p in study.trials[0].params}
     assert expected <= set(rows[0])
     states = [r["state"] for r in rows]
@@ -153,7 +201,8 @@ def test_trials_csv_has_one_row_per_trial(study_dir: Path, report_dir: Path) -> 
             assert float(row["ft_val_acc_objective"]) == pytest.approx(trial.value)
             assert float(row["energy"]) == pytest.approx(trial.user_attrs["energy"])
             assert json.loads(row["ft_val_acc_curve"]) == pytest.approx(
-                trial.user_attrs["ft_val_acc_curve"])
+                trial.user_attrs["ft_val_acc_curve"]
+            )
 
 
 def test_summary_names_best_trial_counts_and_bound(study_dir: Path, report_dir: Path) -> None:
@@ -193,6 +242,7 @@ def test_report_without_a_database_creates_none(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------- dashboard
 
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -210,9 +260,19 @@ def dashboard(study_dir: Path, report_dir: Path):
     port = _free_port()
     log = open(study_dir / "dashboard.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hpsearch", "mode=dashboard", f"study.name={STUDY}",
-         f"dashboard.port={port}"], cwd=study_dir, stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        [
+            sys.executable,
+            "-m",
+            "hpsearch",
+            "mode=dashboard",
+            f"study.name={STUDY}",
+            f"dashboard.port={port}",
+        ],
+        cwd=study_dir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -235,8 +295,9 @@ def dashboard(study_dir: Path, report_dir: Path):
     assert f"open {base}/dashboard/studies/{ids[STUDY]}" in logged
 
 
-def test_dashboard_api_serves_study_trials_and_artifacts(dashboard, study_dir: Path,
-                                                         report_dir: Path) -> None:
+def test_dashboard_api_serves_study_trials_and_artifacts(
+    dashboard, study_dir: Path, report_dir: Path
+) -> None:
     base, study_id = dashboard
     assert json.loads(_get(f"{base}/api/meta"))["artifact_is_available"] is True
     detail = json.loads(_get(f"{base}/api/studies/{study_id}"))
@@ -279,12 +340,17 @@ def test_dashboard_port_out_of_range_is_rejected(study_dir: Path) -> None:
 
 # ---------------------------------------------------------------------------- real browser
 
+
 def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         pytest.fail("chromium is not installed (.ci/run installs it: apt-get install chromium)")
-    return subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_dashboard_renders_in_chromium(dashboard, tmp_path: Path) -> None:
@@ -301,8 +367,9 @@ def test_dashboard_renders_in_chromium(dashboard, tmp_path: Path) -> None:
     artifacts.mkdir(parents=True, exist_ok=True)
     shot = artifacts / "dashboard_study.png"
     shot.unlink(missing_ok=True)
-    proc = _chromium(["--window-size=1400,1000", f"--screenshot={shot}", page],
-                     tmp_path / "profile-shot")
+    proc = _chromium(
+        ["--window-size=1400,1000", f"--screenshot={shot}", page], tmp_path / "profile-shot"
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert _png_size(shot) == (1400, 1000)
     assert shot.stat().st_size > 30_000, "the screenshot looks blank"

@@ -3,6 +3,7 @@
 ``initdb`` + ``pg_ctl`` on a free port under a fresh directory, so that stopping it disturbs no
 other test (the shared server on 127.0.0.1:5432 trusts every local connection and must stay up).
 """
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,8 @@ import socket
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -48,12 +49,22 @@ class PgCluster:
         self._run("initdb", *args)
 
     def _run(self, tool: str, *args: str) -> None:
-        subprocess.run([*self._as_postgres, str(self.bin / tool), *args], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [*self._as_postgres, str(self.bin / tool), *args], check=True, capture_output=True
+        )
 
     def _ctl(self, *args: str) -> None:
-        self._run("pg_ctl", "-D", str(self.root / "data"), "-w", "-l", str(self.root / "log"),
-                  "-o", f"-p {self.port} -k {self.root} -c listen_addresses={HOST}", *args)
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.root / "data"),
+            "-w",
+            "-l",
+            str(self.root / "log"),
+            "-o",
+            f"-p {self.port} -k {self.root} -c listen_addresses={HOST}",
+            *args,
+        )
 
     def start(self) -> None:
         self._ctl("start")
@@ -81,8 +92,18 @@ class PgCluster:
         return self.url(name)
 
     def remove(self) -> None:
-        subprocess.run([*self._as_postgres, str(self.bin / "pg_ctl"), "-D",
-                        str(self.root / "data"), "-m", "immediate", "stop"], capture_output=True)
+        subprocess.run(
+            [
+                *self._as_postgres,
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.root / "data"),
+                "-m",
+                "immediate",
+                "stop",
+            ],
+            capture_output=True,
+        )
         shutil.rmtree(self.root, ignore_errors=True)
 
 

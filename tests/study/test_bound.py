@@ -1,4 +1,5 @@
 """The study's running estimate of the bound's constant c and of Spearman's rho."""
+
 from __future__ import annotations
 
 import optuna
@@ -9,8 +10,15 @@ from hpsearch.study.bound import BOUND_ATTRS, record_bound_estimate
 
 def test_callback_records_study_attrs_after_each_completed_trial() -> None:
     study = optuna.create_study(direction="maximize")
-    rows = iter([(0.5, 1.0, "ok"), (0.25, 1.0, "ok"), (0.1, 9.0, "prune"), (0.0, 3.0, "ok"),
-                 (0.4, 0.4, "ok")])
+    rows = iter(
+        [
+            (0.5, 1.0, "ok"),
+            (0.25, 1.0, "ok"),
+            (0.1, 9.0, "prune"),
+            (0.0, 3.0, "ok"),
+            (0.4, 0.4, "ok"),
+        ]
+    )
 
     def objective(trial: optuna.Trial) -> float:
         energy, adaptation, outcome = next(rows)

@@ -1,6 +1,7 @@
 """mode=confirm: the top configurations and the baselines re-run on shared seeds, the answer with
 t intervals, enqueued once, never pruned, and every bad input refused before anything is enqueued.
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,11 +19,18 @@ from hpsearch.study.answer import study_answer
 from hpsearch.trial import Objective, Workspace
 from hpsearch.trial.records import confirm_seed
 
-TINY = ["progress=false", "ft.epochs=1", "hp.max_epochs=6", "data.train_per_class=60",
-        "data.val_per_class=40", "data.test_per_class=40", "data.synthetic.source_per_class=100",
-        "data.synthetic.source_epochs=5",
-        "search_space={hp.epochs: {type: int, low: 0, high: 3}, "
-        "ft.lr: {type: float, low: 0.005, high: 0.05, log: true}}"]
+TINY = [
+    "progress=false",
+    "ft.epochs=1",
+    "hp.max_epochs=6",
+    "data.train_per_class=60",
+    "data.val_per_class=40",
+    "data.test_per_class=40",
+    "data.synthetic.source_per_class=100",
+    "data.synthetic.source_epochs=5",
+    "search_space={hp.epochs: {type: int, low: 0, high: 3}, "
+    "ft.lr: {type: float, low: 0.005, high: 0.05, log: true}}",
+]
 CONFIRM = ["mode=confirm", "study.confirm.top_k=2", "study.confirm.seeds=2"]
 # Student's t quantile t_{0.975, 1}: the 95% interval of a mean over 2 seeds is ± this · s / √2.
 T_975_DF1 = 12.706204736174707
@@ -34,7 +42,7 @@ def load(work: Path, name: str = "toy") -> optuna.Study:
 
 def one_error_line(result) -> str:
     assert result.returncode == 2, result.stderr[-2000:]
-    errors = [l for l in result.stderr.splitlines() if l.startswith("hpsearch: error")]
+    errors = [x for x in result.stderr.splitlines() if x.startswith("hpsearch: error")]
     assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     return errors[0]
 
@@ -122,8 +130,10 @@ def test_report_intervals_match_a_direct_computation_from_the_trials(confirmed):
     for r in diffs:
         a, b = runs[r["arm"]], runs[r["versus"]]
         seeds = sorted(a)
-        for prefix, get in (("val", lambda t: t.value),
-                            ("test", lambda t: t.user_attrs["test_acc"])):
+        for prefix, get in (
+            ("val", lambda t: t.value),
+            ("test", lambda t: t.user_attrs["test_acc"]),
+        ):
             expected = interval([get(a[s]) - get(b[s]) for s in seeds])  # paired by seed
             got = [float(r[f"{prefix}_{k}"]) for k in ("mean", "low", "high")]
             assert got == pytest.approx(expected, abs=1e-9), (r["arm"], r["versus"], prefix)
@@ -131,30 +141,47 @@ def test_report_intervals_match_a_direct_computation_from_the_trials(confirmed):
     summary = (work / "storage" / "reports" / "toy" / "summary.md").read_text()
     answer = study.user_attrs["answer"]  # what the dashboard shows
     assert answer.startswith(("use ", "no configuration beats"))
-    assert answer[0].upper() + answer[1:] in summary and f"answer: {answer}" in first.stdout + first.stderr
+    assert (
+        answer[0].upper() + answer[1:] in summary
+        and f"answer: {answer}" in first.stdout + first.stderr
+    )
     assert len(study.user_attrs["answer_arms"]) == 4
     assert "## The answer" in summary and "[`confirm.csv`](confirm.csv)" in summary
 
 
 def test_auto_confirm_with_two_workers_shares_the_confirmation_and_adds_no_search_trial(tmp_path):
-    result = run_cli(["workers=2", "study.n_trials=2", "study.confirm.auto=true",
-                      "study.confirm.top_k=1", "study.confirm.seeds=2",
-                      "study.confirm.baselines=[ft_only]", *TINY], cwd=tmp_path, timeout=900)
+    result = run_cli(
+        [
+            "workers=2",
+            "study.n_trials=2",
+            "study.confirm.auto=true",
+            "study.confirm.top_k=1",
+            "study.confirm.seeds=2",
+            "study.confirm.baselines=[ft_only]",
+            *TINY,
+        ],
+        cwd=tmp_path,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     study = load(tmp_path)
     confirmations = [t for t in study.trials if "confirm_of" in t.user_attrs]
     assert len(study.trials) - len(confirmations) == 2 * 2  # the search: 2 workers × 2 trials
-    assert len(confirmations) == 2 + 2 and all(t.state == TrialState.COMPLETE
-                                               for t in study.trials)
+    assert len(confirmations) == 2 + 2 and all(t.state == TrialState.COMPLETE for t in study.trials)
     logs = sorted((tmp_path / "storage" / "logs" / "toy").glob("*-confirm/worker-*.log"))
     assert [p.name for p in logs] == ["worker-0.log", "worker-1.log"]
-    ran = {int(line.split("trial ", 1)[1].split(":", 1)[0]) for p in logs
-           for line in p.read_text().splitlines() if "] - trial " in line}
+    ran = {
+        int(line.split("trial ", 1)[1].split(":", 1)[0])
+        for p in logs
+        for line in p.read_text().splitlines()
+        if "] - trial " in line
+    }
     assert ran == {t.number for t in confirmations}  # the confirm round ran exactly those
     assert all("answer: " in p.read_text() for p in logs)
 
 
 # ---------------------------------------------------------------- bad inputs: nothing enqueued
+
 
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory):
@@ -170,12 +197,16 @@ BAD = {
     "no complete trial": (["study.name=empty"], "has no complete search trial to confirm"),
     "top_k below 1": (["study.confirm.top_k=0"], "study.confirm.top_k=0 is invalid: must be >= 1"),
     "seeds below 1": (["study.confirm.seeds=0"], "study.confirm.seeds=0 is invalid: must be >= 1"),
-    "unknown baseline": (["study.confirm.baselines=[ft_only,nope]"],
-                         "study.confirm.baselines[1]: unknown schedule 'nope'; available:"),
+    "unknown baseline": (
+        ["study.confirm.baselines=[ft_only,nope]"],
+        "study.confirm.baselines[1]: unknown schedule 'nope'; available:",
+    ),
     "baseline twice": (["study.confirm.baselines=[lp_ft,lp_ft]"], "'lp_ft' is listed twice"),
     "unknown study": (["study.name=other"], "study.name='other' is not in storage"),
-    "another config than the search's": (["ft.epochs=2"],
-                                         "ft.epochs=2 differs from the search's ft.epochs=1"),
+    "another config than the search's": (
+        ["ft.epochs=2"],
+        "ft.epochs=2 differs from the search's ft.epochs=1",
+    ),
 }
 
 
@@ -189,16 +220,26 @@ def test_bad_confirm_input_is_one_line_exit_2_and_enqueues_nothing(studies, case
 
 
 def test_bad_confirm_input_with_workers_fails_before_any_worker_starts(studies):
-    line = one_error_line(run_cli(["mode=confirm", "workers=2", "study.name=empty", *TINY],
-                                  cwd=studies))
+    line = one_error_line(
+        run_cli(["mode=confirm", "workers=2", "study.name=empty", *TINY], cwd=studies)
+    )
     assert "has no complete search trial" in line
     assert not (studies / "storage" / "logs").exists()
     assert len(load(studies, "empty").trials) == 0
 
 
 def test_a_search_with_auto_confirm_checks_its_baselines_before_it_starts(tmp_path):
-    line = one_error_line(run_cli(["study.n_trials=1", "study.confirm.auto=true",
-                                   "study.confirm.baselines=[lp_ft,nope]", *TINY], cwd=tmp_path))
+    line = one_error_line(
+        run_cli(
+            [
+                "study.n_trials=1",
+                "study.confirm.auto=true",
+                "study.confirm.baselines=[lp_ft,nope]",
+                *TINY,
+            ],
+            cwd=tmp_path,
+        )
+    )
     assert "study.confirm.baselines[1]: unknown schedule 'nope'" in line
     assert not (tmp_path / "storage" / "hpsearch.db").exists()  # no study was created
 
@@ -208,13 +249,20 @@ def test_the_launcher_runs_auto_confirm_as_a_search_round_then_a_confirm_round()
 
     argv = ["workers=2", "mode=search", "study.confirm.auto=true", "study.n_trials=3"]
     assert worker_args(argv) == argv[1:]
-    assert worker_args(argv, "search") == ["study.n_trials=3", "mode=search",
-                                           "study.confirm.auto=false"]
-    assert worker_args(argv, "confirm") == ["study.n_trials=3", "mode=confirm",
-                                            "study.confirm.auto=false"]
+    assert worker_args(argv, "search") == [
+        "study.n_trials=3",
+        "mode=search",
+        "study.confirm.auto=false",
+    ]
+    assert worker_args(argv, "confirm") == [
+        "study.n_trials=3",
+        "mode=confirm",
+        "study.confirm.auto=false",
+    ]
 
 
 # ---------------------------------------------------------------- never pruned
+
 
 class AlwaysPrune(optuna.pruners.BasePruner):
     def prune(self, study, trial) -> bool:
@@ -222,8 +270,9 @@ class AlwaysPrune(optuna.pruners.BasePruner):
 
 
 def test_a_confirmation_trial_is_never_pruned_and_runs_its_seed(tmp_path):
-    cfg = compose_config([*TINY[:-1], "ft.epochs=2", "search_space=none",
-                          f"storage.cache_dir={tmp_path}/cache"])
+    cfg = compose_config(
+        [*TINY[:-1], "ft.epochs=2", "search_space=none", f"storage.cache_dir={tmp_path}/cache"]
+    )
     study = optuna.create_study(direction="maximize", pruner=AlwaysPrune())
     study.enqueue_trial({})  # an ordinary trial: pruned at the gate
     study.enqueue_trial({}, user_attrs={"confirm_of": 0, "confirm_seed": 1234})
@@ -238,46 +287,73 @@ def test_a_confirmation_trial_is_never_pruned_and_runs_its_seed(tmp_path):
 
 # ---------------------------------------------------------------- the recommendation
 
-def trial(number: int, value: float, test: float, confirm_of=None, seed=None,
-          baseline: bool = False, state: TrialState = TrialState.COMPLETE,
-          tau: int = 4) -> optuna.trial.FrozenTrial:
-    attrs = {"test_acc": test, "tau": tau, "label_smoothing": 0.1, "head_depth": 1,
-             "layers_copied": 5, "hp_lr": 0.05, "ft_lr": 0.01, "baseline": baseline}
+
+def trial(
+    number: int,
+    value: float,
+    test: float,
+    confirm_of=None,
+    seed=None,
+    baseline: bool = False,
+    state: TrialState = TrialState.COMPLETE,
+    tau: int = 4,
+) -> optuna.trial.FrozenTrial:
+    attrs = {
+        "test_acc": test,
+        "tau": tau,
+        "label_smoothing": 0.1,
+        "head_depth": 1,
+        "layers_copied": 5,
+        "hp_lr": 0.05,
+        "ft_lr": 0.01,
+        "baseline": baseline,
+    }
     if confirm_of is not None:
         attrs.update(confirm_of=confirm_of, confirm_seed=seed)
-    t = create_trial(state=state, value=value if state == TrialState.COMPLETE else None,
-                     user_attrs=attrs)
+    t = create_trial(
+        state=state, value=value if state == TrialState.COMPLETE else None, user_attrs=attrs
+    )
     t.number = number
     return t
 
 
 def arm(first: int, confirm_of, vals, tests, baseline=False):
-    return [trial(first + i, v, t, confirm_of, seed, baseline)
-            for i, (seed, v, t) in enumerate(zip((11, 22, 33), vals, tests))]
+    return [
+        trial(first + i, v, t, confirm_of, seed, baseline)
+        for i, (seed, v, t) in enumerate(zip((11, 22, 33), vals, tests))
+    ]
 
 
 def test_recommends_a_configuration_that_beats_every_baseline_beyond_the_noise():
-    trials = ([trial(0, 0.80, 0.79)]
-              + arm(1, 0, [0.76, 0.77, 0.78], [0.75, 0.76, 0.78])
-              + arm(4, "lp_ft", [0.74, 0.75, 0.76], [0.74, 0.745, 0.76], baseline=True)
-              + arm(7, "ft_only", [0.65, 0.66, 0.64], [0.64, 0.65, 0.66], baseline=True))
+    trials = (
+        [trial(0, 0.80, 0.79)]
+        + arm(1, 0, [0.76, 0.77, 0.78], [0.75, 0.76, 0.78])
+        + arm(4, "lp_ft", [0.74, 0.75, 0.76], [0.74, 0.745, 0.76], baseline=True)
+        + arm(7, "ft_only", [0.65, 0.66, 0.64], [0.64, 0.65, 0.66], baseline=True)
+    )
     answer = study_answer(trials)
     # +2.0 points over lp_ft on every seed: the paired interval is +2.0 ± 0.0; test differences
     # 1.0, 1.5, 2.0 points: mean 1.5, s = 0.5, t_{0.975,2} · s / √3 = 1.24.
-    assert answer.recommendation == ("use trial 0 (τ=4 ε=0.1 depth=1 copied=5 hp_lr=0.05 "
-                                     "ft_lr=0.01): +2.0 ± 0.0 points validation over lp_ft "
-                                     "(3 seeds); test +1.5 ± 1.2")
+    assert answer.recommendation == (
+        "use trial 0 (τ=4 ε=0.1 depth=1 copied=5 hp_lr=0.05 "
+        "ft_lr=0.01): +2.0 ± 0.0 points validation over lp_ft "
+        "(3 seeds); test +1.5 ± 1.2"
+    )
     assert answer.arms[0].search_value == 0.80 and answer.pending == 0
 
 
 def test_recommends_the_strongest_baseline_when_nothing_beats_it_beyond_the_noise():
-    trials = ([trial(0, 0.80, 0.79)]
-              + arm(1, 0, [0.76, 0.74, 0.79], [0.75, 0.76, 0.78])
-              + arm(4, "lp_ft", [0.75, 0.75, 0.76], [0.74, 0.745, 0.76], baseline=True)
-              + arm(7, "ft_only", [0.65, 0.66, 0.64], [0.64, 0.65, 0.66], baseline=True)
-              + [trial(10, None, None, "lp_ft", 44, True, TrialState.WAITING)])
+    trials = (
+        [trial(0, 0.80, 0.79)]
+        + arm(1, 0, [0.76, 0.74, 0.79], [0.75, 0.76, 0.78])
+        + arm(4, "lp_ft", [0.75, 0.75, 0.76], [0.74, 0.745, 0.76], baseline=True)
+        + arm(7, "ft_only", [0.65, 0.66, 0.64], [0.64, 0.65, 0.66], baseline=True)
+        + [trial(10, None, None, "lp_ft", 44, True, TrialState.WAITING)]
+    )
     answer = study_answer(trials)
-    assert answer.recommendation == ("no configuration beats lp_ft beyond the noise (3 seeds): "
-                                     "use lp_ft (provisional: 9 of 10 confirmation trials "
-                                     "finished)")
+    assert answer.recommendation == (
+        "no configuration beats lp_ft beyond the noise (3 seeds): "
+        "use lp_ft (provisional: 9 of 10 confirmation trials "
+        "finished)"
+    )
     assert study_answer([trial(0, 0.8, 0.8)]) is None  # nothing confirmed: no answer

@@ -4,6 +4,7 @@ Every PostgreSQL test gets a fresh database on the local server (127.0.0.1:5432;
 starts it) and drops it afterwards. Workers are real ``python -m hpsearch`` processes on a tiny
 toy task; the crash tests make FT long by config (more epochs, smaller batches), never by sleeps.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,12 +15,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import optuna
 import pytest
-
 from conftest import REPO, run_cli
 from pgcluster import PgCluster
 
@@ -27,26 +27,40 @@ PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_ADMIN_URL = f"postgresql+psycopg2://postgres@{PG_HOST}:{PG_PORT}/postgres"
 # A toy task small enough that a worker's time is mostly its start-up (importing torch).
 DEVICE = os.environ.get("HPSEARCH_TEST_DEVICE", "cpu")  # cuda: the same tests on a GPU machine
-TINY = ["progress=false", f"device={DEVICE}", "study.sampler=random", "data.train_per_class=40",
-        "data.val_per_class=20", "data.test_per_class=20", "data.synthetic.source_per_class=100",
-        "data.synthetic.source_epochs=3", "ft.epochs=3"]
+TINY = [
+    "progress=false",
+    f"device={DEVICE}",
+    "study.sampler=random",
+    "data.train_per_class=40",
+    "data.val_per_class=20",
+    "data.test_per_class=20",
+    "data.synthetic.source_per_class=100",
+    "data.synthetic.source_epochs=3",
+    "ft.epochs=3",
+]
 SHORT_HP = "hp.epochs:{type:int,low:1,high:2}"  # search space entry: 1-2 HP epochs, not 0-32
 TINY_SPACE = [f"search_space={{{SHORT_HP}}}"]
 # Trials whose FT is long enough (30 epochs x 125 steps) to stop a worker in the middle of it,
 # after a first trial that is quick (4 steps per epoch): FT batch size is searched, and fixed.
 FT_EPOCHS = 30
-SLOW_FT = [f"ft.epochs={FT_EPOCHS}", "data.train_per_class=200",
-           f"++search_space={{{SHORT_HP},ft.batch_size:{{type:categorical,choices:[8,256]}}}}",
-           "study.enqueue=[{ft.batch_size:256},{ft.batch_size:8}]"]
+SLOW_FT = [
+    f"ft.epochs={FT_EPOCHS}",
+    "data.train_per_class=200",
+    f"++search_space={{{SHORT_HP},ft.batch_size:{{type:categorical,choices:[8,256]}}}}",
+    "study.enqueue=[{ft.batch_size:256},{ft.batch_size:8}]",
+]
 FAST_HEARTBEAT = ["storage.heartbeat_interval=1", "storage.grace_period=3"]
 WORKER_TIMEOUT_S = 240
-COMPLETE, FAIL, RUNNING, WAITING = (optuna.trial.TrialState.COMPLETE,
-                                    optuna.trial.TrialState.FAIL,
-                                    optuna.trial.TrialState.RUNNING,
-                                    optuna.trial.TrialState.WAITING)
+COMPLETE, FAIL, RUNNING, WAITING = (
+    optuna.trial.TrialState.COMPLETE,
+    optuna.trial.TrialState.FAIL,
+    optuna.trial.TrialState.RUNNING,
+    optuna.trial.TrialState.WAITING,
+)
 
 
 # ----------------------------------------------------------------------------- fixtures, helpers
+
 
 def _admin_engine():
     from sqlalchemy import create_engine
@@ -74,13 +88,20 @@ def pg_url() -> str:
         engine.dispose()
 
 
-def start_worker(args: list[str], cwd: Path, log_name: str, env: dict | None = None
-                 ) -> subprocess.Popen:
+def start_worker(
+    args: list[str], cwd: Path, log_name: str, env: dict | None = None
+) -> subprocess.Popen:
     """``python -m hpsearch ARGS`` in the background; its output goes to cwd/<log_name>."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     log = open(cwd / log_name, "w")
-    return subprocess.Popen([sys.executable, "-m", "hpsearch", *args], cwd=cwd, env=full_env,
-                            stdout=log, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "hpsearch", *args],
+        cwd=cwd,
+        env=full_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def wait_ok(procs: list[subprocess.Popen], cwd: Path, logs: list[str]) -> None:
@@ -97,8 +118,9 @@ def trials(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
         storage.engine.dispose()
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str,
-             procs: list[subprocess.Popen] = ()) -> object:
+def wait_for(
+    condition: Callable[[], object], timeout: float, what: str, procs: list[subprocess.Popen] = ()
+) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -113,8 +135,9 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str,
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def running_in_ft(url: str, study: str, min_epoch: int, min_complete: int = 0
-                  ) -> optuna.trial.FrozenTrial | None:
+def running_in_ft(
+    url: str, study: str, min_epoch: int, min_complete: int = 0
+) -> optuna.trial.FrozenTrial | None:
     """A RUNNING trial with a checkpoint after >= min_epoch FT epochs (and FT not finished),
     once min_complete trials are done."""
     ts = trials(url, study)
@@ -128,29 +151,44 @@ def running_in_ft(url: str, study: str, min_epoch: int, min_complete: int = 0
 
 
 def snapshot(t: optuna.trial.FrozenTrial) -> tuple:
-    return (t.number, t.state, t.values, t.params, t.user_attrs, t.intermediate_values,
-            t.datetime_complete)
+    return (
+        t.number,
+        t.state,
+        t.values,
+        t.params,
+        t.user_attrs,
+        t.intermediate_values,
+        t.datetime_complete,
+    )
 
 
 # ----------------------------------------------------------------------------- PostgreSQL
 
+
 def test_three_workers_share_one_study(pg_url: str, tmp_path: Path) -> None:
     """Three workers start at once on a fresh database (race-free setup), n_trials 5+4+3, two
     fixed trials: exactly 12 finished trials, none duplicated, none left running."""
-    args = TINY + TINY_SPACE + ["storage=postgres", "study.name=three",
-                   "study.enqueue=[{hp.lr:0.0123},{hp.lr:0.0456}]"]
+    args = (
+        TINY
+        + TINY_SPACE
+        + ["storage=postgres", "study.name=three", "study.enqueue=[{hp.lr:0.0123},{hp.lr:0.0456}]"]
+    )
     env = {"HPSEARCH_STORAGE_URL": pg_url}
     logs = [f"w{i}.log" for i in range(3)]
-    procs = [start_worker(args + [f"study.n_trials={n}"], tmp_path, log, env)
-             for n, log in zip((5, 4, 3), logs)]
+    procs = [
+        start_worker(args + [f"study.n_trials={n}"], tmp_path, log, env)
+        for n, log in zip((5, 4, 3), logs)
+    ]
     wait_ok(procs, tmp_path, logs)
 
     ts = trials(pg_url, "three")
     assert len(ts) == 12 and sorted(t.number for t in ts) == list(range(12))
     assert all(t.state == COMPLETE for t in ts), [t.state for t in ts]
     # Each fixed trial ran once although every worker enqueued both.
-    assert sorted(t.params["hp.lr"] for t in ts if t.params["hp.lr"] in (0.0123, 0.0456)) == \
-        [0.0123, 0.0456]
+    assert sorted(t.params["hp.lr"] for t in ts if t.params["hp.lr"] in (0.0123, 0.0456)) == [
+        0.0123,
+        0.0456,
+    ]
     # Workers sample with different seeds: no two trials have the same parameters.
     assert len({tuple(sorted(t.params.items())) for t in ts}) == 12
     config = optuna.load_study(study_name="three", storage=pg_url).user_attrs["config"]
@@ -160,14 +198,22 @@ def test_three_workers_share_one_study(pg_url: str, tmp_path: Path) -> None:
 def test_killed_worker_trial_is_retried_and_resumes(pg_url: str, tmp_path: Path) -> None:
     """kill -9 in the middle of FT: after the grace period the next worker marks the trial FAIL
     and its retry resumes from the newest checkpoint, running fewer FT epochs than ft.epochs."""
-    args = TINY + SLOW_FT + FAST_HEARTBEAT + ["storage=postgres", "study.name=kill",
-                                              f"storage.artifacts={tmp_path / 'artifacts'}"]
+    args = (
+        TINY
+        + SLOW_FT
+        + FAST_HEARTBEAT
+        + ["storage=postgres", "study.name=kill", f"storage.artifacts={tmp_path / 'artifacts'}"]
+    )
     env = {"HPSEARCH_STORAGE_URL": pg_url}
     first = start_worker(args + ["study.n_trials=2"], tmp_path, "first.log", env)
     try:
         # Late in FT, so that the retry has little left to do (and the test is quick).
-        victim = wait_for(lambda: running_in_ft(pg_url, "kill", FT_EPOCHS // 2, 1), 180,
-                          "a trial in FT after one complete trial", [first])
+        victim = wait_for(
+            lambda: running_in_ft(pg_url, "kill", FT_EPOCHS // 2, 1),
+            180,
+            "a trial in FT after one complete trial",
+            [first],
+        )
     finally:
         first.kill()  # SIGKILL: no handler runs, the trial stays RUNNING
         first.wait()
@@ -203,13 +249,22 @@ def test_killed_worker_trial_is_retried_and_resumes(pg_url: str, tmp_path: Path)
 def test_sigterm_fails_and_requeues_the_running_trial(pg_url: str, tmp_path: Path) -> None:
     """SIGTERM in the middle of FT: the worker exits (without finishing FT: the wait is bounded),
     its trial is FAIL (not RUNNING) and re-queued with a pointer to its last checkpoint."""
-    args = TINY + SLOW_FT + ["storage=postgres", "study.name=term", "study.n_trials=2",
-                             f"storage.artifacts={tmp_path / 'artifacts'}"]
+    args = (
+        TINY
+        + SLOW_FT
+        + [
+            "storage=postgres",
+            "study.name=term",
+            "study.n_trials=2",
+            f"storage.artifacts={tmp_path / 'artifacts'}",
+        ]
+    )
     worker = start_worker(args, tmp_path, "worker.log", {"HPSEARCH_STORAGE_URL": pg_url})
     try:
         # the slow second trial (batch size 8): the quick first one could end before the signal
-        victim = wait_for(lambda: running_in_ft(pg_url, "term", 1, 1), 180, "the slow trial in FT",
-                          [worker])
+        victim = wait_for(
+            lambda: running_in_ft(pg_url, "term", 1, 1), 180, "the slow trial in FT", [worker]
+        )
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(timeout=30)
     finally:
@@ -231,6 +286,7 @@ def test_sigterm_fails_and_requeues_the_running_trial(pg_url: str, tmp_path: Pat
 
 # ----------------------------------------------------------------------------- errors
 
+
 @pytest.fixture(scope="module")
 def password_server() -> tuple[int, str]:
     """A private PostgreSQL (initdb, scram-sha-256 auth) for the wrong-password case: the shared
@@ -244,22 +300,36 @@ def password_server() -> tuple[int, str]:
         cluster.remove()
 
 
-def test_bad_storage_is_one_line_and_exit_2(password_server: tuple[int, str],
-                                            tmp_path: Path) -> None:
+def test_bad_storage_is_one_line_and_exit_2(
+    password_server: tuple[int, str], tmp_path: Path
+) -> None:
     port, password = password_server
     secret = "Sekr3t-" + uuid.uuid4().hex[:6]
     cases = {
-        "unreachable": (f"postgresql+psycopg2://postgres:{secret}@{PG_HOST}:1/db",
-                        "cannot open storage: no database server reachable at 127.0.0.1:1"),
-        "wrong password": (f"postgresql+psycopg2://hps:{secret}@{PG_HOST}:{port}/postgres",
-                           "cannot open storage: authentication failed for user 'hps'"),
-        "unknown database": (f"postgresql+psycopg2://postgres:{secret}@{PG_HOST}:{PG_PORT}/"
-                             f"no_such_db_{uuid.uuid4().hex[:6]}", "does not exist"),
+        "unreachable": (
+            f"postgresql+psycopg2://postgres:{secret}@{PG_HOST}:1/db",
+            "cannot open storage: no database server reachable at 127.0.0.1:1",
+        ),
+        "wrong password": (
+            f"postgresql+psycopg2://hps:{secret}@{PG_HOST}:{port}/postgres",
+            "cannot open storage: authentication failed for user 'hps'",
+        ),
+        "unknown database": (
+            f"postgresql+psycopg2://postgres:{secret}@{PG_HOST}:{PG_PORT}/"
+            f"no_such_db_{uuid.uuid4().hex[:6]}",
+            "does not exist",
+        ),
     }
-    procs = {name: start_worker(TINY + TINY_SPACE + ["storage=postgres"], tmp_path, f"{i}.log",
-                                {"HPSEARCH_STORAGE_URL": url})
-             for i, (name, (url, _)) in enumerate(cases.items())}
-    for i, (name, (url, expected)) in enumerate(cases.items()):
+    procs = {
+        name: start_worker(
+            TINY + TINY_SPACE + ["storage=postgres"],
+            tmp_path,
+            f"{i}.log",
+            {"HPSEARCH_STORAGE_URL": url},
+        )
+        for i, (name, (url, _)) in enumerate(cases.items())
+    }
+    for i, (name, (_url, expected)) in enumerate(cases.items()):
         assert procs[name].wait(timeout=WORKER_TIMEOUT_S) == 2, name
         out = (tmp_path / f"{i}.log").read_text().strip()
         assert out.count("\n") == 0 and out.startswith("hpsearch: error: storage.url="), out
@@ -297,8 +367,9 @@ def test_launcher_options_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
         compose_config(["workers=2", "devices=[0,1]", "device=cuda:1"])
     cfg = compose_config(["workers=3", "devices=[2,5]", "workers_per_device=2"])
     assert [worker_env(cfg, i, {})["CUDA_VISIBLE_DEVICES"] for i in range(3)] == ["2", "5", "2"]
-    assert worker_args(["workers=3", "devices=[2,5]", "+workers=2", "study.n_trials=4"]) == \
-        ["study.n_trials=4"]
+    assert worker_args(["workers=3", "devices=[2,5]", "+workers=2", "study.n_trials=4"]) == [
+        "study.n_trials=4"
+    ]
 
 
 # ----------------------------------------------------------------------------- compose, SQLite
@@ -318,6 +389,7 @@ def env_example() -> dict[str, str]:
 
 def interpolate(text: str, values: dict[str, str]) -> str:
     """``text`` with ${VAR}, ${VAR:-default} and ${VAR:?error} replaced as docker compose does."""
+
     def one(m: re.Match) -> str:
         if m.group(0) == "$$":
             return "$"
@@ -326,6 +398,7 @@ def interpolate(text: str, values: dict[str, str]) -> str:
         if op == ":?" and not value:
             raise AssertionError(f"{var} must be set: {arg}")
         return value if value or op is None else (arg if op == ":-" else "")
+
     return re.sub(r"\$\$|\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", one, text)
 
 
@@ -363,7 +436,8 @@ def test_compose_runs_on_cpus_and_the_gpu_overlay_adds_devices() -> None:
     assert list(gpu["services"]) == ["worker"]  # the overlay changes the workers only
     worker = gpu["services"]["worker"]
     assert worker["deploy"]["resources"]["reservations"]["devices"] == [
-        {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+        {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}
+    ]
     values = env_example()
     env = {key: interpolate(str(value), values) for key, value in worker["environment"].items()}
     assert env == {placement.GPU_LOCK_DIR_ENV: "/gpulocks", placement.WORKERS_PER_DEVICE_ENV: "1"}
@@ -375,8 +449,12 @@ def test_env_example_sets_what_the_compose_files_read() -> None:
     the project name that compose v1 and v2 take from it, and nothing else."""
     text = "".join((REPO / name).read_text() for name in COMPOSE_FILES)
     read = set(re.findall(r"(?<!\$)\$\{(\w+)", text))  # $${VAR}: the container's shell's
-    assert read >= {"POSTGRES_PASSWORD", "POSTGRES_IMAGE", "BASE_IMAGE",
-                    "HPSEARCH_WORKERS_PER_DEVICE"}
+    assert read >= {
+        "POSTGRES_PASSWORD",
+        "POSTGRES_IMAGE",
+        "BASE_IMAGE",
+        "HPSEARCH_WORKERS_PER_DEVICE",
+    }
     assert set(env_example()) == read | {"COMPOSE_PROJECT_NAME"}
 
 
@@ -388,8 +466,10 @@ def test_image_installs_the_tested_torch_and_the_package_as_a_wheel() -> None:
 
     dockerfile = (REPO / "Dockerfile").read_text()
     pins = dict(re.findall(r"^ARG (TORCH_VERSION|TORCHVISION_VERSION)=(\S+)$", dockerfile, re.M))
-    assert pins == {"TORCH_VERSION": torch.__version__.split("+")[0],
-                    "TORCHVISION_VERSION": torchvision.__version__.split("+")[0]}
+    assert pins == {
+        "TORCH_VERSION": torch.__version__.split("+")[0],
+        "TORCHVISION_VERSION": torchvision.__version__.split("+")[0],
+    }
     installs = re.findall(r"pip install (.*)$", dockerfile, re.M)
     assert '"/src[postgres]"' in installs and not any("-e " in line for line in installs)
 
@@ -406,19 +486,27 @@ def test_compose_worker_command_runs_a_study(pg_url: str, tmp_path: Path) -> Non
     template = make_url(env["HPSEARCH_STORAGE_URL"])
     assert template.host == "postgres" and template.drivername == "postgresql+psycopg2"
     local = make_url(pg_url)
-    env.update(HPSEARCH_STORAGE_URL=template.set(host=PG_HOST, username="postgres",
-                                                 database=local.database)
-               .render_as_string(hide_password=False),
-               # Split on spaces by the command's shell, as in .env (no quotes, no globbing).
-               HPSEARCH_TRIALS_PER_WORKER="2",
-               HPSEARCH_ARGS=" ".join(TINY + TINY_SPACE + ["study.name=compose"]),
-               PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # `python` = this one
-               PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env.update(
+        HPSEARCH_STORAGE_URL=template.set(
+            host=PG_HOST, username="postgres", database=local.database
+        ).render_as_string(hide_password=False),
+        # Split on spaces by the command's shell, as in .env (no quotes, no globbing).
+        HPSEARCH_TRIALS_PER_WORKER="2",
+        HPSEARCH_ARGS=" ".join(TINY + TINY_SPACE + ["study.name=compose"]),
+        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # `python` = this one
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS="1",
+    )
     full_env = {**os.environ, **env}
 
     def run(cmd: list[str], log: str) -> subprocess.Popen:
-        return subprocess.Popen(cmd, cwd=tmp_path, env=full_env, stdout=open(tmp_path / log, "w"),
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            cmd,
+            cwd=tmp_path,
+            env=full_env,
+            stdout=open(tmp_path / log, "w"),
+            stderr=subprocess.STDOUT,
+        )
 
     wait_ok([run(init_cmd, "init.log")], tmp_path, ["init.log"])
     assert trials(pg_url, "compose") == []  # the study exists (load_study works), no trial yet
@@ -430,9 +518,12 @@ def test_compose_worker_command_runs_a_study(pg_url: str, tmp_path: Path) -> Non
 
 def test_four_local_workers_on_the_sqlite_default(tmp_path: Path) -> None:
     """workers=4 on the default SQLite file: 4 processes, 12 trials, none failed, logs apart."""
-    result = run_cli(TINY + TINY_SPACE + ["workers=4", "study.n_trials=3", "study.name=local"],
-                     tmp_path,
-                     timeout=WORKER_TIMEOUT_S, env={"OMP_NUM_THREADS": "1"})
+    result = run_cli(
+        TINY + TINY_SPACE + ["workers=4", "study.n_trials=3", "study.name=local"],
+        tmp_path,
+        timeout=WORKER_TIMEOUT_S,
+        env={"OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ts = trials(f"sqlite:///{tmp_path / 'storage' / 'hpsearch.db'}", "local")
     assert len(ts) == 12 and all(t.state == COMPLETE for t in ts), [t.state for t in ts]
@@ -446,23 +537,30 @@ def test_four_local_workers_on_the_sqlite_default(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- resume, in-process
 
+
 def test_resumed_trial_ends_exactly_like_an_uninterrupted_one(tmp_path: Path) -> None:
     """A trial stopped right after its checkpoint of FT epoch 2 and resumed by its retry ends
     with the same validation curve and accuracy as the same trial run without a stop: model,
     optimiser, scheduler and RNG all continue where they were."""
     from hpsearch.app import compose_config
-    from hpsearch.trial.checkpoints import CheckpointStore, TrialCheckpoints
-    from hpsearch.study.shutdown import WorkerStopped
     from hpsearch.space import parse_search_space
+    from hpsearch.study.shutdown import WorkerStopped
     from hpsearch.study.storage import Heartbeat
     from hpsearch.trial import Objective, Workspace
+    from hpsearch.trial.checkpoints import CheckpointStore, TrialCheckpoints
 
-    cfg = compose_config(TINY + TINY_SPACE + ["ft.epochs=5",
-                                              f"storage.cache_dir={tmp_path / 'cache'}"])
+    cfg = compose_config(
+        TINY + TINY_SPACE + ["ft.epochs=5", f"storage.cache_dir={tmp_path / 'cache'}"]
+    )
     distributions = parse_search_space(cfg.search_space, cfg)
     workspace = Workspace(cfg)
-    params = {"hp.epochs": 2, "hp.label_smoothing": 0.1, "head.depth": 2, "hp.lr": 0.05,
-              "ft.lr": 0.05}
+    params = {
+        "hp.epochs": 2,
+        "hp.label_smoothing": 0.1,
+        "head.depth": 2,
+        "hp.lr": 0.05,
+        "ft.lr": 0.05,
+    }
 
     class StopAfterEpoch2(CheckpointStore):
         def for_trial(self, trial: optuna.Trial) -> TrialCheckpoints:
@@ -483,16 +581,22 @@ def test_resumed_trial_ends_exactly_like_an_uninterrupted_one(tmp_path: Path) ->
         return s
 
     reference = study()
-    reference.optimize(Objective(cfg, distributions, workspace,
-                                 CheckpointStore.at(str(tmp_path / "a"))), n_trials=1)
+    reference.optimize(
+        Objective(cfg, distributions, workspace, CheckpointStore.at(str(tmp_path / "a"))),
+        n_trials=1,
+    )
     stopped = study()
     with pytest.raises(WorkerStopped):
-        stopped.optimize(Objective(cfg, distributions, workspace,
-                                   StopAfterEpoch2.at(str(tmp_path / "b"))), n_trials=1)
+        stopped.optimize(
+            Objective(cfg, distributions, workspace, StopAfterEpoch2.at(str(tmp_path / "b"))),
+            n_trials=1,
+        )
     assert stopped.trials[0].state == FAIL
     Heartbeat().retry_callback()(stopped, stopped.trials[0])
-    stopped.optimize(Objective(cfg, distributions, workspace,
-                               CheckpointStore.at(str(tmp_path / "b"))), n_trials=1)
+    stopped.optimize(
+        Objective(cfg, distributions, workspace, CheckpointStore.at(str(tmp_path / "b"))),
+        n_trials=1,
+    )
 
     done, retry = reference.trials[0], stopped.trials[1]
     assert retry.state == COMPLETE and retry.params == done.params

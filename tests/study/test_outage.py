@@ -5,6 +5,7 @@ connection failures injected between the two: a failure *before* the call (the r
 reached the database) or *after* it (the database committed, the answer was lost: the case that
 makes a blind repetition wrong). The PostgreSQL tests restart and stop a private server for real.
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,25 +16,35 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from pgcluster import pg_cluster  # noqa: F401  (fixture)
 
 from hpsearch.errors import FAIL_REASON, StorageUnreachable
 from hpsearch.study.loop import run_trials
-from hpsearch.study.outage import (CREATE_TOKEN_ATTR, ResilientStorage, TrialLost,
-                                   is_connection_error)
+from hpsearch.study.outage import (
+    CREATE_TOKEN_ATTR,
+    ResilientStorage,
+    is_connection_error,
+)
 from hpsearch.study.storage import Heartbeat, Pool, open_storage
-from pgcluster import pg_cluster  # noqa: F401  (fixture)
 
-pytestmark = [pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used"),
-              pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used"),
+    pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+]
 GRACE_S = 2  # storage.grace_period of the unit tests' storage
-COMPLETE, FAIL, RUNNING, WAITING = (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING,
-                                    TrialState.WAITING)
+COMPLETE, FAIL, RUNNING, WAITING = (
+    TrialState.COMPLETE,
+    TrialState.FAIL,
+    TrialState.RUNNING,
+    TrialState.WAITING,
+)
 
 
 def connection_lost() -> optuna.exceptions.StorageInternalError:
@@ -41,15 +52,19 @@ def connection_lost() -> optuna.exceptions.StorageInternalError:
     import psycopg2
     from sqlalchemy import exc
 
-    orig = psycopg2.OperationalError("server closed the connection unexpectedly\n\tThis "
-                                     "probably means the server terminated abnormally")
+    orig = psycopg2.OperationalError(
+        "server closed the connection unexpectedly\n\tThis "
+        "probably means the server terminated abnormally"
+    )
     try:
         try:
-            raise exc.OperationalError("UPDATE trials SET ...", {}, orig,
-                                       connection_invalidated=True)
+            raise exc.OperationalError(
+                "UPDATE trials SET ...", {}, orig, connection_invalidated=True
+            )
         except exc.OperationalError as err:
-            raise optuna.exceptions.StorageInternalError("An exception is raised during the "
-                                                         "commit.") from err
+            raise optuna.exceptions.StorageInternalError(
+                "An exception is raised during the commit."
+            ) from err
     except optuna.exceptions.StorageInternalError as err:
         return err
 
@@ -102,6 +117,7 @@ def new_study(storage: optuna.storages.BaseStorage) -> optuna.Study:
 
 # ----------------------------------------------------------------------------- classification
 
+
 def test_connection_errors_are_told_from_bad_requests() -> None:
     import psycopg2
     from sqlalchemy import exc
@@ -111,12 +127,14 @@ def test_connection_errors_are_told_from_bad_requests() -> None:
 
     assert is_connection_error(connection_lost())
     assert is_connection_error(wrapped(psycopg2.OperationalError("Connection refused")))
-    assert is_connection_error(wrapped(psycopg2.InterfaceError("connection already closed"),
-                                       exc.InterfaceError))
+    assert is_connection_error(
+        wrapped(psycopg2.InterfaceError("connection already closed"), exc.InterfaceError)
+    )
     assert is_connection_error(wrapped(sqlite3.OperationalError("database is locked")))
     assert not is_connection_error(wrapped(sqlite3.OperationalError("no such table: trials")))
-    assert not is_connection_error(wrapped(psycopg2.IntegrityError("duplicate key"),
-                                           exc.IntegrityError))
+    assert not is_connection_error(
+        wrapped(psycopg2.IntegrityError("duplicate key"), exc.IntegrityError)
+    )
     assert is_connection_error(sqlite3.OperationalError("database is locked"))  # unwrapped
     assert is_connection_error(psycopg2.OperationalError("the database system is starting up"))
     assert not is_connection_error(sqlite3.IntegrityError("UNIQUE constraint failed"))
@@ -129,13 +147,17 @@ def test_outage_timeout_must_be_a_positive_number_of_seconds(value: str) -> None
     from hpsearch.app import compose_config
     from hpsearch.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"^storage.outage_timeout=.* is invalid: must be a "
-                                          r"finite number of seconds > 0"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^storage.outage_timeout=.* is invalid: must be a "
+        r"finite number of seconds > 0",
+    ):
         compose_config([f"storage.outage_timeout={value}"])
     assert compose_config(["storage.outage_timeout=2.5"]).storage.outage_timeout == 2.5
 
 
 # ----------------------------------------------------------------------------- each storage call
+
 
 def test_repeated_attr_param_and_value_writes_store_each_once(stores) -> None:
     """set_user_attr / set_system_attr / report / suggest whose answer was lost: the repetition
@@ -143,17 +165,26 @@ def test_repeated_attr_param_and_value_writes_store_each_once(stores) -> None:
     rdb, faulty, storage = stores
     study = new_study(storage)
     trial = study.ask()
-    for name in ("set_trial_user_attr", "set_trial_system_attr", "set_trial_intermediate_value",
-                 "set_trial_param"):
+    for name in (
+        "set_trial_user_attr",
+        "set_trial_system_attr",
+        "set_trial_intermediate_value",
+        "set_trial_param",
+    ):
         faulty.fail(name, "after")
     trial.set_user_attr("energy", 0.5)
     trial.storage.set_trial_system_attr(trial._trial_id, "k", [1, 2])
     trial.report(0.25, step=1)
     x = trial.suggest_float("x", 0.0, 1.0)
-    assert all(faulty.calls[name] == 2 for name in ("set_trial_user_attr",
-                                                     "set_trial_system_attr",
-                                                     "set_trial_intermediate_value",
-                                                     "set_trial_param"))
+    assert all(
+        faulty.calls[name] == 2
+        for name in (
+            "set_trial_user_attr",
+            "set_trial_system_attr",
+            "set_trial_intermediate_value",
+            "set_trial_param",
+        )
+    )
     stored = rdb.get_trial(trial._trial_id)
     assert stored.user_attrs == {"energy": 0.5} and stored.system_attrs["k"] == [1, 2]
     assert stored.intermediate_values == {1: 0.25} and stored.params == {"x": x}
@@ -271,8 +302,10 @@ def test_past_the_timeout_a_call_gives_up_in_one_line_and_a_heartbeat_quietly(st
     assert faulty.calls["record_heartbeat"] > 1
     with pytest.raises(StorageUnreachable) as info:
         trial.set_user_attr("a", 1)
-    assert str(info.value) == ("storage sqlite:///study.db unreachable for 0.5 s: server closed "
-                               "the connection unexpectedly")
+    assert str(info.value) == (
+        "storage sqlite:///study.db unreachable for 0.5 s: server closed "
+        "the connection unexpectedly"
+    )
     assert info.value.exit_code == 3 and storage.unreachable is info.value
     faulty.down = lambda: False
     trial.set_user_attr("a", 1)  # the storage is back: calls succeed again
@@ -290,6 +323,7 @@ def test_other_errors_are_not_repeated(stores) -> None:
 
 
 # ----------------------------------------------------------------------------- the trial loop
+
 
 def test_a_lost_trial_is_dropped_and_another_run_in_its_place(stores, caplog) -> None:
     """Another worker fails this worker's trial 1 as stale and re-queues it while it runs: the
@@ -310,8 +344,12 @@ def test_a_lost_trial_is_dropped_and_another_run_in_its_place(stores, caplog) ->
     with caplog.at_level(logging.WARNING):
         run_trials(study, objective, 3, callbacks=[], catch=(), retry=retry)
     ts = rdb.get_all_trials(study._study_id)
-    assert [(t.number, t.state) for t in ts] == [(0, COMPLETE), (1, FAIL), (2, COMPLETE),
-                                                 (3, COMPLETE)]
+    assert [(t.number, t.state) for t in ts] == [
+        (0, COMPLETE),
+        (1, FAIL),
+        (2, COMPLETE),
+        (3, COMPLETE),
+    ]
     assert ts[2].system_attrs["failed_trial"] == 1 and ts[2].params == ts[1].params
     assert "trial 1 was failed as stale by another worker" in caplog.text
     assert "Traceback" not in caplog.text
@@ -336,7 +374,8 @@ def test_a_lost_trial_that_finished_its_work_is_dropped_too(stores) -> None:
 
 
 def test_an_unreachable_storage_fails_and_requeues_the_trial_when_it_answers_again(
-        stores, caplog) -> None:
+    stores, caplog
+) -> None:
     """The storage stays down past the timeout during trial 1 and answers again as the worker
     gives up: trial 1 is FAIL with the reason and re-queued; StorageUnreachable ends the loop."""
     rdb, faulty, storage = stores
@@ -363,7 +402,8 @@ def test_an_unreachable_storage_fails_and_requeues_the_trial_when_it_answers_aga
 
 
 def test_an_unreachable_storage_that_stays_down_leaves_the_trial_to_the_heartbeat(
-        stores, caplog) -> None:
+    stores, caplog
+) -> None:
     rdb, faulty, storage = stores
     study = new_study(storage)
     storage.timeout_s = 0.5
@@ -381,6 +421,7 @@ def test_an_unreachable_storage_that_stays_down_leaves_the_trial_to_the_heartbea
 
 
 # ----------------------------------------------------------------------------- real servers
+
 
 def test_sqlite_locked_beyond_the_busy_timeout_is_ridden_out_then_given_up(tmp_path) -> None:
     """A real lock on the SQLite file (another process's long write transaction): a call waits
@@ -400,8 +441,11 @@ def test_sqlite_locked_beyond_the_busy_timeout_is_ridden_out_then_given_up(tmp_p
 
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        with pytest.raises(StorageUnreachable, match=r"^storage sqlite:///\S+ unreachable for "
-                                                     r"2 s: database is locked$"):
+        with pytest.raises(
+            StorageUnreachable,
+            match=r"^storage sqlite:///\S+ unreachable for "
+            r"2 s: database is locked$",
+        ):
             trial.set_user_attr("b", 2)
     finally:
         holder.rollback()
@@ -467,8 +511,9 @@ def test_real_postgres_restarts_and_a_stop_are_ridden_out(pg_cluster, caplog) ->
     try:
         with pytest.raises(StorageUnreachable) as info:
             trial.set_user_attr("late", 1)
-        assert str(info.value).startswith(f"storage {url} unreachable for 1 s: connection to "
-                                          "server at")
+        assert str(info.value).startswith(
+            f"storage {url} unreachable for 1 s: connection to server at"
+        )
         assert "Connection refused" in str(info.value)
     finally:
         pg_cluster.start()
@@ -476,25 +521,47 @@ def test_real_postgres_restarts_and_a_stop_are_ridden_out(pg_cluster, caplog) ->
 
 
 def test_a_worker_past_the_timeout_exits_3_in_one_line_and_the_next_worker_retries(
-        pg_cluster, tmp_path) -> None:  # noqa: F811
+    pg_cluster,  # noqa: F811
+    tmp_path,
+) -> None:
     """The server stops for longer than storage.outage_timeout during FT: the worker ends with
     one line and exit code 3, no traceback. Its trial stays RUNNING (the storage could not be
     told); once the server is back, the next worker fails it as stale and resumes it."""
     url = pg_cluster.create_database()
-    args = ["progress=false", "device=cpu", "study.sampler=random", "data.train_per_class=200",
-            "data.val_per_class=20", "data.test_per_class=20",
-            "data.synthetic.source_per_class=100", "data.synthetic.source_epochs=3",
-            "ft.epochs=30", "ft.batch_size=8", "search_space={hp.epochs:{type:int,low:1,high:2}}",
-            "storage=postgres", "study.name=gone", "storage.outage_timeout=3",
-            "storage.heartbeat_interval=1", "storage.grace_period=3",
-            f"storage.artifacts={tmp_path / 'artifacts'}"]
-    env = {**os.environ, "HPSEARCH_STORAGE_URL": url, "PYTHONUNBUFFERED": "1",
-           "OMP_NUM_THREADS": "1"}
+    args = [
+        "progress=false",
+        "device=cpu",
+        "study.sampler=random",
+        "data.train_per_class=200",
+        "data.val_per_class=20",
+        "data.test_per_class=20",
+        "data.synthetic.source_per_class=100",
+        "data.synthetic.source_epochs=3",
+        "ft.epochs=30",
+        "ft.batch_size=8",
+        "search_space={hp.epochs:{type:int,low:1,high:2}}",
+        "storage=postgres",
+        "study.name=gone",
+        "storage.outage_timeout=3",
+        "storage.heartbeat_interval=1",
+        "storage.grace_period=3",
+        f"storage.artifacts={tmp_path / 'artifacts'}",
+    ]
+    env = {
+        **os.environ,
+        "HPSEARCH_STORAGE_URL": url,
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": "1",
+    }
 
     def worker(name: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "hpsearch", *args, "study.n_trials=1"],
-                                cwd=tmp_path, env=env, stdout=open(tmp_path / f"{name}.out", "w"),
-                                stderr=open(tmp_path / f"{name}.err", "w"))
+        return subprocess.Popen(
+            [sys.executable, "-m", "hpsearch", *args, "study.n_trials=1"],
+            cwd=tmp_path,
+            env=env,
+            stdout=open(tmp_path / f"{name}.out", "w"),
+            stderr=open(tmp_path / f"{name}.err", "w"),
+        )
 
     def trials() -> list[optuna.trial.FrozenTrial]:
         storage = optuna.storages.RDBStorage(url)
@@ -508,15 +575,19 @@ def test_a_worker_past_the_timeout_exits_3_in_one_line_and_the_next_worker_retri
             ts = trials()
         except Exception:  # no study yet
             return False
-        return any(t.state == RUNNING and t.system_attrs.get("hpsearch:checkpoint", {})
-                   .get("ft_epoch", 0) >= 1 for t in ts)
+        return any(
+            t.state == RUNNING
+            and t.system_attrs.get("hpsearch:checkpoint", {}).get("ft_epoch", 0) >= 1
+            for t in ts
+        )
 
     first = worker("first")
     try:
         deadline = time.monotonic() + 240
         while not in_ft():
-            assert first.poll() is None and time.monotonic() < deadline, \
-                (tmp_path / "first.err").read_text()[-3000:]
+            assert first.poll() is None and time.monotonic() < deadline, (
+                tmp_path / "first.err"
+            ).read_text()[-3000:]
             time.sleep(0.2)
         pg_cluster.stop()
         code = first.wait(timeout=120)
@@ -528,8 +599,11 @@ def test_a_worker_past_the_timeout_exits_3_in_one_line_and_the_next_worker_retri
     out = (tmp_path / "first.out").read_text()
     assert code == 3, err[-3000:]
     last = err.strip().splitlines()[-1]
-    assert re.fullmatch(rf"hpsearch: error: storage {re.escape(url)} unreachable for 3 s: "
-                        r"connection to server at .*Connection refused", last), last
+    assert re.fullmatch(
+        rf"hpsearch: error: storage {re.escape(url)} unreachable for 3 s: "
+        r"connection to server at .*Connection refused",
+        last,
+    ), last
     assert "Traceback" not in err + out
     victim = [t for t in trials() if t.state == RUNNING]
     assert len(victim) == 1  # the storage could not be told; the heartbeat is stale now

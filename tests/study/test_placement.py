@@ -1,5 +1,6 @@
 """Where workers run: workers_per_device for the local launcher (devices and env of each worker)
 and for compose replicas (GPU slots claimed with flock by separate processes), and the errors."""
+
 from __future__ import annotations
 
 import os
@@ -8,22 +9,27 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 # A replica as a separate process: claim a slot, print it, hold it until stdin closes.
-CLAIM = ("import sys; from hpsearch.study.placement import claim_gpu\n"
-         "try:\n"
-         "    gpu, slot = claim_gpu(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))\n"
-         "except Exception as err:\n"
-         "    print(f'error: {err}', flush=True); sys.exit(2)\n"
-         "print(f'{gpu} {slot}', flush=True); sys.stdin.read()\n")
+CLAIM = (
+    "import sys; from hpsearch.study.placement import claim_gpu\n"
+    "try:\n"
+    "    gpu, slot = claim_gpu(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))\n"
+    "except Exception as err:\n"
+    "    print(f'error: {err}', flush=True); sys.exit(2)\n"
+    "print(f'{gpu} {slot}', flush=True); sys.stdin.read()\n"
+)
 
 
 def claimer(lock_dir: Path, n_devices: int, per_device: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CLAIM, str(lock_dir), str(n_devices),
-                             str(per_device)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.Popen(
+        [sys.executable, "-c", CLAIM, str(lock_dir), str(n_devices), str(per_device)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def release(procs: list[subprocess.Popen]) -> None:
@@ -53,19 +59,33 @@ def test_worker_i_gets_device_i_mod_len_and_a_share_of_the_cores() -> None:
 def test_workers_per_device_is_not_passed_to_the_workers() -> None:
     from hpsearch.study.launcher import worker_args
 
-    assert worker_args(["workers=4", "devices=[0]", "workers_per_device=4", "+workers_per_device=2",
-                        "study.n_trials=3"]) == ["study.n_trials=3"]
+    assert worker_args(
+        [
+            "workers=4",
+            "devices=[0]",
+            "workers_per_device=4",
+            "+workers_per_device=2",
+            "study.n_trials=3",
+        ]
+    ) == ["study.n_trials=3"]
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["workers_per_device=0"], r"^workers_per_device=0 is invalid: must be >= 1$"),
-    (["workers=2", "workers_per_device=2"],
-     r"^workers_per_device=2 is invalid: must be 1 without devices=\[\.\.\.\]"),
-    (["workers=5", "devices=[0,1]", "workers_per_device=2"],
-     r"^workers=5 is invalid: must be <= workers_per_device x len\(devices\) = 2 x 2 = 4; "),
-    (["workers=2", "devices=[0]"], r"^workers=2 is invalid: must be <= .* = 1 x 1 = 1; raise "),
-    (["workers_per_device=abc"], r"workers_per_device"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["workers_per_device=0"], r"^workers_per_device=0 is invalid: must be >= 1$"),
+        (
+            ["workers=2", "workers_per_device=2"],
+            r"^workers_per_device=2 is invalid: must be 1 without devices=\[\.\.\.\]",
+        ),
+        (
+            ["workers=5", "devices=[0,1]", "workers_per_device=2"],
+            r"^workers=5 is invalid: must be <= workers_per_device x len\(devices\) = 2 x 2 = 4; ",
+        ),
+        (["workers=2", "devices=[0]"], r"^workers=2 is invalid: must be <= .* = 1 x 1 = 1; raise "),
+        (["workers_per_device=abc"], r"workers_per_device"),
+    ],
+)
 def test_bad_launcher_options_are_one_line_errors(overrides: list[str], message: str) -> None:
     from hpsearch.app import compose_config
     from hpsearch.errors import ConfigError
@@ -78,12 +98,14 @@ def test_bad_launcher_options_are_one_line_errors(overrides: list[str], message:
 def test_cli_rejects_workers_beyond_the_gpu_slots_with_exit_2(tmp_path: Path) -> None:
     from conftest import run_cli
 
-    result = run_cli(["workers=3", "devices=[0]", "workers_per_device=2"], cwd=tmp_path,
-                     timeout=120)
+    result = run_cli(
+        ["workers=3", "devices=[0]", "workers_per_device=2"], cwd=tmp_path, timeout=120
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "hpsearch: error: workers=3 is invalid: must be <= workers_per_device x len(devices) = "
-        "2 x 1 = 2; raise workers_per_device to run more workers on each GPU"]
+        "2 x 1 = 2; raise workers_per_device to run more workers on each GPU"
+    ]
     assert not (tmp_path / "storage").exists()  # nothing created
 
 
@@ -98,10 +120,12 @@ def test_replicas_claim_distinct_slots_spread_over_the_gpus(tmp_path: Path) -> N
         extra = claimer(lock_dir, 2, 3)
         out, _ = extra.communicate(timeout=60)
         assert extra.returncode == 2
-        assert out.strip() == (f"error: HPSEARCH_GPU_LOCK_DIR={lock_dir}: all 2 GPUs x 3 slots "
-                               "(HPSEARCH_WORKERS_PER_DEVICE=3) of this host are taken by other "
-                               "workers; run at most 6 workers here or raise "
-                               "HPSEARCH_WORKERS_PER_DEVICE")
+        assert out.strip() == (
+            f"error: HPSEARCH_GPU_LOCK_DIR={lock_dir}: all 2 GPUs x 3 slots "
+            "(HPSEARCH_WORKERS_PER_DEVICE=3) of this host are taken by other "
+            "workers; run at most 6 workers here or raise "
+            "HPSEARCH_WORKERS_PER_DEVICE"
+        )
         gone = procs[claims.index((1, 2))]
         release([gone])
         again = claimer(lock_dir, 2, 3)
@@ -140,8 +164,9 @@ def test_killed_replica_frees_its_slot(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
-def test_bad_workers_per_device_env_is_one_line_error(value: str, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_workers_per_device_env_is_one_line_error(
+    value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from omegaconf import OmegaConf
 
     from hpsearch.errors import HpsearchError
@@ -149,9 +174,12 @@ def test_bad_workers_per_device_env_is_one_line_error(value: str, tmp_path: Path
 
     monkeypatch.setenv("HPSEARCH_GPU_LOCK_DIR", str(tmp_path))
     monkeypatch.setenv("HPSEARCH_WORKERS_PER_DEVICE", value)
-    with pytest.raises(HpsearchError, match=rf"^HPSEARCH_WORKERS_PER_DEVICE='{value}' is "
-                                            r"invalid: must be an integer >= 1 \(how many "
-                                            r"workers share each GPU\)$"):
+    with pytest.raises(
+        HpsearchError,
+        match=rf"^HPSEARCH_WORKERS_PER_DEVICE='{value}' is "
+        r"invalid: must be an integer >= 1 \(how many "
+        r"workers share each GPU\)$",
+    ):
         pin_to_free_gpu(OmegaConf.create({"device": "auto"}))
 
 

@@ -1,6 +1,7 @@
 """A checkpoint that cannot be written (full disk, vanished mount) costs that checkpoint, not the
 trial: the trial completes, says which checkpoint was missed and why, and its pointer stays on
 the last checkpoint that was written."""
+
 from __future__ import annotations
 
 import errno
@@ -19,10 +20,17 @@ from hpsearch.trial import Objective, Workspace
 from hpsearch.trial.checkpoints import POINTER_ATTR, CheckpointStore
 from hpsearch.trial.records import CHECKPOINT_ERROR
 
-TINY = ["progress=false", "device=cpu", "data.train_per_class=40", "data.val_per_class=20",
-        "data.test_per_class=20", "data.synthetic.source_per_class=100",
-        "data.synthetic.source_epochs=3", "ft.epochs=3",
-        "search_space={hp.epochs:{type:int,low:1,high:2}}"]
+TINY = [
+    "progress=false",
+    "device=cpu",
+    "data.train_per_class=40",
+    "data.val_per_class=20",
+    "data.test_per_class=20",
+    "data.synthetic.source_per_class=100",
+    "data.synthetic.source_epochs=3",
+    "ft.epochs=3",
+    "search_space={hp.epochs:{type:int,low:1,high:2}}",
+]
 
 
 class FullFrom(FileSystemArtifactStore):
@@ -67,7 +75,8 @@ def test_a_full_disk_costs_the_checkpoints_not_the_trial(tmp_path: Path, caplog)
 
 
 def test_a_vanished_checkpoint_directory_costs_the_checkpoints_not_the_trial(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     store = CheckpointStore.at(str(tmp_path / "mount" / "artifacts"))
     shutil.rmtree(tmp_path / "mount")  # the mount is gone; it is not re-created locally
     trial = run_one_trial(tmp_path, store)
@@ -85,14 +94,26 @@ def test_a_finished_retry_removes_the_checkpoints_its_failed_trials_left(tmp_pat
     from hpsearch.trial.checkpoints import POINTER_ATTR, CheckpointStore
 
     store = CheckpointStore.at(str(tmp_path))
-    for name in ("hpsearch-trial1-ft_epoch_18-aaaa.pt", "hpsearch-trial2-ft_epoch_30-bbbb.pt",
-                 "hpsearch-trial3-hp-cccc.pt"):
+    for name in (
+        "hpsearch-trial1-ft_epoch_18-aaaa.pt",
+        "hpsearch-trial2-ft_epoch_30-bbbb.pt",
+        "hpsearch-trial3-hp-cccc.pt",
+    ):
         (tmp_path / name).write_bytes(b"x")
     retry = optuna.trial.create_trial(
-        state=optuna.trial.TrialState.COMPLETE, value=0.5,
-        system_attrs={"failed_trial": 1, "retry_history": [1],
-                      POINTER_ATTR: {"artifact_id": "hpsearch-trial2-ft_epoch_30-bbbb.pt",
-                                     "trial": 2, "phase": "ft_epoch_30", "ft_epoch": 30}})
+        state=optuna.trial.TrialState.COMPLETE,
+        value=0.5,
+        system_attrs={
+            "failed_trial": 1,
+            "retry_history": [1],
+            POINTER_ATTR: {
+                "artifact_id": "hpsearch-trial2-ft_epoch_30-bbbb.pt",
+                "trial": 2,
+                "phase": "ft_epoch_30",
+                "ft_epoch": 30,
+            },
+        },
+    )
     retry.number = 2
     store.on_trial_finished(None, retry)
     # trial 3 is another trial, maybe still running: its checkpoint stays

@@ -1,37 +1,53 @@
 """Head probing keeps the copied part untouched and gives the same head cached or not."""
+
 from __future__ import annotations
 
 import torch
+from imagedata import make_imagefolder
 
 from hpsearch.app import compose_config
 from hpsearch.models import backbone_stages, build_transfer_net
-from hpsearch.trial.hp import head_probe
 from hpsearch.trial import Workspace
-
-from imagedata import make_imagefolder
+from hpsearch.trial.hp import head_probe
 
 
 def resnet_setup(tmp_path, layers_copied: int, extra: list[str] = ()):
     root = tmp_path / "data"
     if not root.exists():
         make_imagefolder(root, ["a", "b", "c"], train_per_class=14, test_per_class=2)
-    cfg = compose_config([
-        "data=imagefolder", f"data.root={root}", "data.train_per_class=10",
-        "data.val_per_class=4", "data.image_size=32", "backbone=resnet18",
-        "backbone.weights=none", f"backbone.layers_copied={layers_copied}",
-        "search_space=none", "hp.epochs=2", "hp.batch_size=8", "hp.lr=0.05",
-        "progress=false", f"storage.cache_dir={tmp_path / 'cache'}", "device=cpu", *extra])
+    cfg = compose_config(
+        [
+            "data=imagefolder",
+            f"data.root={root}",
+            "data.train_per_class=10",
+            "data.val_per_class=4",
+            "data.image_size=32",
+            "backbone=resnet18",
+            "backbone.weights=none",
+            f"backbone.layers_copied={layers_copied}",
+            "search_space=none",
+            "hp.epochs=2",
+            "hp.batch_size=8",
+            "hp.lr=0.05",
+            "progress=false",
+            f"storage.cache_dir={tmp_path / 'cache'}",
+            "device=cpu",
+            *extra,
+        ]
+    )
     ws = Workspace(cfg)
     task = ws.task(cfg)
-    net = build_transfer_net(task.pretrained, cfg.backbone, cfg.head, 3, task.splits.n_classes,
-                             seed=5)
+    net = build_transfer_net(
+        task.pretrained, cfg.backbone, cfg.head, 3, task.splits.n_classes, seed=5
+    )
     return cfg, ws, task, net
 
 
 def probe(cfg, ws, task, net):
     outputs, how = ws.copied_outputs(cfg, task, net)
-    result = head_probe(net, outputs, task.splits.train.y, task.splits.val.y, cfg.hp, seed=3,
-                        eval_batch_size=16)
+    result = head_probe(
+        net, outputs, task.splits.train.y, task.splits.val.y, cfg.hp, seed=3, eval_batch_size=16
+    )
     return result, how
 
 
@@ -55,14 +71,16 @@ def test_copied_part_and_bn_buffers_bit_identical_after_hp(tmp_path):
 def test_hp_on_cached_features_equals_hp_through_frozen_backbone(tmp_path):
     heads = {}
     for cache in (True, False):
-        cfg, ws, task, net = resnet_setup(tmp_path, layers_copied=4,
-                                          extra=[f"hp.feature_cache={str(cache).lower()}"])
+        cfg, ws, task, net = resnet_setup(
+            tmp_path, layers_copied=4, extra=[f"hp.feature_cache={str(cache).lower()}"]
+        )
         result, how = probe(cfg, ws, task, net)
         assert how == ("cache" if cache else "frozen") or (cache and how == "cache-disk")
         heads[cache] = (net.head[-1].weight.detach().clone(), result.energy_curve)
     torch.testing.assert_close(heads[True][0], heads[False][0], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(torch.tensor(heads[True][1]), torch.tensor(heads[False][1]),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        torch.tensor(heads[True][1]), torch.tensor(heads[False][1]), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_feature_cache_is_reused_from_disk(tmp_path):

@@ -1,5 +1,6 @@
 """The memory layout (channels_last) changes speed, not results; evaluation and feature
 extraction under inference_mode leave tensors that training can still use."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from imagedata import make_imagefolder
 
 from hpsearch.app import compose_config
 from hpsearch.errors import ConfigError
@@ -16,8 +18,6 @@ from hpsearch.trial import Objective, Workspace
 from hpsearch.trial.ft import Finetuner, features
 from hpsearch.trial.hp import head_probe
 from hpsearch.trial.workspace import use_channels_last
-
-from imagedata import make_imagefolder
 
 # One trial in the two layouts differs only by floating-point reordering inside the
 # convolutions, which training then carries along. Measured on a real trial (low-data
@@ -31,21 +31,36 @@ from imagedata import make_imagefolder
 STEP_RTOL, HP_RTOL, FT_RTOL = 1e-4, 1e-5, 1e-3
 HP_METRICS = ("energy", "hp_train_loss", "head_norm", "feature_norm_0")
 FT_METRICS = ("adaptation_l2", "adaptation_cos", "feature_norm_T")
-ACCURACIES = {"hp_train_acc": 3 * 14, "hp_val_acc": 3 * 6, "ft_val_acc": 3 * 6,
-              "test_acc": 3 * 6}
+ACCURACIES = {"hp_train_acc": 3 * 14, "hp_val_acc": 3 * 6, "ft_val_acc": 3 * 6, "test_acc": 3 * 6}
 
 
 def image_config(tmp_path: Path, extra: list[str] = ()):
     root = tmp_path / "data"
     if not root.exists():
         make_imagefolder(root, ["a", "b", "c"], train_per_class=20, test_per_class=6, size=16)
-    return compose_config([
-        "data=imagefolder", f"data.root={root}", "data.train_per_class=14",
-        "data.val_per_class=6", "data.image_size=16", "backbone=resnet18",
-        "backbone.weights=none", "backbone.layers_copied=5", "search_space=none",
-        "hp.epochs=2", "hp.batch_size=14", "ft.epochs=2", "ft.batch_size=42", "ft.lr=0.01",
-        "data.eval_batch_size=16", "progress=false", "device=cpu",
-        f"storage.cache_dir={tmp_path / 'cache'}", *extra])
+    return compose_config(
+        [
+            "data=imagefolder",
+            f"data.root={root}",
+            "data.train_per_class=14",
+            "data.val_per_class=6",
+            "data.image_size=16",
+            "backbone=resnet18",
+            "backbone.weights=none",
+            "backbone.layers_copied=5",
+            "search_space=none",
+            "hp.epochs=2",
+            "hp.batch_size=14",
+            "ft.epochs=2",
+            "ft.batch_size=42",
+            "ft.lr=0.01",
+            "data.eval_batch_size=16",
+            "progress=false",
+            "device=cpu",
+            f"storage.cache_dir={tmp_path / 'cache'}",
+            *extra,
+        ]
+    )
 
 
 def run_trial(cfg, cache_dir: Path) -> dict:
@@ -67,8 +82,9 @@ def test_one_training_step_agrees_in_both_layouts(tmp_path: Path) -> None:
         tuner = Finetuner(net, task.splits.train, task.splits.val, task.pipeline, cfg.ft, 0, 16)
         idx = torch.arange(14)
         net.train()
-        inputs = task.pipeline(task.splits.train.x[idx], augment=True,
-                               gen=torch.Generator().manual_seed(0))
+        inputs = task.pipeline(
+            task.splits.train.x[idx], augment=True, gen=torch.Generator().manual_seed(0)
+        )
         loss = torch.nn.functional.cross_entropy(net(inputs), task.splits.train.y[idx])
         loss.backward()
         tuner.optimizer.step()
@@ -117,19 +133,24 @@ def test_vector_backbones_never_use_channels_last() -> None:
 
 
 def test_bad_channels_last_is_a_one_line_error() -> None:
-    with pytest.raises(ConfigError, match=r"^channels_last='sometimes' is invalid: must be one "
-                                          r"of auto, true, false$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^channels_last='sometimes' is invalid: must be one "
+        r"of auto, true, false$",
+    ):
         compose_config(["channels_last=sometimes"])
 
 
 @pytest.mark.parametrize("feature_cache", [True, False])
-def test_hp_trains_on_outputs_computed_under_inference_mode(tmp_path: Path,
-                                                            feature_cache: bool) -> None:
+def test_hp_trains_on_outputs_computed_under_inference_mode(
+    tmp_path: Path, feature_cache: bool
+) -> None:
     """The cache is computed under inference_mode, HP's per-batch frozen outputs under no_grad:
     either way the re-initialised stages (layers_copied=3) train on them, which autograd refuses
     for inference tensors."""
-    cfg = image_config(tmp_path, [f"hp.feature_cache={str(feature_cache).lower()}",
-                                  "backbone.layers_copied=3"])
+    cfg = image_config(
+        tmp_path, [f"hp.feature_cache={str(feature_cache).lower()}", "backbone.layers_copied=3"]
+    )
     ws = Workspace(cfg)
     task = ws.task(cfg)
     net = build_transfer_net(task.pretrained, cfg.backbone, cfg.head, 3, task.splits.n_classes, 1)

@@ -1,4 +1,5 @@
 """The seed's first-order equation, checked against a real FT step of our Finetuner."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,18 +7,30 @@ import torch
 
 from hpsearch.app import compose_config
 from hpsearch.data import Split
-from hpsearch.trial.ft import Finetuner
 from hpsearch.data.pipeline import InputPipeline
 from hpsearch.models import Pretrained, build_transfer_net, new_backbone
+from hpsearch.trial.ft import Finetuner
 from hpsearch.trial.ntk import entk, first_order_feature_change
 
 
-def one_sgd_step_change(arch: str, lr: float, layers_copied: int) -> tuple[torch.Tensor, torch.Tensor]:
-    cfg = compose_config([f"backbone.arch={arch}", "backbone.weights=none",
-                          f"backbone.layers_copied={layers_copied}", "backbone.feature_dim=6",
-                          "ft.epochs=1", "ft.optimizer=sgd", "ft.momentum=0",
-                          "ft.weight_decay=0", "ft.schedule=constant", f"ft.lr={lr}",
-                          "ft.batch_size=24"])
+def one_sgd_step_change(
+    arch: str, lr: float, layers_copied: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    cfg = compose_config(
+        [
+            f"backbone.arch={arch}",
+            "backbone.weights=none",
+            f"backbone.layers_copied={layers_copied}",
+            "backbone.feature_dim=6",
+            "ft.epochs=1",
+            "ft.optimizer=sgd",
+            "ft.momentum=0",
+            "ft.weight_decay=0",
+            "ft.schedule=constant",
+            f"ft.lr={lr}",
+            "ft.batch_size=24",
+        ]
+    )
     gen = torch.Generator().manual_seed(0)
     d, n_classes = 5, 3
     x = torch.randn(24, d, generator=gen, dtype=torch.float64)
@@ -32,8 +45,7 @@ def one_sgd_step_change(arch: str, lr: float, layers_copied: int) -> tuple[torch
 
     pipeline = InputPipeline(cfg.data, "vector", torch.device("cpu"))
     z_before = net.features(x_tilde).detach()
-    Finetuner(net, Split(x, y), Split(x, y), pipeline, cfg.ft, seed=0,
-              eval_batch_size=64).run()
+    Finetuner(net, Split(x, y), Split(x, y), pipeline, cfg.ft, seed=0, eval_batch_size=64).run()
     observed = net.features(x_tilde).detach() - z_before
     return predicted, observed
 
