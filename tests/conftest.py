@@ -15,8 +15,10 @@ REPO = Path(__file__).resolve().parent.parent
 def run_cli(
     args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    """``python -m hpsearch ARGS`` in ``cwd`` (so storage/ lands there); output captured."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    """``python -m hpsearch ARGS`` in ``cwd`` (so storage/ lands there); output captured. The
+    subprocess imports this checkout's package, also where another one is pip-installed."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "hpsearch", *args],
         cwd=cwd,
