@@ -29,10 +29,11 @@ CHANNELS_LAST = ("auto", "true", "false")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "constant")
 SAMPLERS = ("tpe", "random")
-PRUNERS = ("none", "median", "hyperband", "energy")
-FT_PRUNERS = ("none", "median", "hyperband")  # what pruner.ft may wrap under pruner=energy
+PRUNERS = ("none", "median", "hyperband", "hp_rule", "epoch_rule", "rules", "energy")
+# What judges the FT epochs under pruner=energy: its own model (the default), or a wrapped pruner.
+FT_PRUNERS = ("model", "none", "median", "hyperband")
 # mode=replay's pruner names: a pruner.name, or energy+FT for pruner=energy pruner.ft=FT.
-REPLAY_PRUNERS = PRUNERS + tuple(f"energy+{ft}" for ft in FT_PRUNERS if ft != "none")
+REPLAY_PRUNERS = PRUNERS + tuple(f"energy+{ft}" for ft in FT_PRUNERS if ft != "model")
 
 
 def replay_pruner_settings(name: str) -> dict[str, str]:
@@ -203,8 +204,13 @@ class PrunerConfig:
     n_warmup_steps: int = 1  # median: FT epochs before it prunes
     min_resource: int = 1  # hyperband
     reduction_factor: int = 3  # hyperband
-    # pruner=energy (hpsearch.pruners.EnergyPruner): the gate between HP and FT
-    ft: str = "none"  # the pruner it hands the FT epochs to: none | median | hyperband
+    # pruner=hp_rule | epoch_rule | rules (hpsearch.pruners.QuantileRulePruner); null: the
+    # rule's own default (hp_rule 0.5; epoch_rule 0.75; rules 0.4 and 0.6)
+    hp_quantile: float | None = None  # keep if hp_val_acc >= this quantile of those seen
+    epoch_quantile: float | None = None  # keep if the FT acc at `epoch` >= this quantile
+    epoch: int = 1  # the FT epoch the epoch rule judges
+    # pruner=energy (hpsearch.pruners.EnergyPruner): one model at the gate and every FT epoch
+    ft: str = "model"  # who judges the FT epochs: model (its own) | none | median | hyperband
     top_k: int = 1  # 1: prune what is unlikely to become the best; larger keeps more trials
     min_prob: float = 0.003  # prune when P(beats the top_k-th best) is below; larger prunes more
     energy_min: float | None = None  # optional hard band on the energy (from the first trial)
@@ -221,7 +227,7 @@ class ReplayConfig:
     """``mode=replay``: today's pruners played over random orders of a finished study's trials."""
 
     pruners: list[str] = field(
-        default_factory=lambda: ["none", "median", "hyperband", "energy", "energy+median"]
+        default_factory=lambda: ["none", "hp_rule", "epoch_rule", "rules", "energy"]
     )
     orders: int = 200  # random orders of the study's complete trials
     budget: int = 40  # trials in each order (drawn without replacement)
@@ -312,6 +318,15 @@ def validate_config(cfg: DictConfig) -> None:
     _one_of(cfg, "study.sampler", SAMPLERS)
     _one_of(cfg, "pruner.name", PRUNERS)
     _one_of(cfg, "pruner.ft", FT_PRUNERS)
+    for key in ("hp_quantile", "epoch_quantile"):
+        value = cfg.pruner[key]
+        _require(
+            value is None or (math.isfinite(value) and 0 < value < 1),
+            f"pruner.{key}",
+            value,
+            "null or a quantile in (0, 1)",
+        )
+    _require(cfg.pruner.epoch >= 1, "pruner.epoch", cfg.pruner.epoch, ">= 1 (an FT epoch)")
     if cfg.pruner.name == "energy":
         _check_energy_pruner(cfg.pruner)
         _require(

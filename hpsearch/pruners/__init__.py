@@ -5,19 +5,26 @@ signals (energy, HP accuracy and loss, head norm, schedule), and hands the FT ep
 Optuna pruner. ``make_pruner`` builds the study's pruner from ``cfg.pruner``.
 """
 
-from hpsearch.pruners._energy import (
+from hpsearch.pruners._decision import (
     DECISION_ATTRS,
-    SIGNALS,
-    EnergyPruner,
+    FAIL,
+    KEEP,
+    PRUNE,
     GateDecision,
     InvalidSignalError,
 )
+from hpsearch.pruners._energy import SIGNALS, EnergyPruner
 from hpsearch.pruners._factory import epoch_pruner, make_pruner
+from hpsearch.pruners._rules import QuantileRulePruner
 
 __all__ = [
     "DECISION_ATTRS",
     "SIGNALS",
     "EnergyPruner",
+    "FAIL",
+    "KEEP",
+    "PRUNE",
+    "QuantileRulePruner",
     "GateDecision",
     "InvalidSignalError",
     "epoch_pruner",

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import optuna
-from optuna.pruners import BasePruner, NopPruner
+from optuna.pruners import BasePruner
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.config import ENERGY_SIGNALS, GATE_SIGNALS, PrunerConfig
-from hpsearch.pruners._gp import RankGaussianProcess, normal_cdf
+from hpsearch.pruners._decision import FAIL, KEEP, PRUNE, GateDecision, InvalidSignalError
+from hpsearch.pruners._outcome import OutcomeModel, StudyRows, trial_inputs
 
 # HP-phase signal (a trial user attr set before the gate) -> how the predictor sees it. The
 # learning rates are searched on a log scale, so the predictor sees them on one too; the HP loss
@@ -25,77 +25,6 @@ SIGNALS: dict[str, Callable[[float], float]] = {
     for name in ENERGY_SIGNALS
 }
 _DEFAULTS = PrunerConfig()  # the constructor's defaults are the config schema's
-
-# The user attrs a gate decision writes on its trial, and what they mean.
-DECISION_ATTRS = {
-    "gate_decision": "the energy pruner's decision at the gate: keep, prune or fail",
-    "gate_reason": "why, in words (also prune_reason / fail_reason when it pruned / failed)",
-    "gate_probability": "the predicted probability that the trial beats the top_k-th best "
-    "completed trial; the gate prunes below pruner.min_prob",
-    "gate_predicted_objective": "the FT objective at the predicted rank: the completed trials' "
-    "objective interpolated at the predicted normal score",
-    "gate_predicted_score": "the predicted normal score of the trial's rank among the completed "
-    "trials (GP mean; 0 = their median)",
-    "gate_predicted_std": "the standard deviation of that score (one new trial: GP and noise)",
-    "gate_threshold": "the top_k-th best completed objective the trial had to beat",
-    "gate_prior_trials": "completed trials of pruner.prior_studies the predictor was also fitted "
-    "on (only with a prior)",
-    "gate_history_trials": "completed trials the predictor was fitted on",
-    "prune_reason": "why the trial was pruned",
-    "fail_reason": "why the trial failed",
-}
-
-
-class InvalidSignalError(ValueError):
-    """A trial's HP signals cannot be judged: one is missing, NaN or infinite.
-
-    Raised from ``EnergyPruner.prune`` so that the trial FAILS with this message as its reason;
-    pass it in ``study.optimize(..., catch=(InvalidSignalError,))`` to let the study go on.
-    """
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    """What the energy pruner decided for one trial at the gate, and from what."""
-
-    trial_number: int
-    action: str  # "keep", "prune" or "fail"
-    reason: str
-    probability: float | None = None  # P(beats the top_k-th best completed trial)
-    predicted: float | None = None  # the objective at the predicted rank
-    predicted_score: float | None = None  # GP mean of the rank's normal score
-    predicted_std: float | None = None  # and its std (new observation)
-    threshold: float | None = None  # the top_k-th best completed objective
-    history_trials: int = 0
-    prior_trials: int = 0  # of earlier studies, fitted on too
-
-    @property
-    def prune(self) -> bool:
-        return self.action == "prune"
-
-    def user_attrs(self) -> dict[str, Any]:
-        """The decision as trial user attrs (see ``DECISION_ATTRS``); unset values are left out."""
-        attrs: dict[str, Any] = {
-            "gate_decision": self.action,
-            "gate_reason": self.reason,
-            "gate_history_trials": self.history_trials,
-        }
-        for key, value in (
-            ("gate_probability", self.probability),
-            ("gate_predicted_objective", self.predicted),
-            ("gate_predicted_score", self.predicted_score),
-            ("gate_predicted_std", self.predicted_std),
-            ("gate_threshold", self.threshold),
-            ("gate_prior_trials", self.prior_trials or None),
-        ):
-            if value is not None:
-                attrs[key] = value
-        if self.action == "prune":
-            attrs["prune_reason"] = self.reason
-        elif self.action == "fail":
-            attrs["fail_reason"] = self.reason
-        return attrs
-
 
 def _signal_vector(
     attrs: Mapping[str, Any], signals: Sequence[str]
@@ -212,10 +141,11 @@ class EnergyPruner(BasePruner):
         n_startup_trials: int = _DEFAULTS.n_startup_trials,
         top_k: int = _DEFAULTS.top_k,
         min_prob: float = _DEFAULTS.min_prob,
+        ft_epochs: int | None = None,
         energy_min: float | None = _DEFAULTS.energy_min,
         energy_max: float | None = _DEFAULTS.energy_max,
         signals: Sequence[str] = GATE_SIGNALS,
-        prior_trials: Sequence[FrozenTrial] = (),
+        prior_studies: Mapping[str, Sequence[FrozenTrial]] | None = None,
     ) -> None:
         if n_startup_trials < 2:
             raise ValueError(f"n_startup_trials must be >= 2 but got {n_startup_trials}.")
@@ -225,6 +155,8 @@ class EnergyPruner(BasePruner):
             )
         if not (math.isfinite(min_prob) and 0 < min_prob < 1):
             raise ValueError(f"min_prob must be in (0, 1) but got {min_prob}.")
+        if ft_epochs is not None and (isinstance(ft_epochs, bool) or ft_epochs < 1):
+            raise ValueError(f"ft_epochs must be None or >= 1 but got {ft_epochs}.")
         for name, value in (("energy_min", energy_min), ("energy_max", energy_max)):
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be None or a finite number >= 0 but got {value}.")
@@ -235,24 +167,50 @@ class EnergyPruner(BasePruner):
             raise ValueError(
                 f"signals must be a non-empty subset of {', '.join(SIGNALS)}; unknown: {unknown}."
             )
-        self._ft_pruner = ft_pruner if ft_pruner is not None else NopPruner()
+        self._ft_pruner = ft_pruner
         self._n_startup_trials = n_startup_trials
         self._top_k = top_k
         self._min_prob = min_prob
+        self._ft_epochs = ft_epochs
         self._energy_min, self._energy_max = energy_min, energy_max
         self._signals = tuple(signals)
         self._decisions: dict[int, GateDecision] = {}
-        self._fit: tuple[Any, RankGaussianProcess] | None = None  # the last history and its fit
-        self._prior = self._rows(prior_trials)
+        self._thetas: dict[tuple[int, str], np.ndarray] = {}  # hyperparameters per fitted size
+        self._model: tuple[str, OutcomeModel] | None = None  # the last history and its model
+        self._priors = tuple(
+            rows
+            for trials in (prior_studies or {}).values()
+            if len(rows := self._rows(trials, 1.0)) >= 3
+        )
 
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
-        if trial.last_step is not None:  # an FT epoch: not the gate
+        step = trial.last_step
+        if step is None:  # the gate
+            decision = self.decide(study, trial)
+            self._decisions[trial.number] = decision
+            if decision.action == FAIL:
+                raise InvalidSignalError(decision.reason)
+            return decision.prune
+        if self._ft_pruner is not None:
             return self._ft_pruner.prune(study, trial)
-        decision = self.decide(study, trial)
-        self._decisions[trial.number] = decision
-        if decision.action == "fail":
-            raise InvalidSignalError(decision.reason)
-        return decision.prune
+        if self._ft_epochs is not None and step >= self._ft_epochs:
+            return False  # the last epoch: nothing left to save
+        accuracy = trial.intermediate_values[step]
+        values, bad = _signal_vector(trial.user_attrs, self._signals)
+        if bad or not math.isfinite(accuracy):
+            return False  # the gate failed such a trial, or an epoch diverged: not judged here
+        sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
+        prediction = self._outcome(study).predict(
+            step, trial_inputs(values, step, sign * accuracy)
+        )
+        return prediction is not None and prediction.probability < self._step_min_prob(step)
+
+    def _step_min_prob(self, step: int) -> float:
+        """``min_prob`` at ``step``, scaled by the share of the FT epochs still to run: pruning
+        late saves less, so it must be surer (cost-aware; constant without ``ft_epochs``)."""
+        if self._ft_epochs is None:
+            return self._min_prob
+        return self._min_prob * max(self._ft_epochs - step, 0) / self._ft_epochs
 
     def take_decision(self, trial_number: int) -> GateDecision | None:
         """The gate decision this pruner made for the trial (once; None if there was none)."""
@@ -260,7 +218,7 @@ class EnergyPruner(BasePruner):
 
     def decide(self, study: optuna.study.Study, trial: FrozenTrial) -> GateDecision:
         """The gate decision for ``trial`` given the study's completed trials; no side effects
-        but keeping the predictor's fit for the next decision (``_predictor``)."""
+        but keeping the model's fits for the next decision (``_outcome``)."""
         # The signals it reads and the energy (the band needs it) must be there and finite; any
         # other HP signal the trial has must be finite too (a head norm of inf: HP diverged).
         needed = self._signals if "energy" in self._signals else self._signals + ("energy",)
@@ -272,7 +230,7 @@ class EnergyPruner(BasePruner):
         if bad:
             return GateDecision(
                 trial.number,
-                "fail",
+                FAIL,
                 "HP signals not finite: "
                 + ", ".join(bad)
                 + "; the energy pruner cannot judge this trial",
@@ -282,81 +240,100 @@ class EnergyPruner(BasePruner):
         if self._energy_min is not None and energy < self._energy_min:
             return GateDecision(
                 trial.number,
-                "prune",
+                PRUNE,
                 f"energy {energy:.4g} < energy_min "
                 f"{self._energy_min:.4g} (too little to adapt the features)",
             )
         if self._energy_max is not None and energy > self._energy_max:
             return GateDecision(
                 trial.number,
-                "prune",
+                PRUNE,
                 f"energy {energy:.4g} > energy_max "
                 f"{self._energy_max:.4g} (enough to distort the features)",
             )
-
-        xs, ys = self._history(study)
-        n = len(ys)
-        if n < self._n_startup_trials:
+        model = self._outcome(study)
+        n = len(model.history)
+        prediction = model.predict(0, x)
+        if prediction is None:
             return GateDecision(
                 trial.number,
-                "keep",
+                KEEP,
                 f"startup: {n} of {self._n_startup_trials} "
                 "completed trials needed before predicting",
                 history_trials=n,
             )
         sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
-        prior_x, prior_y = self._prior
-        model = self._predictor(np.vstack([prior_x, xs]), sign * np.r_[prior_y, ys])
-        score, std = model.predict(x)
-        # the threshold is this study's top_k-th best, scored among all the fitted trials
-        threshold_score = float(np.sort(model.scores[len(prior_y) :])[-self._top_k])
-        probability = 1.0 - normal_cdf((threshold_score - score) / std)
-        threshold = float(sorted(ys, key=lambda v: -sign * v)[self._top_k - 1])
-        predicted = sign * model.objective_at(score)
+        ys = model.history.values
+        threshold = sign * float(np.sort(ys)[-self._top_k]) if n >= self._top_k else None
+        objective = model.objective_at(0, prediction.score)
+        predicted = sign * objective if objective is not None else None
+        prior_weight = sum(prediction.weights[1:])
+        probability = prediction.probability
+        min_prob = self._step_min_prob(0)
         rank = "" if self._top_k == 1 else f"{self._top_k}-th "
         numbers = dict(
             probability=probability,
             predicted=predicted,
-            predicted_score=score,
-            predicted_std=std,
+            predicted_score=prediction.score,
+            predicted_std=prediction.std,
             threshold=threshold,
             history_trials=n,
-            prior_trials=len(prior_y),
+            prior_trials=sum(len(p) for p in self._priors),
+            prior_weight=prior_weight if self._priors else None,
+        )
+        beats = (
+            f"the {rank}best {threshold:.4f} of {n} completed trials"
+            if threshold is not None
+            else f"the {rank}best of {self._n_startup_trials} trials (no completed trial yet)"
         )
         words = (
-            f"P(beats the {rank}best {threshold:.4f} of {n} completed trials) = "
-            f"{probability:.3g} {'<' if probability < self._min_prob else '>='} min_prob "
-            f"{self._min_prob:g} (predicted rank score {score:.2f} ± {std:.2f} vs "
-            f"{threshold_score:.2f}; objective ~{predicted:.4f}"
-            + (f"; with {len(prior_y)} prior trials)" if len(prior_y) else ")")
+            f"P(ends above {beats}) = {probability:.3g} "
+            f"{'<' if probability < min_prob else '>='} min_prob {min_prob:g} (predicted rank "
+            f"score {prediction.score:.2f} ± {prediction.std:.2f} vs "
+            f"{prediction.threshold_score:.2f}"
+            + (f"; objective ~{predicted:.4f}" if predicted is not None else "")
+            + (f"; prior weight {prior_weight:.2f})" if self._priors else ")")
         )
-        if probability < self._min_prob:
-            return GateDecision(
-                trial.number, "prune", "unlikely to reach the top: " + words, **numbers
+        if probability < min_prob:
+            return GateDecision(trial.number, PRUNE, "unlikely to reach the top: " + words, **numbers)
+        return GateDecision(trial.number, KEEP, "may reach the top: " + words, **numbers)
+
+    def _outcome(self, study: optuna.study.Study) -> OutcomeModel:
+        """The outcome model of the study's completed trials. Its fits are a deterministic
+        function of the history, so it is rebuilt only when the history changed: a trial pruned
+        or failed since the last decision added nothing to it, and the next one reuses it."""
+        sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
+        history = self._rows(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), sign)
+        key = history.digest()
+        if self._model is None or self._model[0] != key:
+            model = OutcomeModel(
+                history, self._priors, self._top_k, self._n_startup_trials, self._thetas
             )
-        return GateDecision(trial.number, "keep", "may reach the top: " + words, **numbers)
+            self._model = (key, model)
+        return self._model[1]
 
-    def _predictor(self, xs: np.ndarray, ys: np.ndarray) -> RankGaussianProcess:
-        """The predictor fitted on this history. The fit is a deterministic function of the
-        history, so it is refitted only when the history changed: a trial pruned or failed
-        since the last decision added nothing to it, and the next decision reuses the fit."""
-        key = (xs.shape, xs.tobytes(), ys.tobytes())
-        if self._fit is None or self._fit[0] != key:
-            self._fit = (key, RankGaussianProcess(xs, ys))
-        return self._fit[1]
-
-    def _history(self, study: optuna.study.Study) -> tuple[np.ndarray, np.ndarray]:
-        """Signals and objective of the study's completed trials whose signals are all finite."""
-        return self._rows(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-
-    def _rows(self, trials: Sequence[FrozenTrial]) -> tuple[np.ndarray, np.ndarray]:
-        """Signals and objective of those of ``trials`` that are complete with finite signals."""
-        rows, values = [], []
-        for t in trials:
+    def _rows(self, trials: Sequence[FrozenTrial], sign: float) -> StudyRows:
+        """Signals, FT curves and objective (times ``sign``: larger is better) of those of
+        ``trials`` that are complete with finite signals, in the order of their numbers."""
+        rows, curves, values = [], [], []
+        for t in sorted(trials, key=lambda t: t.number):
             if t.state != TrialState.COMPLETE:
                 continue
             x, bad = _signal_vector(t.user_attrs, self._signals)
             if not bad and t.value is not None and math.isfinite(t.value):
                 rows.append(x)
-                values.append(float(t.value))
-        return np.asarray(rows).reshape(len(rows), len(self._signals)), np.asarray(values)
+                curves.append(t.intermediate_values)
+                values.append(sign * float(t.value))
+        epochs = max((max(c, default=0) for c in curves), default=0)
+        if self._ft_epochs is not None:
+            epochs = min(epochs, self._ft_epochs)
+        curve = np.full((len(rows), epochs), np.nan)
+        for i, c in enumerate(curves):
+            for step, acc in c.items():
+                if 1 <= step <= epochs and math.isfinite(acc):
+                    curve[i, step - 1] = sign * acc
+        return StudyRows(
+            np.asarray(rows, dtype=np.float64).reshape(len(rows), len(self._signals)),
+            curve,
+            np.asarray(values, dtype=np.float64),
+        )

@@ -13,6 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpsearch.config import GATE_SIGNALS
 from hpsearch.errors import ConfigError, safe_url
 from hpsearch.pruners._energy import EnergyPruner
+from hpsearch.pruners._rules import QuantileRulePruner
 
 
 def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
@@ -23,26 +24,42 @@ def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
     """
     p = cfg.pruner
     if p.name == "energy":
-        prior: tuple[FrozenTrial, ...] = ()
+        prior: dict[str, tuple[FrozenTrial, ...]] = {}
         if p.prior_studies:
             url = str(p.prior_storage if p.prior_storage is not None else cfg.storage.url)
             prior = prior_trials(url, tuple(str(n) for n in p.prior_studies))
         return EnergyPruner(
-            epoch_pruner(str(p.ft), cfg),
+            None if p.ft == "model" else epoch_pruner(str(p.ft), cfg),
             n_startup_trials=int(p.n_startup_trials),
             top_k=int(p.top_k),
             min_prob=float(p.min_prob),
+            ft_epochs=max(1, int(cfg.ft.epochs)),
             energy_min=p.energy_min,
             energy_max=p.energy_max,
             signals=tuple(p.signals) if p.signals is not None else GATE_SIGNALS,
-            prior_trials=prior,
+            prior_studies=prior,
+        )
+    if p.name in RULE_DEFAULTS:
+        hp_default, epoch_default = RULE_DEFAULTS[str(p.name)]
+        hp_q = p.hp_quantile if p.hp_quantile is not None else hp_default
+        epoch_q = p.epoch_quantile if p.epoch_quantile is not None else epoch_default
+        return QuantileRulePruner(
+            hp_quantile=float(hp_q) if p.name != "epoch_rule" else None,
+            epoch_quantile=float(epoch_q) if p.name != "hp_rule" else None,
+            epoch=int(p.epoch),
+            n_startup_trials=int(p.n_startup_trials),
         )
     return epoch_pruner(str(p.name), cfg)
 
 
+# pruner=NAME -> its (hp_quantile, epoch_quantile) when pruner.hp_quantile / epoch_quantile are
+# null: the rules' settings measured in docs/energy-pruner.md.
+RULE_DEFAULTS = {"hp_rule": (0.5, None), "epoch_rule": (None, 0.75), "rules": (0.4, 0.6)}
+
+
 @functools.lru_cache(maxsize=8)
-def prior_trials(url: str, names: tuple[str, ...]) -> tuple[FrozenTrial, ...]:
-    """The complete trials of the studies ``names`` in the storage at ``url``, read once per
+def prior_trials(url: str, names: tuple[str, ...]) -> dict[str, tuple[FrozenTrial, ...]]:
+    """The complete trials of each study of ``names`` in the storage at ``url``, read once per
     process (a replay builds a pruner per order). ConfigError, one line, when the storage cannot
     be read, a study is missing, or it is minimised (hpsearch maximises ``ft_val_acc``)."""
     shown = safe_url(url)
@@ -60,7 +77,7 @@ def prior_trials(url: str, names: tuple[str, ...]) -> tuple[FrozenTrial, ...]:
             f"({type(err).__name__}); set pruner.prior_storage to the storage "
             "URL that holds them"
         ) from None
-    trials: list[FrozenTrial] = []
+    trials: dict[str, tuple[FrozenTrial, ...]] = {}
     for name in names:
         if name not in known:
             raise ConfigError(
@@ -73,8 +90,10 @@ def prior_trials(url: str, names: tuple[str, ...]) -> tuple[FrozenTrial, ...]:
                 f"pruner.prior_studies: study {name!r} is not a single maximised "
                 "objective; a prior must rank trials as this study does"
             )
-        trials += storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
-    return tuple(trials)
+        trials[name] = tuple(
+            storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
+        )
+    return trials
 
 
 def epoch_pruner(name: str, cfg: DictConfig) -> optuna.pruners.BasePruner:

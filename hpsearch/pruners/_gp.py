@@ -50,10 +50,12 @@ class RankGaussianProcess:
 
     ``predict`` gives the mean and standard deviation of a new trial's score (latent variance
     plus noise); ``scores`` are the history's own. Inputs with zero spread are ignored. Needs at
-    least two rows; ``x`` and ``y`` must be finite.
+    least two rows; ``x`` and ``y`` must be finite. ``theta`` (the log-hyperparameters of an
+    earlier fit, ``self.theta``) conditions on these rows without fitting them again: the
+    posterior of a history that grew by a few trials, at the cost of one Cholesky.
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+    def __init__(self, x: np.ndarray, y: np.ndarray, theta: np.ndarray | None = None) -> None:
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         if x.ndim != 2 or y.shape != (len(x),) or len(x) < 2:
@@ -69,7 +71,12 @@ class RankGaussianProcess:
         self._x = (x - self._x_mean) / self._x_scale
         self.y = y
         self.scores = normal_scores(y)
-        self._fit()
+        if theta is None:
+            self._fit()
+        else:
+            if np.shape(theta) != (x.shape[1] + 2,):
+                raise ValueError(f"theta must have {x.shape[1] + 2} values, got {np.shape(theta)}")
+            self._condition(np.asarray(theta, dtype=np.float64))
 
     def _unpack(self, theta: np.ndarray) -> tuple[np.ndarray, float, float]:
         d = self._x.shape[1]
@@ -120,8 +127,14 @@ class RankGaussianProcess:
             bounds=bounds,
             options={"maxiter": _FIT_ITERATIONS},
         )
-        self.theta = result.x
-        self._chol = np.linalg.cholesky(self._covariance(self.theta, sq_diff)[0])
+        self._condition(result.x, sq_diff)
+
+    def _condition(self, theta: np.ndarray, sq_diff: np.ndarray | None = None) -> None:
+        """The posterior of the rows under the hyperparameters ``theta``."""
+        if sq_diff is None:
+            sq_diff = (self._x[:, None, :] - self._x[None, :, :]) ** 2
+        self.theta = theta
+        self._chol = np.linalg.cholesky(self._covariance(theta, sq_diff)[0])
         self._alpha = np.linalg.solve(self._chol.T, np.linalg.solve(self._chol, self.scores))
 
     @property
@@ -142,6 +155,21 @@ class RankGaussianProcess:
         v = np.linalg.solve(self._chol, k_star)
         var = max(signal - float(v @ v), 0.0) + noise
         return float(k_star @ self._alpha), math.sqrt(var)
+
+    def predict_many(self, x: np.ndarray) -> np.ndarray:
+        """The mean normal score at each row of ``x`` (no variance: for ranking many trials)."""
+        lengthscale, signal, _ = self._unpack(self.theta)
+        xs = (np.asarray(x, dtype=np.float64) - self._x_mean) / self._x_scale
+        d2 = (((xs[:, None, :] - self._x[None, :, :]) / lengthscale) ** 2).sum(-1)
+        return signal * np.exp(-0.5 * d2) @ self._alpha
+
+    def loo(self) -> tuple[np.ndarray, np.ndarray]:
+        """Leave-one-out mean and standard deviation of every row's score under the fitted
+        hyperparameters (closed form: ``score - alpha / K⁻¹ᵢᵢ`` and ``1 / sqrt(K⁻¹ᵢᵢ)``,
+        Rasmussen & Williams eq. 5.12)."""
+        inv_chol = np.linalg.inv(self._chol)
+        inv_diag = (inv_chol**2).sum(0)
+        return self.scores - self._alpha / inv_diag, 1.0 / np.sqrt(inv_diag)
 
     def objective_at(self, score: float) -> float:
         """The objective a trial with this normal score would have: the history's objective

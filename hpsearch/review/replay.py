@@ -560,8 +560,12 @@ def pruner_settings(cfg: DictConfig) -> dict[str, Any]:
     assert isinstance(p, dict)
     keep = {
         "none": (),
+        "model": (),
         "median": ("n_startup_trials", "n_warmup_steps"),
         "hyperband": ("min_resource", "reduction_factor"),
+        "hp_rule": ("n_startup_trials", "hp_quantile"),
+        "epoch_rule": ("n_startup_trials", "epoch_quantile", "epoch"),
+        "rules": ("n_startup_trials", "hp_quantile", "epoch_quantile", "epoch"),
     }
     if p["name"] == "energy":
         keys = [
