@@ -156,12 +156,15 @@ class RankGaussianProcess:
         var = max(signal - float(v @ v), 0.0) + noise
         return float(k_star @ self._alpha), math.sqrt(var)
 
-    def predict_many(self, x: np.ndarray) -> np.ndarray:
-        """The mean normal score at each row of ``x`` (no variance: for ranking many trials)."""
-        lengthscale, signal, _ = self._unpack(self.theta)
+    def predict_many(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``predict`` at every row of ``x``: the means and standard deviations."""
+        lengthscale, signal, noise = self._unpack(self.theta)
         xs = (np.asarray(x, dtype=np.float64) - self._x_mean) / self._x_scale
         d2 = (((xs[:, None, :] - self._x[None, :, :]) / lengthscale) ** 2).sum(-1)
-        return signal * np.exp(-0.5 * d2) @ self._alpha
+        k_star = signal * np.exp(-0.5 * d2)
+        v = np.linalg.solve(self._chol, k_star.T)
+        var = np.maximum(signal - (v * v).sum(0), 0.0) + noise
+        return k_star @ self._alpha, np.sqrt(var)
 
     def loo(self) -> tuple[np.ndarray, np.ndarray]:
         """Leave-one-out mean and standard deviation of every row's score under the fitted

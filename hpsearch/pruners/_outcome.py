@@ -23,13 +23,12 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
-from scipy.stats import t as student_t
-
-CAL=True
+from scipy.special import ndtr as _std_cdf
+RESID=True
+BW=1.06
 FT_COLS=None
-DOF=True
 
-from hpsearch.pruners._gp import RankGaussianProcess
+from hpsearch.pruners._gp import RankGaussianProcess, normal_scores
 
 _STANDARD = NormalDist()
 # History sizes at which a study's step models refit their hyperparameters (about x1.25 apart);
@@ -133,7 +132,7 @@ class OutcomeModel:
         self.top_k = top_k
         self.n_startup_trials = n_startup_trials
         self._thetas = theta_cache
-        self._steps: dict[int, tuple[list[RankGaussianProcess | None], np.ndarray, float]] = {}
+        self._steps: dict[int, tuple] = {}
 
     def _own(self, x: np.ndarray, y: np.ndarray) -> RankGaussianProcess:
         m = _fit_size(len(y))
@@ -148,7 +147,7 @@ class OutcomeModel:
             theta = gp.theta
         return RankGaussianProcess(x, y, theta=theta)
 
-    def _step(self, step: int) -> tuple[list[RankGaussianProcess | None], np.ndarray, float]:
+    def _step(self, step: int) -> tuple:
         """The models at ``step`` (this study's first; None where there is none), their weights
         (sum 1, or all 0 when none may decide) and the threshold score."""
         if step in self._steps:
@@ -159,19 +158,26 @@ class OutcomeModel:
         models: list[RankGaussianProcess | None] = [own]
         models += [prior_model(p, step) for p in self.priors]
         quality = np.zeros(len(models))
-        self._inflate = 1.0
+        residuals: list[np.ndarray | None] = [None] * len(models)
+        scores = None
         if own is not None:
             loo_mean, loo_std = own.loo()
             quality[0] = max(kendall_tau(loo_mean, y), 0.0)
-            z = (own.scores - loo_mean) / loo_std
-            if CAL:
-                self._inflate = max(1.0, math.sqrt(float(np.mean(z * z))))
+            residuals[0] = (own.scores - loo_mean) / loo_std
+            scores = own.scores
+        elif n >= 3:
+            scores = normal_scores(y)
         for i, model in enumerate(models[1:], start=1):
             if model is None:
                 continue
             # a prior's quality: how it ranks this study's completed trials; before it has 3,
             # a prior decides alone and unweighted
-            quality[i] = max(kendall_tau(model.predict_many(x), y), 0.0) if n >= 3 else 1.0
+            if n >= 3:
+                predicted, spread = model.predict_many(x)
+                quality[i] = max(kendall_tau(predicted, y), 0.0)
+                residuals[i] = (scores - predicted) / spread
+            else:
+                quality[i] = 1.0
         if quality.sum() == 0 and own is not None:
             quality[0] = 1.0  # no model ranks well: this study's own model still decides
         weights = quality / quality.sum() if quality.sum() > 0 else quality
@@ -180,25 +186,28 @@ class OutcomeModel:
         threshold = _STANDARD.inv_cdf((size - k + 0.5) / size)
         if own is not None:
             threshold = float(np.sort(own.scores)[-k])
-        self._steps[step] = (models, weights, threshold)
+        self._steps[step] = (models, weights, threshold, residuals)
         return self._steps[step]
 
     def predict(self, step: int, x: np.ndarray) -> Prediction | None:
         """The trial's predicted final normal score at ``step``; None when no model decides."""
-        models, weights, threshold = self._step(step)
+        models, weights, threshold, residuals = self._step(step)
         if not weights.any():
             return None
         mean = var = 0.0
-        for model, w in zip(models, weights):
+        prob = 0.0
+        for model, w, res in zip(models, weights, residuals):
             if model is not None and w > 0:
                 m, s = model.predict(x)
                 mean += w * m
                 var += w * s * s
-        std = math.sqrt(var) * self._inflate
-        if DOF:
-            probability = float(student_t.sf((threshold - mean) / std, max(len(self.history) - 1, 1)))
-        else:
-            probability = 1.0 - _STANDARD.cdf((threshold - mean) / std)
+                if RESID and res is not None:
+                    h = max(BW * float(np.std(res)) * len(res) ** -0.2, 0.05)
+                    prob += w * float(np.mean(1.0 - _std_cdf((threshold - m - s * res) / (s * h))))
+                else:
+                    prob += w * (1.0 - _STANDARD.cdf((threshold - m) / s))
+        std = math.sqrt(var)
+        probability = prob
         return Prediction(mean, std, threshold, probability, tuple(float(w) for w in weights))
 
     def objective_at(self, step: int, score: float) -> float | None:
