@@ -6,7 +6,7 @@ after every epoch. Replaying a pruner on an *order* (a sequence of the table's t
 those trials, one after another, into a fresh in-memory Optuna study that has the pruner: each
 replayed trial gets its recorded params (enqueued), its gate inputs as user attrs, then
 ``trial.gate.gate`` and, per recorded FT epoch, ``trial.gate.judge_epoch`` — the calls a live
-trial makes, through the same pruner objects (``pruners.make_pruner``). A trial costs the FT
+trial makes, through the same pruner objects (``study.pruning.make_pruner``). A trial costs the FT
 epochs it would have run: all of them when it completes, ``k`` when pruned after epoch ``k``,
 none when pruned or failed at the gate. The sampler plays no part (every param is fixed), and
 trial numbers follow the order, as in a live study that ran the trials in that order.
@@ -53,10 +53,11 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import HpsearchError
-from hpsearch.pruners import InvalidSignalError, make_pruner
+from hpsearch.pruners import InvalidSignalError
 from hpsearch.review import plots
 from hpsearch.review.report import load_existing_study
 from hpsearch.stats import bootstrap_interval, finite, kendall_tau
+from hpsearch.study.pruning import make_pruner
 from hpsearch.study.storage import safe_url
 from hpsearch.tables import MISSING, markdown_table
 from hpsearch.trial.gate import gate, judge_epoch

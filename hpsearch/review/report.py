@@ -37,7 +37,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.errors import FAIL_REASON
+from hpsearch.record import FAIL_REASON
 from hpsearch.review import plots
 from hpsearch.stats import Interval, bound_stats, finite
 from hpsearch.study.answer import Answer, points, record_answer

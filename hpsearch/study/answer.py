@@ -25,9 +25,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.schedules import BASELINE_ATTR
+from hpsearch.record import BASELINE as BASELINE_ATTR
+from hpsearch.record import CONFIRM_OF, CONFIRM_SEED
 from hpsearch.stats import Interval, finite, mean_interval
-from hpsearch.trial.records import CONFIRM_OF, CONFIRM_SEED, is_confirmation
+from hpsearch.trial.records import is_confirmation
 
 LEVEL = 0.95
 # study user attr -> meaning

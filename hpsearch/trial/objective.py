@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 
 from hpsearch.models import TransferNet, build_transfer_net
-from hpsearch.schedules import configure_trial
+from hpsearch.plan import StudyPlan
 from hpsearch.trial.checkpoints import Checkpoint, CheckpointStore, TrialCheckpoints
 from hpsearch.trial.ft import Finetuner, accuracy, features
 from hpsearch.trial.gate import gate, judge_epoch
@@ -37,15 +37,15 @@ class Objective:
     def __init__(
         self,
         cfg: DictConfig,
-        distributions: Mapping[str, Any],
+        plan: StudyPlan,
         workspace: Workspace,
         checkpoints: CheckpointStore | None = None,
     ) -> None:
-        self.cfg, self.distributions, self.workspace = cfg, distributions, workspace
+        self.cfg, self.plan, self.workspace = cfg, plan, workspace
         self.checkpoints = checkpoints  # None: no saving, no resuming
 
     def trial_config(self, trial: optuna.Trial) -> DictConfig:
-        return configure_trial(trial, self.cfg, self.distributions)
+        return self.plan.trial_config(trial, self.cfg)
 
     def __call__(self, trial: optuna.Trial) -> float:
         cfg = self.trial_config(trial)
