@@ -284,6 +284,17 @@ def _select(cfg: DictConfig, key: str) -> Any:
 
 def validate_config(cfg: DictConfig) -> None:
     """Check ranges and cross-field rules; raise ConfigError naming the first bad key."""
+    _check_choices(cfg)
+    _check_ranges(cfg)
+    _check_storage(cfg)
+    _check_devices(cfg)
+    _check_dashboard(cfg)
+    _check_model_and_data(cfg)
+    _check_sources(cfg)
+
+
+def _check_choices(cfg: DictConfig) -> None:
+    """Every key that names one of a fixed set of choices."""
     _one_of(cfg, "mode", MODES)
     _one_of(cfg, "data.format", DATA_FORMATS)
     _one_of(cfg, "backbone.arch", ARCHS)
@@ -296,14 +307,10 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.pruner.name == "energy":
         _check_prior_studies(cfg)
     _check_replay(cfg.replay)
-    device = cfg.device
-    _require(
-        device in ("auto", "cpu", "cuda") or str(device).startswith("cuda:"),
-        "device",
-        device,
-        "auto, cpu, cuda or cuda:N",
-    )
 
+
+def _check_ranges(cfg: DictConfig) -> None:
+    """Counts, rates and sizes."""
     for key in (
         "hp.epochs",
         "ft.epochs",
@@ -344,6 +351,12 @@ def validate_config(cfg: DictConfig) -> None:
         value = _select(cfg, key)
         _require(value >= 0, key, value, ">= 0")
     _require(cfg.hp.converge_tol >= 0, "hp.converge_tol", cfg.hp.converge_tol, ">= 0")
+    for key in ("hp.label_smoothing", "ft.label_smoothing"):
+        value = _select(cfg, key)
+        _require(0.0 <= value < 1.0, key, value, "in [0, 1)")
+
+
+def _check_storage(cfg: DictConfig) -> None:
     _require(
         bool(cfg.storage.url),
         "storage.url",
@@ -363,6 +376,18 @@ def validate_config(cfg: DictConfig) -> None:
         cfg.storage.grace_period,
         f"> storage.heartbeat_interval={cfg.storage.heartbeat_interval} (seconds)",
     )
+
+
+def _check_devices(cfg: DictConfig) -> None:
+    """``device``, ``devices`` and ``workers_per_device``, and the memory layout."""
+    device = cfg.device
+    _require(
+        device in ("auto", "cpu", "cuda") or str(device).startswith("cuda:"),
+        "device",
+        device,
+        "auto, cpu, cuda or cuda:N",
+    )
+
     per_device = cfg.workers_per_device
     _require(per_device >= 1, "workers_per_device", per_device, ">= 1")
     if cfg.devices is not None:
@@ -399,9 +424,9 @@ def validate_config(cfg: DictConfig) -> None:
         cfg.channels_last,
         "one of " + ", ".join(CHANNELS_LAST),
     )
-    for key in ("hp.label_smoothing", "ft.label_smoothing"):
-        value = _select(cfg, key)
-        _require(0.0 <= value < 1.0, key, value, "in [0, 1)")
+
+
+def _check_dashboard(cfg: DictConfig) -> None:
     _require(
         1 <= cfg.dashboard.port <= 65535,
         "dashboard.port",
@@ -414,6 +439,10 @@ def validate_config(cfg: DictConfig) -> None:
         cfg.dashboard.host,
         "a host name or IP address to bind (127.0.0.1: this machine only)",
     )
+
+
+def _check_model_and_data(cfg: DictConfig) -> None:
+    """The head, the backbone's stages and the data's sizes and statistics."""
     _require(1 <= cfg.head.depth <= 3, "head.depth", cfg.head.depth, "1 (linear), 2 or 3 (MLP)")
     _require(cfg.backbone.mlp_depth >= 1, "backbone.mlp_depth", cfg.backbone.mlp_depth, ">= 1")
     n_stages = backbone_stage_count(cfg.backbone.arch, cfg.backbone.mlp_depth)
@@ -444,6 +473,9 @@ def validate_config(cfg: DictConfig) -> None:
         "3 channel means and 3 positive channel stds",
     )
 
+
+def _check_sources(cfg: DictConfig) -> None:
+    """Where the data and the backbone's weights come from, and that they fit together."""
     vector_data = cfg.data.format == "synthetic"
     vector_arch = cfg.backbone.arch in ("linear", "mlp")
     _require(

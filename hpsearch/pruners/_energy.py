@@ -117,7 +117,8 @@ class EnergyPruner(BasePruner):
         energy_min, energy_max:
             Optional hard band on the energy; ``None`` leaves that side open.
         signals:
-            Names of the user attrs the predictor reads (keys of ``SIGNALS``).
+            Names of the user attrs the predictor reads (keys of ``SIGNALS``); None:
+            ``GATE_SIGNALS``.
         prior_trials:
             Completed trials of earlier studies on related data (same objective, same
             direction): the predictor is fitted on them too, ranked with this study's trials,
@@ -134,7 +135,7 @@ class EnergyPruner(BasePruner):
         min_prob: float = 0.003,
         energy_min: float | None = None,
         energy_max: float | None = None,
-        signals: Sequence[str] = GATE_SIGNALS,
+        signals: Sequence[str] | None = None,
         prior_trials: Sequence[FrozenTrial] = (),
     ) -> None:
         if n_startup_trials < 2:
@@ -150,6 +151,7 @@ class EnergyPruner(BasePruner):
                 raise ValueError(f"{name} must be None or a finite number >= 0 but got {value}.")
         if energy_min is not None and energy_max is not None and energy_min >= energy_max:
             raise ValueError(f"energy_min must be < energy_max={energy_max} but got {energy_min}.")
+        signals = GATE_SIGNALS if signals is None else signals
         unknown = [s for s in signals if s not in SIGNALS]
         if not signals or unknown:
             raise ValueError(

@@ -36,7 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpsearch.errors import HpsearchError
 from hpsearch.plan import CONFIRM_BASELINES_KEY, StudyPlan
 from hpsearch.record import BASELINE as BASELINE_ATTR
-from hpsearch.record import CONFIRM_OF, CONFIRM_SEED
+from hpsearch.record import CONFIRM_OF, CONFIRM_SEED, TrialRecord
 from hpsearch.record import SCHEDULE as SCHEDULE_ATTR
 from hpsearch.space import contains
 from hpsearch.trial.records import confirm_seed, is_confirmation
@@ -103,7 +103,7 @@ def search_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
         for t in trials
         if t.state == TrialState.COMPLETE
         and t.value is not None
-        and not t.user_attrs.get(BASELINE_ATTR)
+        and not TrialRecord.of(t).baseline
         and not is_confirmation(t)
     ]
     return sorted(done, key=lambda t: (-float(t.value), t.number))
@@ -186,7 +186,7 @@ def missing(study: optuna.Study, planned: Sequence[Planned]) -> list[Planned]:
     """The planned trials with no confirmation trial of the same (arm, seed) in the study that
     has not failed (a failed one may be re-queued by the retry callback; if not, it is redone)."""
     present = {
-        (t.user_attrs[CONFIRM_OF], t.user_attrs.get(CONFIRM_SEED))
+        (TrialRecord.of(t).confirm_of, TrialRecord.of(t).confirm_seed)
         for t in study.get_trials(deepcopy=False)
         if is_confirmation(t) and t.state != TrialState.FAIL
     }

@@ -14,7 +14,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import ConfigError, safe_url
-from hpsearch.pruners import GATE_SIGNALS, EnergyPruner
+from hpsearch.pruners import EnergyPruner
 
 
 def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
@@ -54,7 +54,7 @@ def _energy_pruner(
             min_prob=float(p.min_prob),
             energy_min=p.energy_min,
             energy_max=p.energy_max,
-            signals=tuple(p.signals) if p.signals is not None else GATE_SIGNALS,
+            signals=tuple(p.signals) if p.signals is not None else None,
             prior_trials=prior,
         )
     except ValueError as err:  # its message starts with the argument's name
