@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from hpsearch.config import CONF_DIR as conf_dir
 from hpsearch.config import register_schema, replay_pruner_settings, validate_config
 from hpsearch.errors import ConfigError, HpsearchError
+from hpsearch.plan import StudyPlan, plan_study
 
 CONF_DIR = str(conf_dir)
 # OpenMP settings for CPU training, set before torch loads OpenMP unless the environment has
@@ -55,6 +56,12 @@ def _one_line(err: BaseException) -> str:
 
 def compose_config(overrides: list[str]) -> DictConfig:
     """Compose conf/config.yaml with command-line overrides and validate it (ConfigError)."""
+    return compose_checked(overrides)[0]
+
+
+def compose_checked(overrides: list[str]) -> tuple[DictConfig, StudyPlan | None]:
+    """Compose and validate, like ``compose_config``, and the study plan of a search or a
+    confirmation (None for the other modes)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -67,14 +74,14 @@ def compose_config(overrides: list[str]) -> DictConfig:
         raise ConfigError(_one_line(err)) from None
     finally:
         GlobalHydra.instance().clear()
-    check_composed(cfg)
-    return cfg
+    return cfg, check_composed(cfg)
 
 
-def check_composed(cfg: DictConfig) -> None:
-    """The one check of a composed config, before anything runs: required keys, the schema's
-    ranges and cross-field rules (``validate_config``); for a search or a confirmation also every
-    search-space bound, fixed trial and baseline (each through the same validator) and the
+def check_composed(cfg: DictConfig) -> StudyPlan | None:
+    """The one check of a composed config, before anything runs (and before torch is imported):
+    required keys, the schema's ranges and cross-field rules (``validate_config``), the pruner's
+    arguments; for a search or a confirmation also the study plan (every search-space bound,
+    fixed trial and baseline, each through the same validator), which it returns, and the
     storage URL."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
@@ -83,20 +90,17 @@ def check_composed(cfg: DictConfig) -> None:
             f"(e.g. {missing[0]}=...); missing: {', '.join(missing)}"
         )
     try:
-        validate_config(cfg)
-        if cfg.mode in ("search", "confirm"):
-            from hpsearch.schedules import baseline_schedules, study_distributions
-            from hpsearch.study.confirm import BASELINES_KEY
-            from hpsearch.study.setup import check_enqueue
-            from hpsearch.study.storage import check_connection
+        from hpsearch.study.pruning import check_pruner
 
-            distributions = study_distributions(cfg)
-            if cfg.mode == "search":
-                check_enqueue(cfg, distributions)
-                baseline_schedules(cfg)
-            if cfg.mode == "confirm" or cfg.study.confirm.auto:
-                baseline_schedules(cfg, BASELINES_KEY)
-            check_connection(str(cfg.storage.url))  # host, password, database: before torch
+        validate_config(cfg)
+        check_pruner(cfg)
+        if cfg.mode not in ("search", "confirm"):
+            return None
+        from hpsearch.study.storage import check_connection
+
+        plan = plan_study(cfg)
+        check_connection(str(cfg.storage.url))  # host, password, database: before torch
+        return plan
     except HpsearchError:
         raise
     except Exception as err:  # interpolation or type errors surfacing on access
@@ -129,8 +133,11 @@ def replay_configs(cfg: DictConfig, overrides: list[str]) -> dict[str, DictConfi
     return configs
 
 
-def run(cfg: DictConfig) -> None:
-    """Dispatch on ``mode``."""
+def run(cfg: DictConfig, plan: StudyPlan | None = None) -> None:
+    """Dispatch on ``mode``; a search or a confirmation runs the study plan ``plan`` (computed
+    here when not given)."""
+    if plan is None and cfg.mode in ("search", "confirm"):
+        plan = plan_study(cfg)
     if cfg.mode == "dashboard":
         from hpsearch.review.dashboard import serve_dashboard
 
@@ -148,22 +155,22 @@ def run(cfg: DictConfig) -> None:
     elif cfg.mode == "confirm":
         from hpsearch.study.worker import run_confirm
 
-        run_confirm(cfg)
+        run_confirm(cfg, plan)
     else:
         from hpsearch.study.worker import run_search
 
-        run_search(cfg)
+        run_search(cfg, plan)
 
 
 _checked = False  # main() composed and checked this command's config before Hydra ran it
+_plan: StudyPlan | None = None  # and computed its study plan (search, confirm)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def _hydra_app(cfg: DictConfig) -> None:
     try:
-        if not _checked:  # Hydra's own flags (--multirun, ...) bypass main()'s check
-            check_composed(cfg)
-        run(cfg)
+        plan = _plan if _checked else check_composed(cfg)  # Hydra's own flags bypass main()
+        run(cfg, plan)
     except HpsearchError as err:
         _fail(err)
 
@@ -177,18 +184,18 @@ def set_openmp_defaults(env: dict[str, str] | None = None) -> None:
 
 
 def main() -> None:
-    global _checked
+    global _checked, _plan
     set_openmp_defaults()
     register_schema()
     overrides = [a for a in sys.argv[1:] if not a.startswith("-") and not a.startswith("hydra")]
     if not any(a.startswith("-") for a in sys.argv[1:]):  # --help, --cfg, --multirun: Hydra's
         try:
-            cfg = compose_config(overrides)
+            cfg, _plan = compose_checked(overrides)
             _checked = True
             if int(cfg.workers) > 1:  # the local launcher: N workers of this same command
                 from hpsearch.study.launcher import launch_workers
 
-                sys.exit(launch_workers(cfg, sys.argv[1:]))
+                sys.exit(launch_workers(cfg, _plan, sys.argv[1:]))
         except HpsearchError as err:
             _fail(err)
     _hydra_app()

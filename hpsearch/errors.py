@@ -1,9 +1,5 @@
-"""The exception types that end a run with one line on stderr instead of a traceback, the trial
-user attr that keeps a failed trial's reason, and a storage URL as those lines may show it."""
-
-# Trial user attr: why a failed trial failed, in one line (the gate on NaN signals, a stop, a
-# lost heartbeat, an unreachable storage). Only failed trials have it.
-FAIL_REASON = "fail_reason"
+"""The exception types that end a run with one line on stderr instead of a traceback, and a
+storage URL as those lines may show it."""
 
 
 class HpsearchError(Exception):

@@ -1,33 +1,23 @@
-"""What a pruner decided for a trial at the gate between head probing and finetuning."""
+"""A gate's decision on one trial, what it writes on the trial, and how the trial fetches it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum
+from typing import Any, Protocol
 
-# A gate decision's action.
-KEEP, PRUNE, FAIL = "keep", "prune", "fail"
+from hpsearch.record import GATE_ATTRS
 
-# The user attrs a gate decision writes on its trial, and what they mean.
-DECISION_ATTRS = {
-    "gate_decision": "the energy pruner's decision at the gate: keep, prune or fail",
-    "gate_reason": "why, in words (also prune_reason / fail_reason when it pruned / failed)",
-    "gate_probability": "the predicted probability that the trial beats the top_k-th best "
-    "completed trial; the gate prunes below pruner.min_prob",
-    "gate_predicted_objective": "the FT objective at the predicted rank: the completed trials' "
-    "objective interpolated at the predicted normal score",
-    "gate_predicted_score": "the predicted normal score of the trial's rank among the completed "
-    "trials (GP mean; 0 = their median)",
-    "gate_predicted_std": "the standard deviation of that score (one new trial: GP and noise)",
-    "gate_threshold": "the top_k-th best completed objective the trial had to beat",
-    "gate_prior_trials": "completed trials of pruner.prior_studies whose models the prediction "
-    "also drew on (only with a prior)",
-    "gate_prior_weight": "the share of the prediction given to the prior studies' models, by how "
-    "well each ranks this study's completed trials (only with a prior)",
-    "gate_history_trials": "completed trials the predictor was fitted on",
-    "prune_reason": "why the trial was pruned",
-    "fail_reason": "why the trial failed",
-}
+
+class GateAction(str, Enum):
+    """What a gate decided for a trial; its value is the ``gate_decision`` user attr."""
+
+    KEEP = "keep"
+    PRUNE = "prune"
+    FAIL = "fail"
+
+
+DECISION_ATTRS = GATE_ATTRS  # the user attrs a gate decision writes, and what they mean
 
 
 class InvalidSignalError(ValueError):
@@ -40,10 +30,10 @@ class InvalidSignalError(ValueError):
 
 @dataclass(frozen=True)
 class GateDecision:
-    """What the energy pruner decided for one trial at the gate, and from what."""
+    """What a pruner decided for one trial at the gate, and from what."""
 
     trial_number: int
-    action: str  # KEEP, PRUNE or FAIL
+    action: GateAction
     reason: str
     probability: float | None = None  # P(beats the top_k-th best completed trial)
     predicted: float | None = None  # the objective at the predicted rank
@@ -51,17 +41,17 @@ class GateDecision:
     predicted_std: float | None = None  # and its std (new observation)
     threshold: float | None = None  # the top_k-th best completed objective
     history_trials: int = 0
-    prior_trials: int = 0  # of earlier studies, fitted on too
+    prior_trials: int = 0  # of earlier studies whose models it drew on
     prior_weight: float | None = None  # the share of the priors' models in the prediction
 
     @property
     def prune(self) -> bool:
-        return self.action == PRUNE
+        return self.action is GateAction.PRUNE
 
     def user_attrs(self) -> dict[str, Any]:
         """The decision as trial user attrs (see ``DECISION_ATTRS``); unset values are left out."""
         attrs: dict[str, Any] = {
-            "gate_decision": self.action,
+            "gate_decision": self.action.value,
             "gate_reason": self.reason,
             "gate_history_trials": self.history_trials,
         }
@@ -76,8 +66,22 @@ class GateDecision:
         ):
             if value is not None:
                 attrs[key] = value
-        if self.action == PRUNE:
+        if self.action is GateAction.PRUNE:
             attrs["prune_reason"] = self.reason
-        elif self.action == FAIL:
+        elif self.action is GateAction.FAIL:
             attrs["fail_reason"] = self.reason
         return attrs
+
+
+class RecordsDecisions(Protocol):
+    """A pruner that keeps its gate decisions for the trial to record (a pruner cannot write on
+    the ``FrozenTrial`` it is given): ``take_decision`` hands one over, once."""
+
+    def take_decision(self, trial_number: int) -> GateDecision | None: ...
+
+
+def take_decision(pruner: object, trial_number: int) -> GateDecision | None:
+    """The gate decision ``pruner`` kept for the trial, if it keeps any (``RecordsDecisions``);
+    None for pruners that only judge FT epochs."""
+    take = getattr(pruner, "take_decision", None)
+    return take(trial_number) if callable(take) else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,19 +12,10 @@ from optuna.pruners import BasePruner
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.config import ENERGY_SIGNALS, GATE_SIGNALS, PrunerConfig
-from hpsearch.pruners._decision import FAIL, KEEP, PRUNE, GateDecision, InvalidSignalError
+from hpsearch.pruners._decision import GateAction, GateDecision, InvalidSignalError
 from hpsearch.pruners._outcome import OutcomeModel, StudyRows, trial_inputs
+from hpsearch.pruners._signals import GATE_SIGNALS, SIGNALS
 
-# HP-phase signal (a trial user attr set before the gate) -> how the predictor sees it. The
-# learning rates are searched on a log scale, so the predictor sees them on one too; the HP loss
-# and the head's norm span orders of magnitude (a diverging HP reaches 1e16), so they are logged.
-_LOG_SCALED = ("hp_lr", "ft_lr", "hp_train_loss", "head_norm")
-SIGNALS: dict[str, Callable[[float], float]] = {
-    name: (lambda v: math.log(v) if v > 0 else math.nan) if name in _LOG_SCALED else float
-    for name in ENERGY_SIGNALS
-}
-_DEFAULTS = PrunerConfig()  # the constructor's defaults are the config schema's
 
 def _signal_vector(
     attrs: Mapping[str, Any], signals: Sequence[str]
@@ -138,13 +129,13 @@ class EnergyPruner(BasePruner):
         self,
         ft_pruner: BasePruner | None = None,
         *,
-        n_startup_trials: int = _DEFAULTS.n_startup_trials,
-        top_k: int = _DEFAULTS.top_k,
-        min_prob: float = _DEFAULTS.min_prob,
+        n_startup_trials: int = 4,
+        top_k: int = 1,
+        min_prob: float = 0.003,
         ft_epochs: int | None = None,
-        energy_min: float | None = _DEFAULTS.energy_min,
-        energy_max: float | None = _DEFAULTS.energy_max,
-        signals: Sequence[str] = GATE_SIGNALS,
+        energy_min: float | None = None,
+        energy_max: float | None = None,
+        signals: Sequence[str] | None = None,
         prior_studies: Mapping[str, Sequence[FrozenTrial]] | None = None,
     ) -> None:
         if n_startup_trials < 2:
@@ -161,7 +152,8 @@ class EnergyPruner(BasePruner):
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be None or a finite number >= 0 but got {value}.")
         if energy_min is not None and energy_max is not None and energy_min >= energy_max:
-            raise ValueError(f"energy_min={energy_min} must be < energy_max={energy_max}.")
+            raise ValueError(f"energy_min must be < energy_max={energy_max} but got {energy_min}.")
+        signals = GATE_SIGNALS if signals is None else signals
         unknown = [s for s in signals if s not in SIGNALS]
         if not signals or unknown:
             raise ValueError(
@@ -188,7 +180,7 @@ class EnergyPruner(BasePruner):
         if step is None:  # the gate
             decision = self.decide(study, trial)
             self._decisions[trial.number] = decision
-            if decision.action == FAIL:
+            if decision.action is GateAction.FAIL:
                 raise InvalidSignalError(decision.reason)
             return decision.prune
         if self._ft_pruner is not None:
@@ -200,9 +192,7 @@ class EnergyPruner(BasePruner):
         if bad or not math.isfinite(accuracy):
             return False  # the gate failed such a trial, or an epoch diverged: not judged here
         sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
-        prediction = self._outcome(study).predict(
-            step, trial_inputs(values, step, sign * accuracy)
-        )
+        prediction = self._outcome(study).predict(step, trial_inputs(values, step, sign * accuracy))
         return prediction is not None and prediction.probability < self._step_min_prob(step)
 
     def _step_min_prob(self, step: int) -> float:
@@ -230,7 +220,7 @@ class EnergyPruner(BasePruner):
         if bad:
             return GateDecision(
                 trial.number,
-                FAIL,
+                GateAction.FAIL,
                 "HP signals not finite: "
                 + ", ".join(bad)
                 + "; the energy pruner cannot judge this trial",
@@ -240,14 +230,14 @@ class EnergyPruner(BasePruner):
         if self._energy_min is not None and energy < self._energy_min:
             return GateDecision(
                 trial.number,
-                PRUNE,
+                GateAction.PRUNE,
                 f"energy {energy:.4g} < energy_min "
                 f"{self._energy_min:.4g} (too little to adapt the features)",
             )
         if self._energy_max is not None and energy > self._energy_max:
             return GateDecision(
                 trial.number,
-                PRUNE,
+                GateAction.PRUNE,
                 f"energy {energy:.4g} > energy_max "
                 f"{self._energy_max:.4g} (enough to distort the features)",
             )
@@ -257,7 +247,7 @@ class EnergyPruner(BasePruner):
         if prediction is None:
             return GateDecision(
                 trial.number,
-                KEEP,
+                GateAction.KEEP,
                 f"startup: {n} of {self._n_startup_trials} "
                 "completed trials needed before predicting",
                 history_trials=n,
@@ -295,8 +285,10 @@ class EnergyPruner(BasePruner):
             + (f"; prior weight {prior_weight:.2f})" if self._priors else ")")
         )
         if probability < min_prob:
-            return GateDecision(trial.number, PRUNE, "unlikely to reach the top: " + words, **numbers)
-        return GateDecision(trial.number, KEEP, "may reach the top: " + words, **numbers)
+            return GateDecision(
+                trial.number, GateAction.PRUNE, "unlikely to reach the top: " + words, **numbers
+            )
+        return GateDecision(trial.number, GateAction.KEEP, "may reach the top: " + words, **numbers)
 
     def _outcome(self, study: optuna.study.Study) -> OutcomeModel:
         """The outcome model of the study's completed trials. Its fits are a deterministic

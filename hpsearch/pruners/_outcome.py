@@ -23,10 +23,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
-from scipy.special import ndtr as _std_cdf
-RESID=True
-BW=1.06
-FT_COLS=None
+from scipy.special import ndtr
 
 from hpsearch.pruners._gp import RankGaussianProcess, normal_scores
 
@@ -35,6 +32,8 @@ _STANDARD = NormalDist()
 # in between, the posterior is conditioned on every row under the last fit's hyperparameters, a
 # deterministic function of the history (its first ``size`` trials) at the cost of a Cholesky.
 _LADDER = (2, 3, 4, 5, 6, 8, 10, 12, 15, 19, 24, 30, 38, 48, 60, 75, 94, 118, 148, 185, 231)
+# The residual kernel's bandwidth: Silverman's rule, ``1.06 σ n^(-1/5)``, at least 0.05.
+_BANDWIDTH, _MIN_BANDWIDTH = 1.06, 0.05
 _PRIOR_MODELS: dict[tuple[str, int], RankGaussianProcess] = {}  # fitted once per process
 
 
@@ -75,8 +74,7 @@ class StudyRows:
             return self.signals[:0], self.values[:0]
         acc = self.curves[:, step - 1]
         keep = np.isfinite(acc)
-        sig = self.signals[keep] if FT_COLS is None else self.signals[keep][:, FT_COLS]
-        return np.hstack([sig, acc[keep, None]]), self.values[keep]
+        return np.hstack([self.signals[keep], acc[keep, None]]), self.values[keep]
 
     def digest(self) -> str:
         h = hashlib.sha1()
@@ -88,7 +86,7 @@ class StudyRows:
 
 def trial_inputs(signals: np.ndarray, step: int, accuracy: float | None) -> np.ndarray:
     """One trial's input at ``step``: its signals, and its FT accuracy after epoch ``step``."""
-    return signals if step == 0 else np.r_[signals if FT_COLS is None else signals[FT_COLS], accuracy]
+    return signals if step == 0 else np.r_[signals, accuracy]
 
 
 def prior_model(rows: StudyRows, step: int) -> RankGaussianProcess | None:
@@ -101,6 +99,14 @@ def prior_model(rows: StudyRows, step: int) -> RankGaussianProcess | None:
             return None
         _PRIOR_MODELS[key] = RankGaussianProcess(x, y)
     return _PRIOR_MODELS[key]
+
+
+@dataclass(frozen=True)
+class _Step:
+    models: list[RankGaussianProcess | None]
+    weights: np.ndarray
+    threshold: float
+    residuals: list[np.ndarray | None]
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,7 @@ class OutcomeModel:
         self.top_k = top_k
         self.n_startup_trials = n_startup_trials
         self._thetas = theta_cache
-        self._steps: dict[int, tuple] = {}
+        self._steps: dict[int, _Step] = {}
 
     def _own(self, x: np.ndarray, y: np.ndarray) -> RankGaussianProcess:
         m = _fit_size(len(y))
@@ -147,9 +153,10 @@ class OutcomeModel:
             theta = gp.theta
         return RankGaussianProcess(x, y, theta=theta)
 
-    def _step(self, step: int) -> tuple:
+    def _step(self, step: int) -> _Step:
         """The models at ``step`` (this study's first; None where there is none), their weights
-        (sum 1, or all 0 when none may decide) and the threshold score."""
+        (sum 1, or all 0 when none may decide), the threshold score and each model's
+        standardised out-of-sample residuals on this study's completed trials."""
         if step in self._steps:
             return self._steps[step]
         x, y = self.history.inputs(step)
@@ -186,29 +193,31 @@ class OutcomeModel:
         threshold = _STANDARD.inv_cdf((size - k + 0.5) / size)
         if own is not None:
             threshold = float(np.sort(own.scores)[-k])
-        self._steps[step] = (models, weights, threshold, residuals)
+        self._steps[step] = _Step(models, weights, threshold, residuals)
         return self._steps[step]
 
     def predict(self, step: int, x: np.ndarray) -> Prediction | None:
         """The trial's predicted final normal score at ``step``; None when no model decides."""
-        models, weights, threshold, residuals = self._step(step)
-        if not weights.any():
+        at = self._step(step)
+        if not at.weights.any():
             return None
-        mean = var = 0.0
-        prob = 0.0
-        for model, w, res in zip(models, weights, residuals):
-            if model is not None and w > 0:
-                m, s = model.predict(x)
-                mean += w * m
-                var += w * s * s
-                if RESID and res is not None:
-                    h = max(BW * float(np.std(res)) * len(res) ** -0.2, 0.05)
-                    prob += w * float(np.mean(1.0 - _std_cdf((threshold - m - s * res) / (s * h))))
-                else:
-                    prob += w * (1.0 - _STANDARD.cdf((threshold - m) / s))
-        std = math.sqrt(var)
-        probability = prob
-        return Prediction(mean, std, threshold, probability, tuple(float(w) for w in weights))
+        mean = var = probability = 0.0
+        for model, w, res in zip(at.models, at.weights, at.residuals):
+            if model is None or w == 0:
+                continue
+            m, s = model.predict(x)
+            mean += w * m
+            var += w * s * s
+            if res is None:  # a prior before this study has 3 trials: its own Gaussian
+                probability += w * (1.0 - _STANDARD.cdf((at.threshold - m) / s))
+                continue
+            # the model's errors on this study's trials, in units of its own predicted spread,
+            # smoothed: P(m + s * error >= threshold)
+            h = max(_BANDWIDTH * float(np.std(res)) * len(res) ** -0.2, _MIN_BANDWIDTH)
+            probability += w * float(np.mean(ndtr((m + s * res - at.threshold) / (s * h))))
+        return Prediction(
+            mean, math.sqrt(var), at.threshold, probability, tuple(float(w) for w in at.weights)
+        )
 
     def objective_at(self, step: int, score: float) -> float | None:
         models = self._step(step)[0]

@@ -11,7 +11,7 @@ import optuna
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial
 
-from hpsearch.pruners._decision import KEEP, PRUNE, GateDecision
+from hpsearch.pruners._decision import GateAction, GateDecision
 
 
 def _check_quantile(name: str, value: float | None) -> None:
@@ -112,7 +112,9 @@ class QuantileRulePruner(BasePruner):
             return None
         value = _finite(trial.user_attrs.get("hp_val_acc"))
         if value is None:
-            return GateDecision(trial.number, KEEP, "no finite hp_val_acc: kept unjudged")
+            return GateDecision(
+                trial.number, GateAction.KEEP, "no finite hp_val_acc: kept unjudged"
+            )
         seen = [
             v
             for t in study.get_trials(deepcopy=False)
@@ -122,7 +124,7 @@ class QuantileRulePruner(BasePruner):
         if len(seen) < self._n_startup_trials:
             return GateDecision(
                 trial.number,
-                KEEP,
+                GateAction.KEEP,
                 f"startup: {len(seen)} of {self._n_startup_trials} HP accuracies seen",
             )
         cut = _seen(seen, self._hp_quantile)
@@ -131,7 +133,7 @@ class QuantileRulePruner(BasePruner):
             f"-quantile {cut:.4f} of {len(seen)} HP accuracies seen"
         )
         return GateDecision(
-            trial.number, PRUNE if value < cut else KEEP, words, threshold=cut
+            trial.number, GateAction.PRUNE if value < cut else GateAction.KEEP, words, threshold=cut
         )
 
 

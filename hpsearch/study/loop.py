@@ -24,7 +24,8 @@ from collections.abc import Callable, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.errors import FAIL_REASON, StorageUnreachable
+from hpsearch.errors import StorageUnreachable
+from hpsearch.record import FAIL_REASON
 from hpsearch.study.outage import ResilientStorage, TrialLost, is_connection_error
 from hpsearch.study.shutdown import OneLineFailures
 

@@ -56,7 +56,8 @@ from optuna.study._frozen import FrozenStudy
 from optuna.study._study_direction import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.errors import FAIL_REASON, StorageUnreachable
+from hpsearch.errors import StorageUnreachable
+from hpsearch.record import FAIL_REASON
 
 log = logging.getLogger(__name__)
 

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from hpsearch.config import validate_config
-from hpsearch.errors import ConfigError, HpsearchError
-from hpsearch.pruners import make_pruner
-from hpsearch.space import apply_params, contains
+from hpsearch.errors import HpsearchError
+from hpsearch.plan import StudyPlan
+from hpsearch.record import BASELINE, SCHEDULE, TrialRecord
 from hpsearch.study.outage import ResilientStorage, is_connection_error, ride_out
 from hpsearch.study.placement import worker_index
+from hpsearch.study.pruning import make_pruner
 from hpsearch.study.storage import (
     Heartbeat,
     Pool,
@@ -112,25 +112,21 @@ def _prepare(
     return study
 
 
-def check_enqueue(cfg: DictConfig, distributions: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The configured fixed trials, each key a search-space key with an allowed value."""
-    fixed = []
-    for i, entry in enumerate(OmegaConf.to_container(cfg.study.enqueue, resolve=True) or []):
-        if not isinstance(entry, dict) or not entry:
-            raise ConfigError(
-                f"study.enqueue[{i}] must be a non-empty mapping of search-space keys to values"
-            )
-        for key, value in entry.items():
-            if key not in distributions:
-                raise ConfigError(
-                    f"study.enqueue[{i}]: {key!r} is not a search-space key; "
-                    f"allowed: {', '.join(distributions)}"
-                )
-            if not contains(distributions[key], value):
-                raise ConfigError(
-                    f"study.enqueue[{i}]: {key}={value!r} lies outside its "
-                    f"search-space distribution {distributions[key]}"
-                )
-        validate_config(apply_params(cfg, entry))
-        fixed.append(entry)
-    return fixed
+def enqueue_baselines(study: optuna.Study, plan: StudyPlan) -> list[str]:
+    """Enqueue each of the plan's baselines not yet in the study; return the names enqueued.
+
+    A baseline counts as present when a trial carries its name with ``baseline=true`` and did not
+    fail (two workers starting at the same instant may both enqueue it, as with enqueue_trial).
+    """
+    present = set()
+    for t in study.get_trials(deepcopy=False):
+        record = TrialRecord.of(t)
+        if record.baseline and t.state != optuna.trial.TrialState.FAIL:
+            present.add(record.schedule)
+    enqueued = []
+    for arm in plan.baselines:
+        if arm.name in present:
+            continue
+        study.enqueue_trial(arm.params, user_attrs={SCHEDULE: arm.name, BASELINE: True})
+        enqueued.append(arm.name)
+    return enqueued

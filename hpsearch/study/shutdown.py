@@ -27,7 +27,7 @@ from typing import Any
 
 import optuna
 
-from hpsearch.errors import FAIL_REASON
+from hpsearch.record import FAIL_REASON
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,8 @@ import optuna
 from omegaconf import DictConfig
 
 from hpsearch.config import StorageConfig
-from hpsearch.errors import FAIL_REASON, HpsearchError, safe_url
+from hpsearch.errors import HpsearchError, safe_url
+from hpsearch.record import FAIL_REASON
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 from pgcluster import PgCluster, pg_cluster  # noqa: F401  (fixture)
 
-from hpsearch.errors import FAIL_REASON
+from hpsearch.record import FAIL_REASON
 
 SEED = int(os.environ.get("HPSEARCH_CHAOS_SEED", "10"))
 N_WORKERS, PER_WORKER = 3, 20

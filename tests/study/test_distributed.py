@@ -543,7 +543,7 @@ def test_resumed_trial_ends_exactly_like_an_uninterrupted_one(tmp_path: Path) ->
     with the same validation curve and accuracy as the same trial run without a stop: model,
     optimiser, scheduler and RNG all continue where they were."""
     from hpsearch.app import compose_config
-    from hpsearch.space import parse_search_space
+    from hpsearch.plan import plan_study
     from hpsearch.study.shutdown import WorkerStopped
     from hpsearch.study.storage import Heartbeat
     from hpsearch.trial import Objective, Workspace
@@ -552,7 +552,7 @@ def test_resumed_trial_ends_exactly_like_an_uninterrupted_one(tmp_path: Path) ->
     cfg = compose_config(
         TINY + TINY_SPACE + ["ft.epochs=5", f"storage.cache_dir={tmp_path / 'cache'}"]
     )
-    distributions = parse_search_space(cfg.search_space, cfg)
+    distributions = plan_study(cfg)
     workspace = Workspace(cfg)
     params = {
         "hp.epochs": 2,
