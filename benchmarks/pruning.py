@@ -74,7 +74,12 @@ ARMS: dict[str, list[str]] = {
     "hyperband": ["pruner=hyperband"],
     "energy": ["pruner=energy"],
     "energy+median": ["pruner=energy", "pruner.ft=median"],
+    "energy+none": ["pruner=energy", "pruner.ft=none"],
+    "hp_rule": ["pruner=hp_rule"],
+    "epoch_rule": ["pruner=epoch_rule"],
+    "rules": ["pruner=rules"],
 }
+LIVE_ARMS = ["none", "median", "hyperband", "energy", "energy+median"]
 SMOKE_CLASSES = ("dog", "frog", "horse", "ship", "truck")  # the split_cifar experiment's classes
 PRUNER = PrunerConfig()  # the benchmark's pruner defaults are the product's
 # The live mode's pruner settings unless given (--replay: each arm's config unless given).
@@ -101,7 +106,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="study seeds (sampler and trials); every arm runs every seed",
     )
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument(
+        "--arms",
+        nargs="+",
+        default=None,
+        choices=list(ARMS),
+        help=f"default: {' '.join(LIVE_ARMS)} (live); replay.pruners' (--replay)",
+    )
     ap.add_argument(
         "--search-space",
         default="resnet_pruning",
@@ -182,9 +193,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="--replay: worker processes (default: replay.processes, 0 = all CPUs)",
     )
+    ap.add_argument(
+        "--frontier",
+        action="store_true",
+        help="--replay: also each arm at every value of its main setting (min_prob, the "
+        "quantile); writes the cost-vs-regret figure of each table next to --out-md",
+    )
+    ap.add_argument(
+        "--prior",
+        nargs="+",
+        metavar="TABLE",
+        default=[],
+        help="--replay: stored studies the energy arms take as pruner.prior_studies (copied "
+        "into one temporary storage); a TABLE that is also replayed is left out of its own prior",
+    )
     args = ap.parse_args(argv)
     if args.replay:
         return args
+    args.arms = args.arms or LIVE_ARMS
     if args.min_prob is not None:
         if len(args.min_prob) > 1:
             ap.error("--min-prob takes one value in the live mode (several with --replay)")
@@ -270,7 +296,7 @@ def replay_arms(args: argparse.Namespace, common: list[str]) -> dict[str, Any]:
     replayed at each, as ``ARM min_prob=V``."""
     probs = args.min_prob if args.min_prob and len(args.min_prob) > 1 else None
     arms: dict[str, Any] = {}
-    for arm in args.arms:
+    for arm in args.arms or list(compose_config(common).replay.pruners):
         if arm.startswith("energy") and probs:
             for prob in probs:
                 arms[f"{arm} min_prob={prob:g}"] = compose_config(
@@ -584,13 +610,35 @@ def table_study(url: str, name: str | None) -> optuna.Study:
     return load_existing_study(url, name)
 
 
+def prior_overrides(tables: list[str], workdir: Path) -> list[str]:
+    """The overrides that give the energy arms ``tables``' studies as their prior: each study
+    copied into one SQLite storage under ``workdir`` (pruner.prior_storage takes one URL)."""
+    if not tables:
+        return []
+    url = f"sqlite:///{workdir / ('prior-' + str(len(list(workdir.iterdir()))) + '.db')}"
+    names = []
+    for table in tables:
+        source = table_study(table_url(table), None)
+        name = f"{Path(table).stem}__{source.study_name}"
+        optuna.copy_study(
+            from_study_name=source.study_name,
+            from_storage=table_url(table),
+            to_storage=url,
+            to_study_name=name,
+        )
+        names.append(name)
+    return [f"pruner.prior_storage={url}", f"pruner.prior_studies=[{','.join(names)}]"]
+
+
 def replay_tables(args: argparse.Namespace) -> str:
     """Replay the arms on every table; write --out-json and --out-md; return the markdown."""
+    from hpsearch.review import plots
     from hpsearch.review import replay as rp
     from hpsearch.study.storage import safe_url
     from hpsearch.tables import markdown_table
 
     sections, results = [], {}
+    workdir = Path(tempfile.mkdtemp(prefix="replay-prior-"))
     for table_arg in args.replay:
         url = table_url(table_arg)
         study = table_study(url, args.study)
@@ -614,8 +662,12 @@ def replay_tables(args: argparse.Namespace) -> str:
             ),
             *args.override,
         ]
+        prior = prior_overrides([p for p in args.prior if p != table_arg], workdir)
+        common += prior
         cfg = compose_config(common)
         pruners = replay_arms(args, common)
+        if args.frontier:
+            pruners = rp.frontier_arms(pruners)
         table = rp.load_table(study)
         r = cfg.replay
         log.info(
@@ -634,6 +686,15 @@ def replay_tables(args: argparse.Namespace) -> str:
             int(r.processes) or rp.available_cpus(),
         )
         settings["storage"] = safe_url(url)
+        settings["prior"] = [p for p in args.prior if p != table_arg]
+        figure = rp.cost_vs_regret(summary)
+        figure.stem = f"{Path(args.out_md).stem}_{Path(table_arg).stem}"
+        figure.title = f"Replay of {Path(table_arg).name}: cost vs regret" + (
+            f" (prior: {', '.join(Path(p).name for p in settings['prior'])})"
+            if settings["prior"]
+            else ""
+        )
+        plots.write_png(figure, Path(args.out_md).with_name(f"{figure.stem}.png"))
         results[table_arg] = {
             "settings": settings,
             "pruners": {  # per-order rows left out
@@ -648,9 +709,17 @@ def replay_tables(args: argparse.Namespace) -> str:
             f"objective best {spread['best']:.4f}, median {spread['median']:.4f}, "
             f"worst {spread['worst']:.4f}. {r.orders} orders × {r.budget} trials "
             f"(seed {r.seed}); replay wall time {settings['wall_s']:.1f} s with "
-            f"{settings['processes']} process(es).",
+            f"{settings['processes']} process(es)"
+            + (
+                f"; prior: {', '.join(f'`{p}`' for p in settings['prior'])}"
+                if settings["prior"]
+                else ""
+            )
+            + ".",
             "",
             *markdown_table(rp.HEADER, rp.summary_rows(summary)),
+            "",
+            f"![cost vs regret]({figure.stem}.png)",
             "",
             "Settings: "
             + "; ".join(

@@ -215,6 +215,7 @@ class ReplayConfig:
     seed: int = 0  # of the orders
     processes: int = 0  # worker processes; 0: one per available CPU
     skip_pruned: bool = False  # true: replay a study that has pruned trials, on its complete ones
+    frontier: bool = False  # true: also each arm at every value of its main setting (the frontier)
 
 
 @dataclass

@@ -220,5 +220,5 @@ class OutcomeModel:
         )
 
     def objective_at(self, step: int, score: float) -> float | None:
-        models = self._step(step)[0]
+        models = self._step(step).models
         return models[0].objective_at(score) if models[0] is not None else None

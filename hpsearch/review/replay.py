@@ -493,15 +493,45 @@ HEADER = [
 ]
 
 
+# Each arm's main setting and the values its cost-vs-regret frontier sweeps (replay.frontier).
+FRONTIER: dict[str, tuple[str, tuple[float, ...]]] = {
+    "energy": ("min_prob", (0.003, 0.01, 0.03, 0.1, 0.2, 0.4)),
+    "hp_rule": ("hp_quantile", (0.25, 0.4, 0.5, 0.6, 0.75, 0.9)),
+    "epoch_rule": ("epoch_quantile", (0.25, 0.4, 0.5, 0.6, 0.75, 0.9)),
+    "rules": ("epoch_quantile", (0.25, 0.4, 0.5, 0.6, 0.75, 0.9)),
+}
+
+
+def frontier_arms(pruners: Mapping[str, DictConfig]) -> dict[str, DictConfig]:
+    """Every arm as given, then each arm that has a main setting (``FRONTIER``; ``energy+FT``
+    arms are ``energy``'s) at every value of it, named ``ARM key=value``."""
+    arms = dict(pruners)
+    for name, cfg in pruners.items():
+        key, values = FRONTIER.get(name.partition("+")[0], ("", ()))
+        for value in values:
+            point = cfg.copy()
+            point.pruner[key] = value
+            arms[f"{name} {key}={value:g}"] = point
+    return arms
+
+
 def cost_vs_regret(summary: Mapping[str, Mapping[str, Any]]) -> plots.Figure:
-    """Each pruner's mean FT-epoch fraction against its mean regret, with the 95% intervals."""
+    """Each pruner's mean FT-epoch fraction against its mean regret, with the 95% intervals;
+    the points of an arm's frontier (``ARM key=value``) joined by a line, in cost order."""
     fig = plots.Figure(
         "replay_cost_vs_regret",
         "Replay: cost vs regret per pruner",
         "FT epochs run, fraction of no pruning",
         "regret (points of FT val acc)",
     )
+    lines: dict[str, list[str]] = {}
+    for name in summary:
+        arm, _, setting = name.partition(" ")
+        if setting:
+            lines.setdefault(arm, []).append(name)
     for name, s in summary.items():
+        if " " in name:
+            continue
         c, r = s["ft_epochs_vs_none"], s["regret_points"]
         fig.series.append(
             plots.Series(
@@ -513,7 +543,22 @@ def cost_vs_regret(summary: Mapping[str, Mapping[str, Any]]) -> plots.Figure:
                 y_interval=[(r["low"], r["high"])],
             )
         )
-    fig.note = "mean over the orders; bars: 95% bootstrap intervals of the mean"
+    for arm, names in lines.items():
+        names = sorted(names, key=lambda n: summary[n]["ft_epochs_vs_none"]["mean"])
+        fig.series.append(
+            plots.Series(
+                f"{arm} frontier ({names[0].partition(' ')[2].partition('=')[0]})",
+                [summary[n]["ft_epochs_vs_none"]["mean"] for n in names],
+                [summary[n]["regret_points"]["mean"] for n in names],
+                kind="lines+markers",
+                dash=arm != "energy" and not arm.startswith("energy+"),
+                hover=names,
+            )
+        )
+    fig.note = (
+        "mean over the orders; bars: 95% bootstrap intervals of the mean; lines: each arm over "
+        "its main setting"
+    )
     return fig
 
 
@@ -637,6 +682,8 @@ def write_replay(cfg: DictConfig, pruners: Mapping[str, DictConfig]) -> Path:
         name,
         processes,
     )
+    if r.frontier:
+        pruners = frontier_arms(pruners)
     settings, summary = run_replay(
         table, pruners, int(r.orders), int(r.budget), int(r.seed), processes
     )
