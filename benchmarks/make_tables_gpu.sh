@@ -18,7 +18,7 @@
 # log.txt (everything printed).
 #
 # SMOKE=1 rehearses the same steps on a CPU with tiny settings (a few images per class, 2 FT
-# epochs, a 60 s deadline), so that a device run cannot fail on a path, an import or a key.
+# epochs, a 180 s deadline), so that a device run cannot fail on a path, an import or a key.
 set -uo pipefail
 : "${CARRY:?CARRY: the folder with whl/, cifar10.tar.gz and weights.planes.pt}"
 : "${OUT:?OUT: the folder the results go to}"
@@ -33,7 +33,7 @@ export PYTHONUNBUFFERED=1
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 if [ "$SMOKE" = 1 ]; then
-    DEADLINE=${DEADLINE:-60}
+    DEADLINE=${DEADLINE:-180}  # a loaded 2-core CPU needs a minute to start four launchers
     EPOCHS=2
     # name workers trials_per_worker train_per_class extra
     TABLES=(
@@ -128,7 +128,13 @@ for spec in sys.argv[5:]:
         continue
     with sqlite3.connect(db) as src, sqlite3.connect(out / f"{name}.db") as dst:
         src.backup(dst)  # a consistent copy, WAL included
-    study = optuna.load_study(study_name=f"{name}_table", storage=f"sqlite:///{out / name}.db")
+    try:
+        study = optuna.load_study(
+            study_name=f"{name}_table", storage=f"sqlite:///{out / name}.db"
+        )
+    except KeyError:
+        print(f"{name}: no study in {db}")
+        continue
     trials = study.get_trials(deepcopy=False)
     states = {}
     for t in trials:
@@ -144,6 +150,11 @@ for spec in sys.argv[5:]:
             f"shared GPU per complete trial; FT val acc best {vals[-1]:.3f} "
             f"median {statistics.median(vals):.3f} worst {vals[0]:.3f}"
         )
+        phases = {
+            k: statistics.median(t.user_attrs.get(k, 0.0) for t in done)
+            for k in ("wall_features_s", "wall_hp_s", "wall_ft_s")
+        }
+        line += "; median " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
     print(line)
 EOF
 tar -czf "$OUT/logs.tar.gz" -C "$WORK/run" --exclude='*.db' --exclude='*.db-*' \
