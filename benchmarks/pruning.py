@@ -611,22 +611,22 @@ def table_study(url: str, name: str | None) -> optuna.Study:
 
 
 def prior_overrides(tables: list[str], workdir: Path) -> list[str]:
-    """The overrides that give the energy arms ``tables``' studies as their prior: each study
+    """The overrides that give the energy arms every study of ``tables`` as their prior, each
     copied into one SQLite storage under ``workdir`` (pruner.prior_storage takes one URL)."""
     if not tables:
         return []
     url = f"sqlite:///{workdir / ('prior-' + str(len(list(workdir.iterdir()))) + '.db')}"
     names = []
     for table in tables:
-        source = table_study(table_url(table), None)
-        name = f"{Path(table).stem}__{source.study_name}"
-        optuna.copy_study(
-            from_study_name=source.study_name,
-            from_storage=table_url(table),
-            to_storage=url,
-            to_study_name=name,
-        )
-        names.append(name)
+        for study in optuna.get_all_study_names(table_url(table)):
+            name = f"{Path(table).stem}__{study}"
+            optuna.copy_study(
+                from_study_name=study,
+                from_storage=table_url(table),
+                to_storage=url,
+                to_study_name=name,
+            )
+            names.append(name)
     return [f"pruner.prior_storage={url}", f"pruner.prior_studies=[{','.join(names)}]"]
 
 

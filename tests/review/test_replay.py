@@ -19,7 +19,9 @@ from hpsearch.review.replay import (
     PRUNED_FT,
     PRUNED_GATE,
     check_budget,
+    cost_vs_regret,
     draw_orders,
+    frontier_arms,
     load_table,
     order_metrics,
     replay,
@@ -115,8 +117,8 @@ def test_median_replay_makes_the_known_decisions_and_costs(tmp_path: Path) -> No
 def test_energy_replay_predicts_at_the_gate_and_ranks_the_trials(tmp_path: Path) -> None:
     table = _table(tmp_path, spread_values(16))
     cfg = compose_config(
-        ["pruner=energy", "pruner.n_startup_trials=4", "pruner.min_prob=0.3"]
-    )  # an eager gate: it prunes some
+        ["pruner=energy", "pruner.ft=none", "pruner.n_startup_trials=4", "pruner.min_prob=0.3"]
+    )  # an eager gate alone: it prunes some
     run = replay_order(table, cfg, range(16))
     assert all(o.predicted is None for o in run.outcomes[:4])  # startup: no prediction
     assert all(o.predicted is not None for o in run.outcomes[4:])
@@ -125,6 +127,44 @@ def test_energy_replay_predicts_at_the_gate_and_ranks_the_trials(tmp_path: Path)
     assert all(o.ft_epochs == 0 for o in run.outcomes if o.state == PRUNED_GATE)
     m = order_metrics(table, run)
     assert m["gate_predictions"] == 12 and m["kendall_tau"] > 0.5  # the signals carry it
+
+
+def test_the_energy_model_also_judges_ft_epochs_and_the_rules_replay(tmp_path: Path) -> None:
+    table = _table(tmp_path, spread_values(16), epochs=4)
+    model = replay_order(table, compose_config(["pruner=energy", "pruner.min_prob=0.3"]), range(16))
+    assert all(o.state == COMPLETE for o in model.outcomes[:5])  # startup
+    assert {o.state for o in model.outcomes} >= {PRUNED_GATE, COMPLETE}
+    # never pruned after the last epoch: it would save nothing
+    assert all(o.ft_epochs < 4 for o in model.outcomes if o.state == PRUNED_FT)
+    rules = replay_order(table, compose_config(["pruner=rules"]), range(16))
+    assert {o.state for o in rules.outcomes} >= {PRUNED_GATE, COMPLETE}
+    assert all(o.ft_epochs == 1 for o in rules.outcomes if o.state == PRUNED_FT)
+
+
+def test_the_frontier_replays_each_arm_over_its_main_setting() -> None:
+    arms = frontier_arms(
+        {
+            "none": compose_config(["pruner=none"]),
+            "epoch_rule": compose_config(["pruner=epoch_rule"]),
+            "energy+median": compose_config(["pruner=energy", "pruner.ft=median"]),
+        }
+    )
+    assert arms["epoch_rule epoch_quantile=0.9"].pruner.epoch_quantile == 0.9
+    assert arms["energy+median min_prob=0.1"].pruner.min_prob == 0.1
+    assert arms["energy+median min_prob=0.1"].pruner.ft == "median"
+    assert not [a for a in arms if a.startswith("none ")]  # no main setting
+    point = {"mean": 0.5, "low": 0.4, "high": 0.6}
+    summary = {name: {"ft_epochs_vs_none": point, "regret_points": point} for name in arms}
+    figure = cost_vs_regret(summary)
+    lines = {s.name: s for s in figure.series if s.kind == "lines+markers"}
+    assert set(lines) == {
+        "epoch_rule frontier (epoch_quantile)",
+        "energy+median frontier (min_prob)",
+    }
+    assert len(lines["epoch_rule frontier (epoch_quantile)"].x) == 6
+    assert [s.name for s in figure.series if s.kind == "markers"] == list(
+        ("none", "epoch_rule", "energy+median")
+    )
 
 
 def test_many_orders_in_worker_processes_equal_one_process(tmp_path: Path) -> None:
