@@ -572,7 +572,7 @@ def test_resumed_trial_ends_exactly_like_an_uninterrupted_one(tmp_path: Path) ->
                 if checkpoint.ft_epoch == 2:
                     raise WorkerStopped(signal.SIGTERM)
 
-            saved.save = save_then_stop  # type: ignore[method-assign]
+            saved.save = save_then_stop
             return saved
 
     def study() -> optuna.Study:
