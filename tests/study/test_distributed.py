@@ -23,6 +23,8 @@ import pytest
 from conftest import REPO, run_cli
 from pgcluster import PgCluster
 
+pytestmark = pytest.mark.slow  # workers as subprocesses, PostgreSQL databases, resume runs
+
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_ADMIN_URL = f"postgresql+psycopg2://postgres@{PG_HOST}:{PG_PORT}/postgres"
 # A toy task small enough that a worker's time is mostly its start-up (importing torch).
