@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NamedTuple
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -56,12 +57,19 @@ def _one_line(err: BaseException) -> str:
 
 def compose_config(overrides: list[str]) -> DictConfig:
     """Compose conf/config.yaml with command-line overrides and validate it (ConfigError)."""
-    return compose_checked(overrides)[0]
+    return compose_checked(overrides).cfg
 
 
-def compose_checked(overrides: list[str]) -> tuple[DictConfig, StudyPlan | None]:
+class Composed(NamedTuple):
+    cfg: DictConfig
+    plan: StudyPlan | None  # a search's or a confirmation's
+    pinned: list[str]  # the overrides that pinned a searched key
+
+
+def compose_checked(overrides: list[str]) -> Composed:
     """Compose and validate, like ``compose_config``, and the study plan of a search or a
-    confirmation (None for the other modes)."""
+    confirmation (None for the other modes). A searched key given a value on the command line
+    is pinned to it (``pin_searched_keys``)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -74,7 +82,24 @@ def compose_checked(overrides: list[str]) -> tuple[DictConfig, StudyPlan | None]
         raise ConfigError(_one_line(err)) from None
     finally:
         GlobalHydra.instance().clear()
-    return cfg, check_composed(cfg)
+    pinned = pin_searched_keys(cfg, overrides)
+    return Composed(cfg, check_composed(cfg), pinned)
+
+
+def pin_searched_keys(cfg: DictConfig, overrides: list[str]) -> list[str]:
+    """Take each key that an override sets (``hp.epochs=8``) out of ``cfg.search_space``, so
+    that the value given is the one every trial runs; the overrides that pinned a key. Without
+    this the search space would silently win over the command line."""
+    from omegaconf import open_dict
+
+    pinned = []
+    for override in overrides:
+        key = _override_key(override)
+        if "=" in override and not override.startswith("~") and key in cfg.search_space:
+            with open_dict(cfg):
+                del cfg.search_space[key]
+            pinned.append(override.lstrip("+"))
+    return pinned
 
 
 def check_composed(cfg: DictConfig) -> StudyPlan | None:
@@ -169,6 +194,9 @@ _plan: StudyPlan | None = None  # and computed its study plan (search, confirm)
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def _hydra_app(cfg: DictConfig) -> None:
     try:
+        from hydra.core.hydra_config import HydraConfig
+
+        pin_searched_keys(cfg, list(HydraConfig.get().overrides.task))  # as main() did
         plan = _plan if _checked else check_composed(cfg)  # Hydra's own flags bypass main()
         run(cfg, plan)
     except HpsearchError as err:
@@ -190,8 +218,12 @@ def main() -> None:
     overrides = [a for a in sys.argv[1:] if not a.startswith("-") and not a.startswith("hydra")]
     if not any(a.startswith("-") for a in sys.argv[1:]):  # --help, --cfg, --multirun: Hydra's
         try:
-            cfg, _plan = compose_checked(overrides)
+            cfg, _plan, pinned = compose_checked(overrides)
             _checked = True
+            for override in pinned:
+                print(
+                    f"hpsearch: {override} pinned: removed from the search space", file=sys.stderr
+                )
             if int(cfg.workers) > 1:  # the local launcher: N workers of this same command
                 from hpsearch.study.launcher import launch_workers
 

@@ -226,7 +226,7 @@ def _from_blob(blob: dict, fingerprint: str) -> Splits:
 def _plain(data_cfg: DictConfig) -> dict:
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_container(data_cfg, resolve=True)  # type: ignore[return-value]
+    return OmegaConf.to_container(data_cfg, resolve=True)
 
 
 def _digest(text: str) -> str:

@@ -144,7 +144,7 @@ def _abandon(
     study: optuna.Study, trial_id: int, failed_by_outage: bool, reason: str, retry: Callback
 ) -> None:
     """Fail the trial in progress with ``reason`` and re-queue it, each write tried once."""
-    storage: ResilientStorage = study._storage  # type: ignore[assignment]
+    storage: ResilientStorage = study._storage
     with storage.single_attempt():
         try:
             trial = storage.get_trial(trial_id)

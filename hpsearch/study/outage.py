@@ -83,7 +83,7 @@ def _chain(err: BaseException) -> list[BaseException]:
     seen: list[BaseException] = []
     while err is not None and err not in seen:
         seen.append(err)
-        err = err.__cause__ or err.__context__  # type: ignore[assignment]
+        err = err.__cause__ or err.__context__
     return seen
 
 
@@ -224,7 +224,7 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
                     raise
                 failures += 1
                 if not self._down(what, err, give_up_quietly):
-                    return None  # type: ignore[return-value]  # a heartbeat given up
+                    return None  # a heartbeat given up
                 time.sleep(backoff_s(failures))
                 continue
             self._up()

@@ -59,7 +59,9 @@ def create_study(
         pruner=pruner,
         load_if_exists=True,
     )
-    if "config" not in study.user_attrs:
+    if "config" in study.user_attrs:
+        check_same_space(study, cfg)
+    else:
         config = OmegaConf.to_container(cfg, resolve=True)
         config["storage"]["url"] = safe_url(str(cfg.storage.url))  # never store the password
         study.set_user_attr("config", config)
@@ -68,6 +70,27 @@ def create_study(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(METRIC_NAMES)
     return study
+
+
+def check_same_space(study: optuna.Study, cfg: DictConfig) -> None:
+    """A study searches one space: a run whose ``search_space`` (after pinning and the
+    schedule) differs from the one the study was created with is refused, naming the keys."""
+    was = study.user_attrs["config"].get("search_space") or {}
+    now = OmegaConf.to_container(cfg.search_space, resolve=True) or {}
+    if was == now:
+        return
+    diff = [
+        f"{k}: {'searched' if k in was else 'not searched'} in the study, "
+        f"{'searched' if k in now else 'not searched (pinned or left out)'} here"
+        if (k in was) != (k in now)
+        else f"{k}: {was[k]} in the study, {now[k]} here"
+        for k in sorted(set(was) | set(now))
+        if was.get(k) != now.get(k)
+    ]
+    raise HpsearchError(
+        f"study {study.study_name!r} was created with another search space ({'; '.join(diff)}); "
+        "run it with the overrides it was created with, or name a new study with study.name=..."
+    )
 
 
 def prepare_study(

@@ -105,7 +105,7 @@ def _run_trials(
             exit_stopped(err)
     if shutdown.stopping:
         log.warning("stopped by signal %s between trials", shutdown.signum)
-        exit_stopped(WorkerStopped(shutdown.signum))  # type: ignore[arg-type]
+        exit_stopped(WorkerStopped(shutdown.signum))
 
 
 def run_search(cfg: DictConfig, plan: StudyPlan | None = None) -> optuna.Study:

@@ -23,6 +23,8 @@ from hpsearch.study.worker import run_search
 from hpsearch.trial import Objective, Workspace
 from hpsearch.trial.records import GATE_INPUTS
 
+pytestmark = pytest.mark.slow  # live searches replayed against their recording
+
 N_TRIALS = 12
 TINY = [
     "progress=false",

@@ -20,6 +20,8 @@ from hpsearch.study.answer import study_answer
 from hpsearch.trial import Objective, Workspace
 from hpsearch.trial.records import confirm_seed
 
+pytestmark = pytest.mark.slow  # searches and confirmations through the command line, with workers
+
 TINY = [
     "progress=false",
     "ft.epochs=1",

@@ -23,6 +23,8 @@ import pytest
 from conftest import REPO, run_cli
 from pgcluster import PgCluster
 
+pytestmark = pytest.mark.slow  # workers as subprocesses, PostgreSQL databases, resume runs
+
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_ADMIN_URL = f"postgresql+psycopg2://postgres@{PG_HOST}:{PG_PORT}/postgres"
 # A toy task small enough that a worker's time is mostly its start-up (importing torch).
@@ -572,7 +574,7 @@ def test_resumed_trial_ends_exactly_like_an_uninterrupted_one(tmp_path: Path) ->
                 if checkpoint.ft_epoch == 2:
                     raise WorkerStopped(signal.SIGTERM)
 
-            saved.save = save_then_stop  # type: ignore[method-assign]
+            saved.save = save_then_stop
             return saved
 
     def study() -> optuna.Study:
