@@ -35,10 +35,12 @@ def _signal_vector(
 
 
 class EnergyPruner(BasePruner):
-    """Prune a trial after head probing, before it pays for finetuning, when its HP-phase signals
-    make it unlikely to beat the ``top_k``-th best completed trial.
+    """Prune a trial, at the gate before finetuning or after any FT epoch, when it is unlikely to
+    end above the ``top_k``-th best completed trial.
 
-    The pruner is consulted twice in a trial's life. At the *gate* (``trial.should_prune()``
+    One model (``OutcomeModel``) answers that question at every step of the trial: from the
+    HP-phase signals at the gate, from the signals and the FT accuracy after FT epoch ``s``. At
+    the *gate* (``trial.should_prune()``
     called after HP has set the signal user attrs and before any FT step is reported, so
     ``trial.last_step is None``) it decides, in this order:
 
@@ -48,20 +50,24 @@ class EnergyPruner(BasePruner):
     2. energy outside ``[energy_min, energy_max]``: prune. The band is the user's rule (too little
        energy leaves the features where they are, too much distorts them), not a learned one, so
        it applies from the first trial;
-    3. fewer than ``n_startup_trials`` completed trials with valid signals: keep;
-    4. otherwise fit the predictor on the completed trials (signals -> rank of the objective),
-       predict the trial's rank and prune when the probability that it beats the ``top_k``-th
-       best completed trial is below ``min_prob``; keep otherwise.
+    3. no model may decide (fewer than ``n_startup_trials`` completed trials with valid signals,
+       and no prior): keep;
+    4. prune when the probability that the trial ends above the ``top_k``-th best completed
+       trial is below ``min_prob``; keep otherwise.
 
-    After the gate, FT epochs are judged by ``ft_pruner`` (e.g. ``MedianPruner`` or
-    ``HyperbandPruner``; ``None`` never prunes an FT epoch).
+    After FT epoch ``s`` (``ft_pruner`` None) the same question is asked with the accuracy at
+    ``s``, against ``min_prob * (ft_epochs - s) / ft_epochs``: a late prune saves less, so it
+    must be surer, and the last epoch is never pruned. With an ``ft_pruner`` (e.g.
+    ``MedianPruner``; ``NopPruner()`` for the gate alone) that pruner judges the FT epochs.
 
-    The predictor (``RankGaussianProcess``) models the normal scores of the objective's ranks
-    with an ARD Gaussian process: only the order matters to the question asked, a diverged trial
-    scoring at chance does not stretch the scale, and the threshold is a score on the same scale.
-    A trial unlike any completed one gets the prior's wide spread, so its probability stays near
-    that of a random trial and it is kept unless ``min_prob`` is large. The probability counts
-    the noise of one evaluation, because the threshold itself is one noisy evaluation.
+    The model fits one ``RankGaussianProcess`` per step on the completed trials (each gives a
+    row at every step), on the normal scores of their final objective's ranks: only the order
+    matters, a diverged trial at chance does not stretch the scale, and the threshold is a score
+    too. The probability is calibrated on the study's own leave-one-out errors; a trial unlike
+    any completed one gets the GP's prior spread, so its probability stays near that of a random
+    trial. Prior studies' models join as in RGPE: each on its own study's ranks (so a task with
+    other accuracies does not dominate), weighted by how well it ranks this study's completed
+    trials; with a prior, the model decides from the first trial.
 
     A gate-pruned trial is PRUNED with no intermediate value: Optuna's TPE sampler ranks pruned
     trials after every complete one, and those without a step last, so it sees them as the worst
@@ -105,7 +111,7 @@ class EnergyPruner(BasePruner):
 
     Args:
         ft_pruner:
-            Pruner for the FT epochs (steps reported after the gate); ``None``: never prune them.
+            Pruner for the FT epochs (steps reported after the gate); ``None``: the model.
         n_startup_trials:
             The gate prunes by prediction only once this many trials completed (at least 2).
         top_k:
@@ -118,11 +124,14 @@ class EnergyPruner(BasePruner):
             Optional hard band on the energy; ``None`` leaves that side open.
         signals:
             Names of the user attrs the predictor reads (keys of ``SIGNALS``).
+        ft_epochs:
+            FT epochs of a trial: scales ``min_prob`` by the share still to run and spares the
+            last epoch; ``None``: ``min_prob`` at every step.
         prior_trials:
-            Completed trials of earlier studies on related data (same objective, same
-            direction): the predictor is fitted on them too, ranked with this study's trials,
-            so the gate knows the space before this study has many trials. The startup count
-            and the threshold (the ``top_k``-th best) are this study's alone.
+            Study name -> completed trials of an earlier study on related data (same objective
+            and direction). Each study's model is fitted once per process on its own ranks and
+            weighted by Kendall's τ (clipped at 0) with this study's completed trials; the
+            threshold (the ``top_k``-th best) is this study's alone.
     """
 
     def __init__(
@@ -136,7 +145,7 @@ class EnergyPruner(BasePruner):
         energy_min: float | None = None,
         energy_max: float | None = None,
         signals: Sequence[str] | None = None,
-        prior_studies: Mapping[str, Sequence[FrozenTrial]] | None = None,
+        prior_trials: Mapping[str, Sequence[FrozenTrial]] | None = None,
     ) -> None:
         if n_startup_trials < 2:
             raise ValueError(f"n_startup_trials must be >= 2 but got {n_startup_trials}.")
@@ -171,7 +180,7 @@ class EnergyPruner(BasePruner):
         self._model: tuple[str, OutcomeModel] | None = None  # the last history and its model
         self._priors = tuple(
             rows
-            for trials in (prior_studies or {}).values()
+            for trials in (prior_trials or {}).values()
             if len(rows := self._rows(trials, 1.0)) >= 3
         )
 

@@ -87,7 +87,7 @@ def _energy_pruner(
             energy_min=p.energy_min,
             energy_max=p.energy_max,
             signals=tuple(p.signals) if p.signals is not None else None,
-            prior_studies=prior,
+            prior_trials=prior,
         )
     except ValueError as err:  # its message starts with the argument's name
         raise ConfigError(f"pruner.{err}") from None

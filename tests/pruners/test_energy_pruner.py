@@ -358,7 +358,7 @@ def test_a_prior_from_earlier_studies_closes_the_gate_where_this_study_has_not_l
     assert not alone.pruner.decide(alone, candidate).prune
     prior = {"earlier": tuple(history(20, seed=3))}
     with_prior = _current_study(
-        EnergyPruner(n_startup_trials=5, min_prob=0.05, prior_studies=prior), near_peak
+        EnergyPruner(n_startup_trials=5, min_prob=0.05, prior_trials=prior), near_peak
     )
     decision = with_prior.pruner.decide(with_prior, candidate)
     assert decision.prune and decision.prior_trials == 20 and decision.history_trials == 5
@@ -406,7 +406,7 @@ def test_a_bad_prior_is_a_one_line_config_error(tmp_path, case: str, message: st
         url = _prior_storage(tmp_path) if case == "missing" else f"sqlite:///{tmp_path}/none.db"
         names = "[nope]"
     cfg = compose_config(
-        ["pruner=energy", f"pruner.prior_studies={names}", f"pruner.prior_storage={url}"]
+        ["pruner=energy", f"pruner.prior_trials={names}", f"pruner.prior_storage={url}"]
     )
     with pytest.raises(ConfigError, match=message) as err:
         make_pruner(cfg)

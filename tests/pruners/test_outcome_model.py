@@ -142,7 +142,7 @@ def test_a_good_prior_decides_from_the_first_trial() -> None:
     alone = optuna.create_study(direction="maximize", pruner=pruner(min_prob=0.05))
     assert run(alone, attrs(0.02, 7), curve(0.02)).state == TrialState.COMPLETE  # startup
     with_prior = optuna.create_study(
-        direction="maximize", pruner=pruner(min_prob=0.05, prior_studies={"earlier": _prior(30)})
+        direction="maximize", pruner=pruner(min_prob=0.05, prior_trials={"earlier": _prior(30)})
     )
     first = run(with_prior, attrs(0.02, 7), curve(0.02))
     assert first.state == TrialState.PRUNED and first.user_attrs["pruned_at"] == "gate"
@@ -154,7 +154,7 @@ def test_a_prior_from_a_task_with_shifted_accuracies_does_not_switch_the_gate_of
     """The earlier task scores 20 points higher everywhere: pooled with this study's trials it
     would rank all of them at the bottom; on its own ranks it agrees with this study, keeps
     its weight, and the gate still prunes the hopeless trial and keeps the good one."""
-    p = pruner(min_prob=0.05, prior_studies={"easier": _prior(30, shift=0.2)})
+    p = pruner(min_prob=0.05, prior_trials={"easier": _prior(30, shift=0.2)})
     study = _current(p, 8)
     decide = p.decide
     hopeless = optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=attrs(0.02, 3))
@@ -168,7 +168,7 @@ def test_a_prior_from_a_task_with_shifted_accuracies_does_not_switch_the_gate_of
 def test_a_misleading_prior_is_down_weighted() -> None:
     """A prior whose ranks are the reverse of this study's gets no weight: the decisions are
     this study's own model's."""
-    misleading = pruner(min_prob=0.05, prior_studies={"reversed": _prior(30, reverse=True)})
+    misleading = pruner(min_prob=0.05, prior_trials={"reversed": _prior(30, reverse=True)})
     alone = pruner(min_prob=0.05)
     trial = optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=attrs(0.5, 3))
     with_prior = misleading.decide(_current(misleading, 12), trial)
