@@ -104,7 +104,7 @@ def test_replay_measures_every_arm_on_a_stored_table(tmp_path: Path) -> None:
     assert list(data["pruners"]) == ARMS
     assert data["pruners"]["none"]["ft_epochs_vs_none"]["mean"] == 1.0
     assert data["settings"]["pruners"]["median"]["n_startup_trials"] == 3
-    assert data["settings"]["pruners"]["energy"]["min_prob"] == 0.003  # pruner=energy's default
+    assert data["settings"]["pruners"]["energy"]["min_prob"] == 0.05  # pruner=energy's default
     for arm in ARMS:
         assert data["pruners"][arm]["orders"] == 4
     table = out_md.read_text()

@@ -38,6 +38,12 @@ def signals(energy: float, ft_lr: float = 0.01, **extra: float) -> dict:
     return attrs
 
 
+def gate_pruner(**kwargs) -> EnergyPruner:
+    """The gate with top_k 1 and min_prob 0.003 (its settings before the one model's defaults):
+    the decisions these tests were written for."""
+    return EnergyPruner(**{"top_k": 1, "min_prob": 0.003, **kwargs})
+
+
 def objective_of(energy: float) -> float:
     """The synthetic truth: accuracy peaks at energy 0.5 and falls off fast on both sides."""
     return 0.9 - 2.0 * (energy - 0.5) ** 2
@@ -81,7 +87,7 @@ def run_gated(study: optuna.Study, attrs: dict, ft_epochs: int = 2) -> optuna.tr
 
 
 def test_hopeless_trial_is_pruned_before_ft_with_its_decision_recorded() -> None:
-    pruner = EnergyPruner(n_startup_trials=5)
+    pruner = gate_pruner(n_startup_trials=5)
     study = study_with(pruner, 12)
     trial = run_gated(study, signals(0.93))  # the worst corner of the history
 
@@ -100,7 +106,7 @@ def test_hopeless_trial_is_pruned_before_ft_with_its_decision_recorded() -> None
 
 
 def test_promising_trial_is_kept_and_its_decision_recorded() -> None:
-    study = study_with(EnergyPruner(n_startup_trials=5), 12)
+    study = study_with(gate_pruner(n_startup_trials=5), 12)
     trial = run_gated(study, signals(0.5))
 
     assert trial.state == TrialState.COMPLETE
@@ -115,19 +121,19 @@ def test_smaller_min_prob_and_larger_top_k_prune_less() -> None:
     """The knobs move the decision the documented way, on the same borderline trial."""
     borderline = signals(0.72)  # predicted ~0.80 against a best of ~0.9
     probability = (
-        EnergyPruner(n_startup_trials=5)
+        gate_pruner(n_startup_trials=5)
         .decide(
-            study_with(EnergyPruner(n_startup_trials=5), 12),
+            study_with(gate_pruner(n_startup_trials=5), 12),
             optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=borderline),
         )
         .probability
     )
     assert 1e-6 < probability < 0.5
-    strict = EnergyPruner(n_startup_trials=5, min_prob=min(0.9, probability * 2))
-    lenient = EnergyPruner(n_startup_trials=5, min_prob=probability / 2)
+    strict = gate_pruner(n_startup_trials=5, min_prob=min(0.9, probability * 2))
+    lenient = gate_pruner(n_startup_trials=5, min_prob=probability / 2)
     assert run_gated(study_with(strict, 12), borderline).state == TrialState.PRUNED
     assert run_gated(study_with(lenient, 12), borderline).state == TrialState.COMPLETE
-    wide = EnergyPruner(n_startup_trials=5, top_k=5, min_prob=min(0.9, probability * 2))
+    wide = gate_pruner(n_startup_trials=5, top_k=5, min_prob=min(0.9, probability * 2))
     kept = run_gated(study_with(wide, 12), borderline)
     assert kept.state == TrialState.COMPLETE
     assert kept.user_attrs["gate_probability"] > probability  # the 5th best is easier to beat
@@ -136,13 +142,13 @@ def test_smaller_min_prob_and_larger_top_k_prune_less() -> None:
 def test_the_gate_closes_on_the_bad_region_and_keeps_the_good_one() -> None:
     """20 completed trials are enough for the gate to prune every trial far from the peak and
     keep every trial at it; the decision is a function of the history (a fresh pruner agrees)."""
-    study = study_with(EnergyPruner(n_startup_trials=5), 20)
+    study = study_with(gate_pruner(n_startup_trials=5), 20)
     decisions = {}
     for energy in np.linspace(0.05, 0.95, 19):
         trial = optuna.trial.create_trial(
             state=TrialState.RUNNING, user_attrs=signals(float(energy))
         )
-        decisions[round(float(energy), 3)] = EnergyPruner(n_startup_trials=5).decide(study, trial)
+        decisions[round(float(energy), 3)] = gate_pruner(n_startup_trials=5).decide(study, trial)
         assert study.pruner.decide(study, trial) == decisions[round(float(energy), 3)]
     for energy, decision in decisions.items():
         if abs(energy - 0.5) >= 0.25:  # 12+ points below the peak
@@ -155,11 +161,11 @@ def test_a_trial_unlike_any_seen_stays_open() -> None:
     """Energy 3, far outside the history's 0.05-0.95: the GP knows nothing there, so the trial
     is as likely to beat the best as a random one and is kept; at the history's bad edge (0.93)
     the same gate prunes."""
-    study = study_with(EnergyPruner(n_startup_trials=5), 20)
-    far = EnergyPruner(n_startup_trials=5).decide(
+    study = study_with(gate_pruner(n_startup_trials=5), 20)
+    far = gate_pruner(n_startup_trials=5).decide(
         study, optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=signals(3.0))
     )
-    edge = EnergyPruner(n_startup_trials=5).decide(
+    edge = gate_pruner(n_startup_trials=5).decide(
         study, optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=signals(0.93))
     )
     assert not far.prune and far.probability > 0.003
@@ -168,7 +174,7 @@ def test_a_trial_unlike_any_seen_stays_open() -> None:
 
 
 def test_nothing_is_pruned_during_startup() -> None:
-    pruner = EnergyPruner(n_startup_trials=5)
+    pruner = gate_pruner(n_startup_trials=5)
     study = study_with(pruner, 4)  # one short of the startup count
     trial = run_gated(study, signals(0.93))
     assert trial.state == TrialState.COMPLETE
@@ -177,7 +183,7 @@ def test_nothing_is_pruned_during_startup() -> None:
     assert "gate_probability" not in trial.user_attrs
 
     # From an empty study, run trials of all kinds: none is pruned before 5 completed.
-    study = optuna.create_study(direction="maximize", pruner=EnergyPruner(n_startup_trials=5))
+    study = optuna.create_study(direction="maximize", pruner=gate_pruner(n_startup_trials=5))
     states = [run_gated(study, signals(e)).state for e in (0.9, 0.1, 0.95, 0.05, 0.92)]
     assert states == [TrialState.COMPLETE] * 5
 
@@ -187,7 +193,7 @@ def test_nothing_is_pruned_during_startup() -> None:
     [{"energy": math.nan}, {"energy": math.inf}, {"hp_train_loss": math.nan}, {"ft_lr": None}],
 )
 def test_non_finite_signal_fails_the_trial_with_its_reason_and_the_study_goes_on(bad) -> None:
-    study = study_with(EnergyPruner(n_startup_trials=5), 12)
+    study = study_with(gate_pruner(n_startup_trials=5), 12)
     attrs = {**signals(0.5), **bad}
     if bad.get("ft_lr", 0) is None:  # missing
         del attrs["ft_lr"]
@@ -203,12 +209,12 @@ def test_non_finite_signal_fails_the_trial_with_its_reason_and_the_study_goes_on
 
 
 def test_nan_energy_fails_even_during_startup() -> None:
-    study = optuna.create_study(direction="maximize", pruner=EnergyPruner(n_startup_trials=5))
+    study = optuna.create_study(direction="maximize", pruner=gate_pruner(n_startup_trials=5))
     assert run_gated(study, signals(math.nan)).state == TrialState.FAIL
 
 
 def test_band_prunes_out_of_band_trials_from_the_first_trial() -> None:
-    pruner = EnergyPruner(n_startup_trials=5, energy_min=0.2, energy_max=0.8)
+    pruner = gate_pruner(n_startup_trials=5, energy_min=0.2, energy_max=0.8)
     study = optuna.create_study(direction="maximize", pruner=pruner)
     low, high, inside = (run_gated(study, signals(e)) for e in (0.1, 0.9, 0.5))
 
@@ -221,7 +227,7 @@ def test_band_prunes_out_of_band_trials_from_the_first_trial() -> None:
 
 
 def test_ft_epochs_are_judged_by_the_wrapped_pruner() -> None:
-    pruner = EnergyPruner(
+    pruner = gate_pruner(
         optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0), n_startup_trials=2
     )
     study = optuna.create_study(direction="maximize", pruner=pruner)
@@ -250,7 +256,7 @@ def test_ft_epochs_are_judged_by_the_wrapped_pruner() -> None:
 
 
 def test_wrapped_hyperband_runs_and_the_gate_ignores_it() -> None:
-    pruner = EnergyPruner(
+    pruner = gate_pruner(
         optuna.pruners.HyperbandPruner(min_resource=1, max_resource=4), n_startup_trials=3
     )
     study = optuna.create_study(direction="maximize", pruner=pruner)
@@ -261,7 +267,7 @@ def test_wrapped_hyperband_runs_and_the_gate_ignores_it() -> None:
 
 
 def test_minimized_objective_is_ranked_the_other_way() -> None:
-    study = optuna.create_study(direction="minimize", pruner=EnergyPruner(n_startup_trials=5))
+    study = optuna.create_study(direction="minimize", pruner=gate_pruner(n_startup_trials=5))
     for t in history(12):
         study.add_trial(
             optuna.trial.create_trial(
@@ -316,7 +322,7 @@ def test_config_builds_the_composed_pruner() -> None:
     assert pruner._signals == ("energy", "ft_lr")
     plain = make_pruner(compose_config(["pruner=energy", "ft.epochs=6"]))
     assert plain._ft_pruner is None and plain._ft_epochs == 6  # its own model judges FT
-    assert plain._signals == GATE_SIGNALS and plain._min_prob == 0.003
+    assert plain._signals == GATE_SIGNALS and (plain._min_prob, plain._top_k) == (0.05, 3)
 
 
 @pytest.mark.parametrize(
@@ -354,11 +360,11 @@ def test_a_prior_from_earlier_studies_closes_the_gate_where_this_study_has_not_l
     (A random trial beats the best of 5 with probability 1/6: min_prob 0.05 is a strict gate.)"""
     near_peak = (0.42, 0.46, 0.5, 0.54, 0.58)
     candidate = optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=signals(0.9))
-    alone = _current_study(EnergyPruner(n_startup_trials=5, min_prob=0.05), near_peak)
+    alone = _current_study(gate_pruner(n_startup_trials=5, min_prob=0.05), near_peak)
     assert not alone.pruner.decide(alone, candidate).prune
     prior = {"earlier": tuple(history(20, seed=3))}
     with_prior = _current_study(
-        EnergyPruner(n_startup_trials=5, min_prob=0.05, prior_trials=prior), near_peak
+        gate_pruner(n_startup_trials=5, min_prob=0.05, prior_trials=prior), near_peak
     )
     decision = with_prior.pruner.decide(with_prior, candidate)
     assert decision.prune and decision.prior_trials == 20 and decision.history_trials == 5

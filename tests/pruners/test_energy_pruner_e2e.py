@@ -49,14 +49,14 @@ def test_toy_study_with_energy_pruner(workdir: Path) -> None:
         assert t.user_attrs["ft_epochs_run"] == 0 and t.intermediate_values == {}
         assert all(key in t.user_attrs for key in HP_METRICS)
         assert t.user_attrs["gate_decision"] == "prune"
-        assert t.user_attrs["gate_probability"] < 0.003  # pruner.min_prob's default
+        assert t.user_attrs["gate_probability"] < 0.05  # pruner.min_prob's default
         assert "ft_val_acc" not in t.user_attrs
     kept = [
         t
         for t in trials
         if t.user_attrs.get("gate_decision") == "keep" and "gate_probability" in t.user_attrs
     ]
-    assert kept and all(t.user_attrs["gate_probability"] >= 0.003 for t in kept)
+    assert kept and all(t.user_attrs["gate_probability"] >= 0.05 for t in kept)
     first = sorted(trials, key=lambda t: t.number)[:5]
     assert all(t.state == TrialState.COMPLETE for t in first)  # startup: never pruned
     assert study.best_trial.state == TrialState.COMPLETE

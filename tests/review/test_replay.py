@@ -300,7 +300,7 @@ def test_replay_writes_its_report_and_leaves_the_study_alone(cli_dir: Path) -> N
         **s["pruners"]["energy+median"],
         "ft": "median",
         "n_startup_trials": 3,
-        "min_prob": 0.003,
+        "min_prob": 0.05,
     }  # ... over pruner=energy's
     none = data["pruners"]["none"]
     assert none["ft_epochs_vs_none"]["mean"] == 1.0 and none["regret_points"]["mean"] == 0.0
