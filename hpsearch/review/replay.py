@@ -627,6 +627,7 @@ def pruner_settings(cfg: DictConfig) -> dict[str, Any]:
             "energy_min",
             "energy_max",
             "signals",
+            "prior_studies",
         ] + list(keep[p["ft"]])
     else:
         keys = list(keep[p["name"]])

@@ -14,6 +14,7 @@ from conftest import REPO
 pytestmark = pytest.mark.slow  # the benchmark scripts end to end
 
 ARMS = ["none", "median", "hyperband", "energy", "energy+median"]
+REPLAY_ARMS = ["none", "hp_rule", "epoch_rule", "rules", "energy"]
 
 
 def test_smoke_run_writes_json_and_markdown_for_every_arm(tmp_path: Path) -> None:
@@ -101,11 +102,11 @@ def test_replay_measures_every_arm_on_a_stored_table(tmp_path: Path) -> None:
 
     data = json.loads(out_json.read_text())["tables"][str(db)]
     assert data["settings"]["trials"] == 24 and data["settings"]["orders"] == 4
-    assert list(data["pruners"]) == ARMS
+    assert list(data["pruners"]) == REPLAY_ARMS  # replay.pruners'
     assert data["pruners"]["none"]["ft_epochs_vs_none"]["mean"] == 1.0
     assert data["settings"]["pruners"]["median"]["n_startup_trials"] == 3
     assert data["settings"]["pruners"]["energy"]["min_prob"] == 0.05  # pruner=energy's default
-    for arm in ARMS:
+    for arm in REPLAY_ARMS:
         assert data["pruners"][arm]["orders"] == 4
     table = out_md.read_text()
     assert "FT epochs vs none | regret (pts)" in table
@@ -169,6 +170,31 @@ def test_replay_with_several_min_probs_traces_the_gates_frontier(tmp_path: Path)
     assert settings["energy min_prob=0.5"]["min_prob"] == 0.5
     cost = {name: p["ft_epochs_vs_none"]["mean"] for name, p in data["pruners"].items()}
     assert cost["energy min_prob=0.5"] < cost["energy min_prob=0.001"] <= cost["none"]
+
+
+def test_replay_with_a_prior_and_the_frontier(tmp_path: Path) -> None:
+    """Each table replayed with the other as its prior (copied into one storage), every arm
+    over its main setting, and the figure next to the markdown."""
+    from tabledata import make_table_study, spread_values
+
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    make_table_study(f"sqlite:///{a}", "a", spread_values(16), epochs=3)
+    make_table_study(f"sqlite:///{b}", "b", [v * 0.5 + 0.4 for v in spread_values(16)], epochs=3)
+    out_json = tmp_path / "out" / "transfer.json"
+    result = _benchmark(
+        ["--replay", str(a), str(b), "--prior", str(a), str(b), "--arms", "epoch_rule"]
+        + ["energy", "--frontier", "--orders", "2", "--budget", "8", "--processes", "1"]
+        + ["--out-json", str(out_json), "--out-md", str(tmp_path / "out" / "transfer.md")],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    tables = json.loads(out_json.read_text())["tables"]
+    assert tables[str(a)]["settings"]["prior"] == [str(b)]  # not itself
+    energy = tables[str(b)]["settings"]["pruners"]["energy"]
+    assert energy["prior_studies"] == ["a__a"]
+    assert "epoch_rule epoch_quantile=0.9" in tables[str(a)]["pruners"]
+    assert "energy min_prob=0.4" in tables[str(a)]["pruners"]
+    assert (tmp_path / "out" / "transfer_a.png").stat().st_size > 0
 
 
 def test_live_mode_takes_one_min_prob(tmp_path: Path) -> None:
