@@ -193,14 +193,43 @@ def _ft_length(name: str, done: Sequence[FrozenTrial]) -> int:
     return ft_epochs
 
 
+DEFAULT_BUDGET = 40  # trials per order when replay.budget is not given
+
+
 def check_budget(table: Table, budget: int) -> None:
     if len(table.trials) < budget:
         left = "; ".join(f"{n} {why}" for why, n in table.left_out.items()) or "none"
         raise HpsearchError(
-            f"replay.budget={budget} is more than study {table.study_name!r}'s "
-            f"{len(table.trials)} complete trials (left out: {left}); lower replay.budget or "
+            f"replay.budget={budget} is more than the {len(table.trials)} complete trials of "
+            f"study {table.study_name!r} (left out: {left}); lower replay.budget or "
             "run more trials"
         )
+
+
+def resolve_budget(table: Table, budget: int | None) -> int:
+    """The trials per order: ``budget`` when given (at most the table's trials), else
+    ``DEFAULT_BUDGET`` or, for a smaller study, all its complete trials (logged in one line)."""
+    if budget is not None:
+        check_budget(table, budget)
+        return budget
+    n = len(table.trials)
+    if n < 2:
+        left = "; ".join(f"{k} {why}" for why, k in table.left_out.items()) or "none"
+        raise HpsearchError(
+            f"study {table.study_name!r} has {n} complete trial(s) (left out: {left}); a replay "
+            "needs at least 2: run more trials"
+        )
+    if n >= DEFAULT_BUDGET:
+        return DEFAULT_BUDGET
+    log.info(
+        "replay.budget: study %r has %d complete trials, fewer than %d: each order replays "
+        "all %d (replay.budget=N sets it)",
+        table.study_name,
+        n,
+        DEFAULT_BUDGET,
+        n,
+    )
+    return n
 
 
 def draw_orders(n_trials: int, orders: int, budget: int, seed: int) -> list[tuple[int, ...]]:
@@ -622,20 +651,18 @@ def write_replay(cfg: DictConfig, pruners: Mapping[str, DictConfig]) -> Path:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     r = cfg.replay
     table = load_table(study, skip_pruned=bool(r.skip_pruned))
-    check_budget(table, int(r.budget))
+    budget = resolve_budget(table, r.budget)
     processes = int(r.processes) or available_cpus()
     log.info(
         "replaying %s on %d orders of %d of the %d complete trials of study %r (%d processes)",
         ", ".join(pruners),
         r.orders,
-        r.budget,
+        budget,
         len(table.trials),
         name,
         processes,
     )
-    settings, summary = run_replay(
-        table, pruners, int(r.orders), int(r.budget), int(r.seed), processes
-    )
+    settings, summary = run_replay(table, pruners, int(r.orders), budget, int(r.seed), processes)
     settings["storage"] = safe_url(url)
     out = Path(str(cfg.storage.reports)) / name
     out.mkdir(parents=True, exist_ok=True)
@@ -650,7 +677,7 @@ def write_replay(cfg: DictConfig, pruners: Mapping[str, DictConfig]) -> Path:
     )
     print("\n".join(markdown_table(HEADER, summary_rows(summary))))
     print(
-        f"replay of {len(table.trials)} trials, {r.orders} orders x {r.budget} trials: "
+        f"replay of {len(table.trials)} trials, {r.orders} orders x {budget} trials: "
         f"{settings['wall_s']:.1f} s; {out / REPLAY_MD}"
     )
     return out
