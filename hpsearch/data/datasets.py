@@ -285,8 +285,8 @@ def _read_cifar(data_cfg: DictConfig) -> tuple[Pool, Pool, list[str]]:
     except OSError as err:  # the download itself failed (no network)
         raise HpsearchError(
             f"data.download: could not download {data_cfg.format} into "
-            f"{str(root)!r} ({err}); without network use data.format=imagefolder "
-            "data.root=DIR"
+            f"{str(root)!r} ({err}); without network use data=imagefolder "
+            "data.root=DIR (an ImageFolder copy)"
         ) from None
     classes = _select_classes(list(train.classes), data_cfg.classes)
     size = _cache_size(data_cfg)
