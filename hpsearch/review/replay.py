@@ -360,15 +360,41 @@ def replay(
     pruners: Mapping[str, DictConfig],
     orders: Sequence[Sequence[int]],
     processes: int = 1,
+    progress: bool = False,
 ) -> dict[str, list[OrderReplay]]:
     """Every pruner (name -> config) on every order; ``processes`` > 1 spreads the (pruner,
-    order) replays over that many worker processes. Results are in the order of ``orders``."""
+    order) replays over that many worker processes. Results are in the order of ``orders``.
+    ``progress``: a bar of the (pruner, order) replays on stderr, when it is a terminal."""
+    from tqdm import tqdm
+
     orders = [tuple(int(i) for i in o) for o in orders]
     results: dict[str, list[OrderReplay]] = {name: [] for name in pruners}
-    if processes <= 1:
-        for name, cfg in pruners.items():
-            results[name] = [replay_order(table, cfg, o, name) for o in orders]
-        return results
+    with tqdm(
+        total=len(pruners) * len(orders),
+        desc="replay",
+        unit="order",
+        disable=None if progress else True,
+        leave=False,
+    ) as bar:
+        if processes <= 1:
+            for name, cfg in pruners.items():
+                for o in orders:
+                    results[name].append(replay_order(table, cfg, o, name))
+                    bar.update(1)
+            return results
+        return _replay_in_processes(table, pruners, orders, processes, results, bar)
+
+
+def _replay_in_processes(
+    table: Table,
+    pruners: Mapping[str, DictConfig],
+    orders: list[tuple[int, ...]],
+    processes: int,
+    results: dict[str, list[OrderReplay]],
+    bar: Any,
+) -> dict[str, list[OrderReplay]]:
+    """``replay`` in ``processes`` worker processes, in chunks of orders; ``bar`` advances as
+    each chunk's results arrive."""
     import multiprocessing
 
     size = max(1, math.ceil(len(orders) / (4 * processes)))  # small chunks balance the load
@@ -387,8 +413,9 @@ def replay(
             initargs=(table,),
         ) as pool:
             futures = [pool.submit(_replay_chunk, *chunk) for chunk in chunks]
-            for (name, _, _), future in zip(chunks, futures):
+            for (name, _, chunk), future in zip(chunks, futures):
                 results[name].extend(future.result())
+                bar.update(len(chunk))
     finally:
         for key, value in saved.items():
             if value is None:
@@ -620,12 +647,13 @@ def run_replay(
     budget: int,
     seed: int,
     processes: int,
+    progress: bool = False,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Draw the orders and replay every pruner on them; (settings, summary)."""
     check_budget(table, budget)
     drawn = draw_orders(len(table.trials), orders, budget, seed)
     start = time.perf_counter()
-    results = replay(table, pruners, drawn, processes)
+    results = replay(table, pruners, drawn, processes, progress)
     settings = {
         "study": table.study_name,
         "trials": len(table.trials),
@@ -662,7 +690,9 @@ def write_replay(cfg: DictConfig, pruners: Mapping[str, DictConfig]) -> Path:
         name,
         processes,
     )
-    settings, summary = run_replay(table, pruners, int(r.orders), budget, int(r.seed), processes)
+    settings, summary = run_replay(
+        table, pruners, int(r.orders), budget, int(r.seed), processes, bool(cfg.progress)
+    )
     settings["storage"] = safe_url(url)
     out = Path(str(cfg.storage.reports)) / name
     out.mkdir(parents=True, exist_ok=True)
