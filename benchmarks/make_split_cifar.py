@@ -2,7 +2,7 @@
 
 Two steps, each skipped when its output exists:
 
-1. **data**: CIFAR-10 (downloaded with torchvision, 163 MB, checked against its MD5; or read from
+1. **data**: CIFAR-10 (downloaded with torchvision, 170 MB, checked against its MD5; or read from
    ``--from-dir``) written as an ImageFolder, the layout ``data=imagefolder`` reads:
    ``<root>/{train,test}/<class>/NNNN.jpg``, 5,000 train and 1,000 test JPEGs per class (quality
    75), numbered per class in the dataset's order.
@@ -320,7 +320,7 @@ def pretrain(args: argparse.Namespace) -> dict:
                 loss.backward()
                 opt.step()
                 schedule.step()
-                total += float(loss) * len(idx)
+                total += loss.item() * len(idx)
                 bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{total / len(train_y):.3f}")
     train_s = time.perf_counter() - start
