@@ -13,8 +13,10 @@ Two steps, each skipped when its output exists:
    and a JSON record next to it (``.json``): architecture, classes, epochs, source test accuracy,
    seed, the recipe and the time it took.
 
-    # with internet: everything split_cifar and split_cifar_lowdata need (30 epochs: about 1 h
-    # 15 min on 2 CPU cores, minutes on a GPU)
+    # with internet: everything split_cifar and split_cifar_lowdata need. 30 epochs of 25,000
+    # images: at the ~200 training images/s BENCHMARK.md measured for ResNet-18 at 32x32 on 2 CPU
+    # cores about an hour (this script's own speed was not measured on a free machine); a GPU,
+    # used when present (--device auto), is much faster
     python benchmarks/make_split_cifar.py --root storage/data/cifar10 \\
         --weights storage/weights/resnet18_cifar10_src5.pt
     python -m hpsearch +experiment=split_cifar data.root=storage/data/cifar10 \\
@@ -42,11 +44,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import torch
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from hpsearch.app import set_openmp_defaults  # noqa: E402
+
+set_openmp_defaults()  # hpsearch's OpenMP settings for CPU training, before torch loads OpenMP
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from hpsearch.data.datasets import CIFAR10_CLASSES, atomic_save  # noqa: E402
 from hpsearch.errors import HpsearchError  # noqa: E402
