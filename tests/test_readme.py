@@ -30,15 +30,15 @@ import pytest
 from conftest import REPO, run_cli
 
 from hpsearch.app import compose_config
-from hpsearch.schedules import BASELINE_ATTR
+from hpsearch.record import BASELINE as BASELINE_ATTR
 
 QUICK_START = "python -m hpsearch"
 RUN = [  # in this order, in one directory, after the quick start
     "python -m hpsearch mode=replay",
     "python -m hpsearch mode=report",
     "python -m hpsearch mode=dashboard",
-    "python -m hpsearch hp.epochs=8 ft.lr=0.003 study.n_trials=50",
-    "python -m hpsearch schedule=lp_ft search_space=none study.n_trials=1",
+    "python -m hpsearch hp.epochs=8 ft.lr=0.003 study.n_trials=50 study.name=tau8",
+    "python -m hpsearch schedule=lp_ft search_space=none study.n_trials=1 study.name=lp_ft",
     "python -m hpsearch 'study.baselines=[ft_only,lp_ft]'",
     "python -m hpsearch pruner=energy pruner.ft=median",
     "python -m hpsearch workers=4 study.n_trials=10",
@@ -89,8 +89,8 @@ def test_commands_not_run_here_compose_as_written(command: str) -> None:
     assert cfg.experiment in ("cifar", "split_cifar", "split_cifar_lowdata")
 
 
-def study(cwd: Path) -> optuna.Study:
-    return optuna.load_study(study_name="toy", storage=f"sqlite:///{cwd}/storage/hpsearch.db")
+def study(cwd: Path, name: str = "toy") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd}/storage/hpsearch.db")
 
 
 def output(proc: subprocess.CompletedProcess) -> str:
@@ -181,13 +181,14 @@ def test_dashboard_serves_the_study_at_the_address_it_prints(checkout: Path) -> 
 
 @pytest.mark.slow
 def test_search_commands_do_what_their_comments_say(checkout: Path) -> None:
-    """In README's order, in the same directory (each adds to study ``toy``)."""
+    """In README's order, in the same directory: the first two in studies of their own, the
+    others adding to study ``toy`` (and saying so)."""
 
-    def new_trials(command: str, expect: int) -> list[optuna.trial.FrozenTrial]:
-        before = len(study(checkout).trials)
+    def new_trials(command: str, expect: int, name: str = "toy") -> list[optuna.trial.FrozenTrial]:
+        before = len(study(checkout, name).trials) if name == "toy" else 0
         out = run_ok(command, checkout)
-        assert "already has" in out  # the rerun line: the study had trials
-        trials = study(checkout).trials[before:]
+        assert ("already has" in out) == (name == "toy")  # the rerun line: the study had trials
+        trials = study(checkout, name).trials[before:]
         assert len(trials) == expect, (command, len(trials))
         return trials
 
@@ -196,12 +197,16 @@ def test_search_commands_do_what_their_comments_say(checkout: Path) -> None:
     said = [line for line in out.splitlines() if "already has" in line]
     assert len(said) == 1 and "already has 20 finished trials" in said[0], out[-2000:]
 
-    trials = new_trials("python -m hpsearch hp.epochs=8 ft.lr=0.003 study.n_trials=50", 50)
+    command = "python -m hpsearch hp.epochs=8 ft.lr=0.003 study.n_trials=50 study.name=tau8"
+    trials = new_trials(command, 50, "tau8")
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     # The values given on the command line are the ones used (pinned): the check belongs to
     # issue 23's first Build bullet, added with it.
 
-    (lp_ft,) = new_trials("python -m hpsearch schedule=lp_ft search_space=none study.n_trials=1", 1)
+    command = (
+        "python -m hpsearch schedule=lp_ft search_space=none study.n_trials=1 study.name=lp_ft"
+    )
+    (lp_ft,) = new_trials(command, 1, "lp_ft")
     assert lp_ft.user_attrs["schedule"] == "lp_ft" and lp_ft.user_attrs["hp_until_converged"]
 
     trials = new_trials("python -m hpsearch 'study.baselines=[ft_only,lp_ft]'", 20)
@@ -216,4 +221,4 @@ def test_search_commands_do_what_their_comments_say(checkout: Path) -> None:
 
     out = run_ok("python -m hpsearch workers=4 study.n_trials=10", checkout)
     assert "starting 4 search workers" in out  # "4 processes, 40 trials, SQLite"
-    assert len(study(checkout).trials) == 20 + 20 + 50 + 1 + 20 + 20 + 40
+    assert len(study(checkout).trials) == 20 + 20 + 20 + 20 + 40

@@ -62,7 +62,7 @@ def bind_server(host: str, port: int) -> WSGIServer:
     before anything is printed."""
     server_class = _ServerV6 if ":" in host else WSGIServer
     try:
-        return make_server(host, port, None, server_class, _QuietHandler)  # type: ignore[arg-type]
+        return make_server(host, port, None, server_class, _QuietHandler)
     except OSError as err:
         raise HpsearchError(
             f"dashboard.port={port}/dashboard.host={host!r}: cannot listen "
