@@ -200,8 +200,11 @@ def test_search_commands_do_what_their_comments_say(checkout: Path) -> None:
     command = "python -m hpsearch hp.epochs=8 ft.lr=0.003 study.n_trials=50 study.name=tau8"
     trials = new_trials(command, 50, "tau8")
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    # The values given on the command line are the ones used (pinned): the check belongs to
-    # issue 23's first Build bullet, added with it.
+    # the values given on the command line are the ones every trial ran (pinned), the rest
+    # was searched
+    assert {(t.user_attrs["tau"], t.user_attrs["ft_lr"]) for t in trials} == {(8, 0.003)}
+    assert all("hp.epochs" not in t.params and "ft.lr" not in t.params for t in trials)
+    assert len({t.params["hp.lr"] for t in trials}) > 1
 
     command = (
         "python -m hpsearch schedule=lp_ft search_space=none study.n_trials=1 study.name=lp_ft"
