@@ -119,7 +119,7 @@ def test_replay_right_after_the_quick_start_adapts_its_budget(checkout: Path) ->
     out = run_ok("python -m hpsearch mode=replay", checkout)
     said = [line for line in out.splitlines() if "replay.budget:" in line]
     assert len(said) == 1 and "each order replays all 20" in said[0], out[-3000:]
-    for pruner in ("none", "median", "hyperband", "energy", "energy+median"):
+    for pruner in ("none", "hp_rule", "epoch_rule", "rules", "energy"):  # replay.pruners
         assert f"| {pruner} |" in out
     assert (checkout / "storage" / "reports" / "toy" / "replay.md").is_file()
 
