@@ -38,10 +38,10 @@ def signals(energy: float, ft_lr: float = 0.01, **extra: float) -> dict:
     return attrs
 
 
-def gate_pruner(**kwargs) -> EnergyPruner:
+def gate_pruner(ft_pruner=None, **kwargs) -> EnergyPruner:
     """The gate with top_k 1 and min_prob 0.003 (its settings before the one model's defaults):
     the decisions these tests were written for."""
-    return EnergyPruner(**{"top_k": 1, "min_prob": 0.003, **kwargs})
+    return EnergyPruner(ft_pruner, **{"top_k": 1, "min_prob": 0.003, **kwargs})
 
 
 def objective_of(energy: float) -> float:
@@ -412,7 +412,7 @@ def test_a_bad_prior_is_a_one_line_config_error(tmp_path, case: str, message: st
         url = _prior_storage(tmp_path) if case == "missing" else f"sqlite:///{tmp_path}/none.db"
         names = "[nope]"
     cfg = compose_config(
-        ["pruner=energy", f"pruner.prior_trials={names}", f"pruner.prior_storage={url}"]
+        ["pruner=energy", f"pruner.prior_studies={names}", f"pruner.prior_storage={url}"]
     )
     with pytest.raises(ConfigError, match=message) as err:
         make_pruner(cfg)
