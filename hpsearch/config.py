@@ -192,8 +192,8 @@ class PrunerConfig:
     epoch: int = 1  # the FT epoch the epoch rule judges
     # pruner=energy (hpsearch.pruners.EnergyPruner): one model at the gate and every FT epoch
     ft: str = "model"  # who judges the FT epochs: model (its own) | none | median | hyperband
-    top_k: int = 3  # the trial must be likely to end above the top_k-th best; 1: the best
-    min_prob: float = 0.05  # prune when P(ends above the top_k-th best) is below this
+    top_k: int = 1  # the trial must be likely to end above the top_k-th best (pruner=energy: 3)
+    min_prob: float = 0.003  # prune when P(ends above it) is below this (pruner=energy: 0.05)
     energy_min: float | None = None  # optional hard band on the energy (from the first trial)
     energy_max: float | None = None
     signals: list[str] | None = None  # user attrs it reads; None: hpsearch.pruners.GATE_SIGNALS
