@@ -16,6 +16,7 @@ LAYERS = [
     ("hpsearch.errors",),
     ("hpsearch.config",),
     ("hpsearch.stats", "hpsearch.tables", "hpsearch.space", "hpsearch.models"),
+    ("hpsearch.backbones",),
     ("hpsearch.schedules", "hpsearch.data"),
     ("hpsearch.pruners",),
     ("hpsearch.trial",),

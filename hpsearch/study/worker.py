@@ -119,6 +119,7 @@ def run_search(cfg: DictConfig) -> optuna.Study:
     distributions = study_distributions(cfg)  # the search space less the schedule's keys
     fixed = check_enqueue(cfg, distributions)
     cfg, workspace, checkpoints = _open_worker(cfg)
+    workspace.check_backbones(cfg, distributions)  # every backbone choice, before the study
 
     study = prepare_study(
         cfg, fixed, setup=lambda study: enqueue_baselines(study, cfg, distributions)
@@ -166,6 +167,7 @@ def run_confirm(cfg: DictConfig) -> optuna.Study:
     study = load_existing_study(str(cfg.storage.url), str(cfg.study.name))
     plan_confirmation(study, cfg, distributions)  # nothing to confirm / other config: fail here
     cfg, workspace, checkpoints = _open_worker(cfg)
+    workspace.check_backbones(cfg, distributions)
     study = prepare_study(cfg, [])  # this worker's storage (heartbeat), sampler and pruner
     _confirm(
         study,
