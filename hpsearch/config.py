@@ -560,10 +560,10 @@ def _check_backbone_family(bb: DictConfig, staged: bool) -> None:
         )
     for name, entry in bb.choices.items():
         _require(
-            isinstance(entry, DictConfig) and "name" not in entry and "choices" not in entry,
+            isinstance(entry, DictConfig) and "choices" not in entry,
             f"backbone.choices.{name}",
             entry,
-            f"a mapping of backbone keys (not name or choices) set when backbone.name is {name}",
+            f"a mapping of backbone keys (not choices) set when backbone.name is {name}",
         )
 
 

@@ -169,7 +169,8 @@ def apply_params(cfg: DictConfig, params: Mapping[str, Any]) -> DictConfig:
 
 def _apply_backbone_choice(cfg: DictConfig) -> None:
     """``backbone.choices[backbone.name]``'s keys (its family, weights, ...) set in ``cfg``: a
-    categorical ``backbone.name`` picks a whole backbone, not only its name."""
+    categorical ``backbone.name`` picks a whole backbone, not only its name. An entry that sets
+    ``name`` makes the choice a label (``vit: {name: DIR, ...}``); the trial records the label."""
     entry = cfg.backbone.choices.get(cfg.backbone.name) if cfg.backbone.choices else None
     for sub, value in (entry or {}).items():
         OmegaConf.update(cfg, f"backbone.{sub}", value, merge=False)

@@ -33,7 +33,8 @@ def best_trials_table(study: optuna.Study, top_k: int) -> str:
         "adapt_l2",
         "test_acc",
     )
-    rows = [header]
+    by_backbone = any("backbone.name" in t.params for t in done)  # a searched backbone
+    rows = [header + (("backbone",) if by_backbone else ())]
     for t in done[:top_k]:
         a = t.user_attrs
         rows.append(
@@ -51,6 +52,7 @@ def best_trials_table(study: optuna.Study, top_k: int) -> str:
                 fmt(a.get("adaptation_l2"), ".3f"),
                 fmt(a.get("test_acc"), ".4f"),
             )
+            + ((str(t.params.get("backbone.name", "")),) if by_backbone else ())
         )
     return text_table(rows)
 
