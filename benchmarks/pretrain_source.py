@@ -42,13 +42,13 @@ sys.path.insert(0, str(REPO))
 SOURCE = ["airplane", "automobile", "bird", "cat", "deer"]
 CIFAR_MEAN = [0.4914, 0.4822, 0.4465]
 CIFAR_STD = [0.2470, 0.2435, 0.2616]
-SCHEDULES = ["ft_only", "early_hp", "lp_ft", "partial_copy"]
-# The small ViT: 4 blocks of width 128 over 8x8 patches of 4 pixels (+ CLS), ~0.8M parameters.
+SCHEDULES = ["ft_only", "early_hp", "lp_ft"]
+# The small ViT: 4 blocks of width 96 over 8x8 patches of 4 pixels (+ CLS), ~0.3M parameters.
 VIT = dict(
-    hidden_size=128,
+    hidden_size=96,
     num_hidden_layers=4,
-    num_attention_heads=4,
-    intermediate_size=256,
+    num_attention_heads=3,
+    intermediate_size=192,
     image_size=32,
     patch_size=4,
 )
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", required=True, help="CIFAR-10 ImageFolder root")
     p.add_argument("--out", type=Path, default=REPO / "storage" / "pretrained")
     p.add_argument("--models", nargs="+", default=["resnet10t", "vit"])
-    p.add_argument("--per-class", type=int, default=2500, help="source train images per class")
+    p.add_argument("--per-class", type=int, default=1000, help="source train images per class")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)

@@ -56,8 +56,8 @@ def studies(work) -> list[str]:
     return [s.study_name for s in optuna.get_all_study_summaries(storage)]
 
 
-SPACE = (
-    "search_space={backbone.name: {type: categorical, choices: [test_resnet, vit]},"
+SPACE = (  # new keys in the space: search_space=none (in TINY), then ++search_space=
+    "++search_space={backbone.name: {type: categorical, choices: [test_resnet, vit]},"
     " backbone.layers_copied: {type: int, low: 2, high: 4}}"
 )
 CHOICES = (
@@ -96,11 +96,7 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_backbone_exits_2_in_one_line_before_any_study(work, case):
     args, message = CASES[case]
-    if any(a.startswith("search_space={") for a in args):
-        args = [*[a for a in TINY if not a.startswith("search_space")], *args]
-    else:
-        args = [*TINY, *args]
-    args = [a.replace("{work}", str(work)) for a in args]
+    args = [a.replace("{work}", str(work)) for a in [*TINY, *args]]
     env = {**OFFLINE, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}"}  # custom_backbone importable
     result = run_cli(args + [f"study.name=bad_{case.replace(' ', '_')}"], cwd=work, env=env)
     assert result.returncode == 2, result.stderr[-2000:]
@@ -116,8 +112,8 @@ def test_backbone_searched_as_a_categorical_reports_accuracy_per_backbone(work):
         "+backbone.choices={test_resnet: {_target_: hpsearch.backbones.timm_backbone},"
         f" vit: {{_target_: hpsearch.backbones.hf_backbone, name: '{work}/vit', weights: hub}}}}"
     )
-    space = "search_space={backbone.name: {type: categorical, choices: [test_resnet, vit]}}"
-    args = [a.replace("{work}", str(work)) for a in TINY if not a.startswith("search_space")]
+    space = "++search_space={backbone.name: {type: categorical, choices: [test_resnet, vit]}}"
+    args = [a.replace("{work}", str(work)) for a in TINY]
     args += [*TIMM, "backbone.layers_copied=2", space, choices, "study.n_trials=4"]
     args += ["study.name=by_backbone", "study.sampler=random"]
     result = run_cli(args, cwd=work, env=OFFLINE)
