@@ -207,6 +207,8 @@ def family_overrides(args) -> dict[str, list[str]]:
 def run_schedules(args) -> None:
     storage = f"sqlite:///{args.out / 'lowdata.db'}"
     for family, overrides in family_overrides(args).items():
+        if family.split()[0] not in args.families:
+            continue
         for schedule in args.schedules:
             for seed in args.seeds:
                 name = f"{family.split()[0]}_{schedule}_s{seed}"
@@ -307,15 +309,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--skip-pretrain", action="store_true", help="use the models already in --out")
     p.add_argument("--skip-schedules", action="store_true")
     p.add_argument("--schedules", nargs="+", default=SCHEDULES)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--families", nargs="+", default=["timm", "hf"], help="schedules of these")
     args = p.parse_args(argv)
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     args.data_root = str(Path(args.data_root).resolve())
+    from hpsearch.app import set_openmp_defaults
+
+    set_openmp_defaults()  # OMP_WAIT_POLICY=PASSIVE before torch loads OpenMP (shared cores)
     import torch
 
     torch.set_num_threads(args.threads)
