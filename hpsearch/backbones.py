@@ -408,6 +408,8 @@ def _find(model: nn.Module, paths: Sequence[str]) -> Any:
 def _hf_spec(name: str, where: str) -> InputSpec | None:
     """The image processor config of a local directory or hub model, when it has one."""
     path = Path(name).expanduser() / "preprocessor_config.json"
+    if not path.is_file() and Path(name).expanduser().is_dir():
+        return None  # a local model without an image processor config
     if not path.is_file():
         try:
             from huggingface_hub import hf_hub_download
@@ -503,13 +505,8 @@ def hf_backbone(bb: DictConfig, pretrained: bool) -> StagedBackbone:
                 prefix = f"{getattr(model, 'base_model_prefix', '')}."
                 state = {k.removeprefix(prefix): v for k, v in state.items()}
                 own = set(model.state_dict())
-                state = {
-                    k: v
-                    for k, v in state.items()
-                    if k in own
-                    or "." not in k
-                    or k.split(".")[0] not in ("classifier", "head", "pooler")
-                }
+                heads = ("classifier.", "head.", "pooler.")  # a source task's, not the encoder
+                state = {k: v for k, v in state.items() if k in own or not k.startswith(heads)}
                 fit_state_dict(
                     model, state, weights, f"HF {type(model).__name__}", optional=("pooler.",)
                 )

@@ -243,3 +243,22 @@ def test_bad_backbones_fail_in_one_line(case, tmp_path, monkeypatch):
     with pytest.raises(HpsearchError, match=pattern) as err:
         load(backbone(**values))
     assert "\n" not in str(err.value)
+
+
+def test_hf_state_dict_of_a_classifier_loads_into_the_encoder(tiny_vit, tmp_path):
+    from transformers import AutoConfig, ViTForImageClassification
+
+    config = AutoConfig.from_pretrained(str(tiny_vit))
+    config.num_labels = 5
+    torch.manual_seed(4)
+    source = ViTForImageClassification(config)  # keys vit.*, classifier.*
+    torch.save(source.state_dict(), tmp_path / "clf.pt")
+    bb = backbone(_target_=HF, name=str(tiny_vit), weights=str(tmp_path / "clf.pt"))
+    staged = load(bb).model
+    embed = staged.stages[0].module.patch_embeddings.projection.weight
+    torch.testing.assert_close(embed, source.vit.embeddings.patch_embeddings.projection.weight)
+    config.hidden_size, config.intermediate_size = 8, 16
+    torch.save(ViTForImageClassification(config).state_dict(), tmp_path / "narrow.pt")
+    bb.weights = str(tmp_path / "narrow.pt")
+    with pytest.raises(HpsearchError, match=r"does not fit HF ViTModel: shape mismatch \["):
+        load(bb)
