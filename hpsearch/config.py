@@ -26,6 +26,7 @@ MODES = ("search", "confirm", "dashboard", "report", "replay")
 DATA_FORMATS = ("synthetic", "cifar10", "cifar100", "imagefolder", "tensors")
 ARCHS = ("linear", "mlp", "resnet18", "resnet34", "resnet50")
 CHANNELS_LAST = ("auto", "true", "false")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")  # backbone.interpolation
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "constant")
 SAMPLERS = ("tpe", "random")
@@ -92,13 +93,28 @@ class DataConfig:
 
 @dataclass
 class BackboneConfig:
+    # A family's builder (conf/backbone/{torchvision,timm,hf}.yaml) or your own factory
+    # (hpsearch.backbones); null: the backbone is `arch`, built as before.
+    _target_: str | None = None
     arch: str = "linear"
     weights: str | None = (
-        "source"  # imagenet | none | source (synthetic only) | path to a state_dict
+        "source"  # imagenet | hub | none | source (synthetic only) | path to a state_dict / dir
     )
     layers_copied: int = 1
     feature_dim: int = 16  # width of the vector backbones (linear, mlp)
     mlp_depth: int = 2
+    name: str | None = None  # a family's model: timm name, HF directory or hub id, resnet18 ...
+    kwargs: dict[str, Any] = field(default_factory=dict)  # to timm.create_model / your factory
+    block_stages: int = 4  # a ViT's blocks are cut into this many stages (after its embedding)
+    # The input spec; null: the weights' own (timm pretrained_cfg, the HF image processor),
+    # else data.image_size/mean/std
+    input_size: int | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    interpolation: str | None = None  # bilinear | bicubic | nearest
+    # backbone.name as a searched categorical: per name, the backbone keys it sets
+    # (e.g. {resnet10t: {_target_: hpsearch.backbones.timm_backbone, weights: DIR}})
+    choices: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -299,7 +315,10 @@ def _check_choices(cfg: DictConfig) -> None:
     """Every key that names one of a fixed set of choices."""
     _one_of(cfg, "mode", MODES)
     _one_of(cfg, "data.format", DATA_FORMATS)
-    _one_of(cfg, "backbone.arch", ARCHS)
+    staged = bool(cfg.backbone.get("_target_"))  # a family's backbone (hpsearch.backbones)
+    if not staged:
+        _one_of(cfg, "backbone.arch", ARCHS)
+    _check_backbone_family(cfg.backbone, staged)
     _one_of(cfg, "hp.optimizer", OPTIMIZERS)
     _one_of(cfg, "ft.optimizer", OPTIMIZERS)
     _one_of(cfg, "ft.schedule", SCHEDULES)
@@ -447,7 +466,9 @@ def _check_model_and_data(cfg: DictConfig) -> None:
     """The head, the backbone's stages and the data's sizes and statistics."""
     _require(1 <= cfg.head.depth <= 3, "head.depth", cfg.head.depth, "1 (linear), 2 or 3 (MLP)")
     _require(cfg.backbone.mlp_depth >= 1, "backbone.mlp_depth", cfg.backbone.mlp_depth, ">= 1")
-    n_stages = backbone_stage_count(cfg.backbone.arch, cfg.backbone.mlp_depth)
+    # a family's stage count is known once its model is built (hpsearch.backbones checks it)
+    staged = bool(cfg.backbone.get("_target_"))
+    n_stages = 10**9 if staged else backbone_stage_count(cfg.backbone.arch, cfg.backbone.mlp_depth)
     _require(
         0 <= cfg.backbone.layers_copied <= n_stages,
         "backbone.layers_copied",
@@ -478,13 +499,14 @@ def _check_model_and_data(cfg: DictConfig) -> None:
 
 def _check_sources(cfg: DictConfig) -> None:
     """Where the data and the backbone's weights come from, and that they fit together."""
+    staged = bool(cfg.backbone.get("_target_"))
     vector_data = cfg.data.format == "synthetic"
-    vector_arch = cfg.backbone.arch in ("linear", "mlp")
+    vector_arch = not staged and cfg.backbone.arch in ("linear", "mlp")
     _require(
         vector_data == vector_arch,
         "backbone.arch",
         cfg.backbone.arch,
-        "linear or mlp for data.format=synthetic, a resnet for image data",
+        "linear or mlp for data.format=synthetic, a resnet or a backbone family for image data",
     )
     if cfg.data.format != "synthetic" and not cfg.data.root:
         raise ConfigError(
@@ -505,7 +527,7 @@ def _check_sources(cfg: DictConfig) -> None:
             "imagenet, none or a state_dict path for a resnet ('source' is the toy's "
             "in-process pretraining)",
         )
-    if weights == "imagenet":
+    if weights in ("imagenet", "hub"):
         _require(
             not vector_arch,
             "backbone.weights",
@@ -516,6 +538,43 @@ def _check_sources(cfg: DictConfig) -> None:
     for key in ("input_dim", "shared_dim", "n_classes", "source_per_class"):
         _require(synth[key] >= 1, f"data.synthetic.{key}", synth[key], ">= 1")
     _require(synth.n_classes >= 2, "data.synthetic.n_classes", synth.n_classes, ">= 2")
+
+
+def _check_backbone_family(bb: DictConfig, staged: bool) -> None:
+    """The keys of a family's backbone that need no model to check."""
+    _require(bb.block_stages >= 1, "backbone.block_stages", bb.block_stages, ">= 1")
+    if bb.input_size is not None:
+        _require(bb.input_size >= 1, "backbone.input_size", bb.input_size, ">= 1 or null")
+    for key in ("mean", "std"):
+        value = bb[key]
+        if value is not None:
+            _require(
+                len(value) == 3 and (key == "mean" or min(value) > 0),
+                f"backbone.{key}",
+                list(value),
+                "null or 3 channel values (stds > 0)",
+            )
+    if bb.interpolation is not None:
+        _require(
+            bb.interpolation in INTERPOLATIONS,
+            "backbone.interpolation",
+            bb.interpolation,
+            "null or one of " + ", ".join(INTERPOLATIONS),
+        )
+    if staged:
+        _require(
+            "." in str(bb._target_),
+            "backbone._target_",
+            bb._target_,
+            "a module.function such as hpsearch.backbones.timm_backbone or my_pkg.make_backbone",
+        )
+    for name, entry in bb.choices.items():
+        _require(
+            isinstance(entry, DictConfig) and "choices" not in entry,
+            f"backbone.choices.{name}",
+            entry,
+            f"a mapping of backbone keys (not choices) set when backbone.name is {name}",
+        )
 
 
 def _check_prior_studies(cfg: DictConfig) -> None:
@@ -566,6 +625,8 @@ _ROOT_HELP = {
 
 
 def _stage_names(cfg: DictConfig) -> str:
+    if cfg.backbone.get("_target_"):
+        return "the family's stages"
     if cfg.backbone.arch.startswith("resnet"):
         return ", ".join(RESNET_STAGES)
     n = backbone_stage_count(cfg.backbone.arch, cfg.backbone.mlp_depth)

@@ -32,7 +32,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from hpsearch.config import CONF_DIR, backbone_stage_count, validate_config
+from hpsearch.backbones import stage_count
+from hpsearch.config import CONF_DIR, validate_config
 from hpsearch.errors import ConfigError, HpsearchError
 from hpsearch.space import apply_params
 
@@ -101,7 +102,7 @@ class Schedule:
                     f"schedule {self.name}: {LAYERS_COPIED}={copied!r} is invalid: "
                     f"must be an integer, {' or '.join(COPY_WORDS)}"
                 )
-            n_stages = backbone_stage_count(str(cfg.backbone.arch), int(cfg.backbone.mlp_depth))
+            n_stages = stage_count(cfg.backbone)
             out[LAYERS_COPIED] = n_stages - COPY_WORDS[copied]
         return out
 

@@ -16,6 +16,7 @@ LAYERS = [
     ("hpsearch.errors", "hpsearch.record"),
     ("hpsearch.config",),
     ("hpsearch.stats", "hpsearch.tables", "hpsearch.space", "hpsearch.models"),
+    ("hpsearch.backbones",),
     ("hpsearch.schedules", "hpsearch.data"),
     ("hpsearch.plan",),
     ("hpsearch.pruners",),

@@ -293,6 +293,49 @@ def _sum_attr(trials: Sequence[FrozenTrial], key: str) -> float:
     return sum(v for v in values if v is not None)
 
 
+BACKBONE_PARAM = "backbone.name"  # a searched categorical: which backbone a trial finetuned
+
+
+def backbone_markdown(trials: Sequence[FrozenTrial]) -> list[str]:
+    """Accuracy per backbone when the study searched ``backbone.name`` (else nothing): complete
+    search trials per choice, best and mean FT validation accuracy, mean test accuracy and
+    energy."""
+    done = [
+        t
+        for t in trials
+        if t.state == TrialState.COMPLETE
+        and t.value is not None
+        and BACKBONE_PARAM in t.params
+        and not is_confirmation(t)
+    ]
+    if not done:
+        return []
+    names = sorted({str(t.params[BACKBONE_PARAM]) for t in done})
+    rows = []
+    for name in names:
+        group = [t for t in done if str(t.params[BACKBONE_PARAM]) == name]
+        values = [float(t.value) for t in group]
+        mean = lambda key, group=group: _mean([TrialRecord.of(t).finite(key) for t in group])
+        rows.append(
+            [
+                name,
+                str(len(group)),
+                f"{max(values):.4f}",
+                f"{sum(values) / len(values):.4f}",
+                fmt(mean("test_acc"), ".4f"),
+                fmt(mean("energy"), ".3f"),
+            ]
+        )
+    rows.sort(key=lambda r: -float(r[2]))
+    header = ["backbone", "trials", "best FT val acc", "mean FT val acc", "mean test acc"]
+    return ["## Per backbone", "", *markdown_table([*header, "mean energy"], rows), ""]
+
+
+def _mean(values: list[Any]) -> float | None:
+    numbers = [float(v) for v in values if v is not None]
+    return sum(numbers) / len(numbers) if numbers else None
+
+
 def summary_markdown(
     study: optuna.Study,
     trials: Sequence[FrozenTrial],
@@ -309,6 +352,7 @@ def summary_markdown(
         _heading_section(study, trials, url)
         + answer_markdown(answer)
         + _best_section(trials, top_k)
+        + backbone_markdown(trials)
         + _bound_section(trials)
         + _compute_section(trials)
         + _stopped_section(trials)
