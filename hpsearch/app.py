@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -18,6 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 from hpsearch.config import CONF_DIR as conf_dir
 from hpsearch.config import register_schema, replay_pruner_settings, validate_config
 from hpsearch.errors import ConfigError, HpsearchError
+from hpsearch.secrets import (
+    hide_secret_overrides,
+    make_private,
+    redact,
+    redact_output,
+    register_environment,
+    register_url,
+)
 
 CONF_DIR = str(conf_dir)
 # OpenMP settings for CPU training, set before torch loads OpenMP unless the environment has
@@ -30,7 +39,7 @@ OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 def _fail(err: HpsearchError) -> None:
     """One line on stderr; exit 2 for a bad input, 3 for a storage that stopped answering."""
-    print(f"hpsearch: error: {err}", file=sys.stderr)
+    print(f"hpsearch: error: {redact(str(err))}", file=sys.stderr)
     sys.exit(err.exit_code)
 
 
@@ -82,6 +91,8 @@ def check_composed(cfg: DictConfig) -> None:
             f"{missing[0]} must be given for experiment {cfg.experiment!r} "
             f"(e.g. {missing[0]}=...); missing: {', '.join(missing)}"
         )
+    register_url(cfg.storage.url)  # a URL from a config file: its password is masked too
+    register_url(cfg.pruner.prior_storage)
     try:
         validate_config(cfg)
         if cfg.mode in ("search", "confirm"):
@@ -160,12 +171,24 @@ _checked = False  # main() composed and checked this command's config before Hyd
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def _hydra_app(cfg: DictConfig) -> None:
+    _make_run_files_private()
     try:
         if not _checked:  # Hydra's own flags (--multirun, ...) bypass main()'s check
             check_composed(cfg)
         run(cfg)
     except HpsearchError as err:
         _fail(err)
+
+
+def _make_run_files_private() -> None:
+    """Hydra's records of this run (``.hydra/*.yaml``, the job log) may name a storage: 0600."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+    except Exception:  # no Hydra run (called directly)
+        return
+    make_private([*run_dir.glob(".hydra/*.yaml"), *run_dir.glob("*.log")])
 
 
 def set_openmp_defaults(env: dict[str, str] | None = None) -> None:
@@ -179,6 +202,9 @@ def set_openmp_defaults(env: dict[str, str] | None = None) -> None:
 def main() -> None:
     global _checked
     set_openmp_defaults()
+    register_environment()  # PGPASSWORD, .pgpass, HPSEARCH_STORAGE_URL: masked in all output
+    redact_output()
+    sys.argv[1:] = hide_secret_overrides(sys.argv[1:], os.environ)  # Hydra records no password
     register_schema()
     overrides = [a for a in sys.argv[1:] if not a.startswith("-") and not a.startswith("hydra")]
     if not any(a.startswith("-") for a in sys.argv[1:]):  # --help, --cfg, --multirun: Hydra's

@@ -29,10 +29,9 @@ class StorageUnreachable(HpsearchError):
 
 
 def safe_url(url: str) -> str:
-    """The URL with its password replaced by ***, for messages and logs."""
-    try:
-        from sqlalchemy.engine import make_url
+    """The URL with its passwords replaced by ***, for messages and logs: the userinfo password,
+    secret query parameters (``?password=``) and every password registered in
+    :mod:`hpsearch.secrets`."""
+    from hpsearch.secrets import redact_url
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1] if "@" in url else url
+    return redact_url(url)

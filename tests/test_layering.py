@@ -13,7 +13,7 @@ from conftest import REPO
 
 PACKAGE = REPO / "hpsearch"
 LAYERS = [
-    ("hpsearch.errors",),
+    ("hpsearch.secrets", "hpsearch.errors"),
     ("hpsearch.config",),
     ("hpsearch.stats", "hpsearch.tables", "hpsearch.space", "hpsearch.models"),
     ("hpsearch.schedules", "hpsearch.data"),

@@ -43,6 +43,7 @@ from typing import IO, Any
 
 from omegaconf import DictConfig
 
+from hpsearch.secrets import open_private, redact
 from hpsearch.study.placement import WORKER_INDEX_ENV
 
 # Overrides the launcher consumes; the workers get the rest of the command line unchanged.
@@ -100,9 +101,9 @@ class _Worker:
 
     def _pump(self, out: IO[str], lock: threading.Lock) -> None:
         prefix = f"[worker {self.index}] "
-        with open(self.log_path, "w") as log_file:
+        with open_private(self.log_path) as log_file:  # a worker's log may name a storage
             assert self.proc.stdout is not None
-            for line in self.proc.stdout:
+            for line in map(redact, self.proc.stdout):
                 log_file.write(line)
                 log_file.flush()
                 with lock:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from hpsearch.config import validate_config
 from hpsearch.errors import ConfigError, HpsearchError
 from hpsearch.pruners import make_pruner
+from hpsearch.secrets import redact_tree
 from hpsearch.space import apply_params, contains
 from hpsearch.study.outage import ResilientStorage, is_connection_error, ride_out
 from hpsearch.study.placement import worker_index
@@ -62,6 +63,7 @@ def create_study(
     if "config" not in study.user_attrs:
         config = OmegaConf.to_container(cfg, resolve=True)
         config["storage"]["url"] = safe_url(str(cfg.storage.url))  # never store the password
+        config = redact_tree(config)  # nor one in any other key (pruner.prior_storage)
         study.set_user_attr("config", config)
     if study.metric_names != METRIC_NAMES:  # without it the plots say "Objective 0"
         with warnings.catch_warnings():  # experimental since optuna 3.2, unchanged in 5

@@ -366,7 +366,7 @@ def load_existing_study(url: str, name: str) -> optuna.Study:
         and not Path(parsed.database).expanduser().exists()
     ):
         raise HpsearchError(
-            f"storage.url={url}: no such database file; run a search first "
+            f"storage.url={safe_url(url)}: no such database file; run a search first "
             "or point storage.url at the search's storage"
         )
     storage = open_storage(url)
