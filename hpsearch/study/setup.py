@@ -25,6 +25,7 @@ from hpsearch.secrets import redact_tree
 from hpsearch.space import apply_params, contains
 from hpsearch.study.outage import ResilientStorage, is_connection_error, ride_out
 from hpsearch.study.placement import worker_index
+from hpsearch.study.seeding import SeedRecordingSampler, run_seed, trials_run
 from hpsearch.study.storage import (
     Heartbeat,
     Pool,
@@ -44,6 +45,15 @@ def make_sampler(study_cfg: DictConfig, worker_offset: int = 0) -> optuna.sample
     if study_cfg.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=int(study_cfg.n_startup_trials))
+
+
+def run_sampler(
+    study: optuna.Study, study_cfg: DictConfig, worker: int
+) -> optuna.samplers.BaseSampler:
+    """This worker's sampler for this run (``hpsearch.study.seeding``): seeded from the study
+    seed, the worker and the trials run so far, recording its seed in every trial it starts."""
+    seed = run_seed(int(study_cfg.seed), worker, trials_run(study))
+    return SeedRecordingSampler(make_sampler(study_cfg, seed - int(study_cfg.seed)), seed)
 
 
 def create_study(
@@ -107,6 +117,7 @@ def _prepare(
         study = create_study(
             cfg, storage, make_sampler(cfg.study, worker_index(url)), make_pruner(cfg)
         )
+        study.sampler = run_sampler(study, cfg.study, worker_index(url))
         for params in fixed:
             study.enqueue_trial(params, skip_if_exists=True)
         if setup is not None:

@@ -29,6 +29,9 @@ METRICS = {
     "hp_lr": "HP learning rate",
     "ft_lr": "FT learning rate",
     "seed": "the trial's seed (head init, batch order, augmentation)",
+    "sampler_seed": "the seed of the sampler that proposed the trial: study.seed + the worker's "
+    "index on a fresh study, mixed with the number of trials run so far on a rerun (so a rerun "
+    "samples new configurations)",
     "hp_features": "how HP got the copied part's outputs: cache, cache-disk or frozen",
     "hp_epochs_run": "HP epochs actually run",
     "energy": "mean ||e_y - q_0||_2 on the train split at the start of FT",
