@@ -201,6 +201,9 @@ def set_openmp_defaults(env: dict[str, str] | None = None) -> None:
 
 def main() -> None:
     global _checked
+    from hpsearch.study.launcher import die_with_launcher
+
+    die_with_launcher()  # a worker of workers=N: SIGTERM when the launcher dies (kill -9 too)
     set_openmp_defaults()
     register_environment()  # PGPASSWORD, .pgpass, HPSEARCH_STORAGE_URL: masked in all output
     redact_output()

@@ -14,9 +14,11 @@ workers spread evenly over the GPUs. ``workers_per_device=K`` lets up to K worke
 Each worker gets ``OMP_NUM_THREADS`` = cores / N (unless already set), so N processes do not
 oversubscribe the CPU cores (each would otherwise start one thread per core). Each worker's
 output goes to ``<storage.logs>/<study>/<time>/worker-<i>.log`` and, prefixed with
-``[worker i]``, to this terminal. The launcher forwards SIGTERM/SIGINT to the workers (each fails
-and re-queues its running trial, see ``hpsearch.study.shutdown``), waits for all of them, and
-exits with the first non-zero exit code of a worker (0 when all succeeded).
+``[worker i]``, to this terminal. The launcher forwards SIGTERM/SIGINT/SIGHUP to the workers as
+SIGTERM (each fails and re-queues its running trial, see ``hpsearch.study.shutdown``), waits for
+all of them, and exits with the first non-zero exit code of a worker (0 when all succeeded). A
+launcher that dies without forwarding (``kill -9``) still stops its workers the same way: each
+gets SIGTERM from the kernel when its parent dies (``die_with_launcher``).
 
 With ``study.confirm.auto=true`` the search workers run with ``auto`` off, and once all of them
 have succeeded the launcher starts N workers of ``mode=confirm`` (``hpsearch.study.confirm``), which
@@ -48,6 +50,11 @@ from hpsearch.study.placement import WORKER_INDEX_ENV
 
 # Overrides the launcher consumes; the workers get the rest of the command line unchanged.
 _LAUNCHER_KEYS = re.compile(r"^[+~]{0,2}(workers|devices|workers_per_device)(=|$)")
+LAUNCHER_PID_ENV = "HPSEARCH_LAUNCHER_PID"  # set in each worker: the process it must die with
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies (Linux)
+PARENT_DEATH_SIGNAL = signal.SIGUSR1  # a worker's death signal, turned into one SIGTERM
+# Signals the launcher passes on to its workers as SIGTERM: stop, Ctrl-C, the terminal closed.
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _PHASE_KEYS = re.compile(r"^[+~]{0,2}(mode|study\.confirm\.auto)(=|$)")
 
 
@@ -66,6 +73,7 @@ def worker_args(argv: list[str], phase: str | None = None) -> list[str]:
 def worker_env(cfg: DictConfig, index: int, base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     env[WORKER_INDEX_ENV] = str(index)
+    env[LAUNCHER_PID_ENV] = str(os.getpid())
     env["PYTHONUNBUFFERED"] = "1"  # lines reach the log as they are written
     if cfg.devices:
         env["CUDA_VISIBLE_DEVICES"] = str(list(cfg.devices)[index % len(cfg.devices)])
@@ -161,7 +169,7 @@ def _run_round(cfg: DictConfig, args: list[str], out: IO[str]) -> int:
             if w.proc.poll() is None:
                 w.proc.send_signal(signal.SIGTERM)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
         print(
             f"starting {n} {mode} workers of study {cfg.study.name!r}; logs in {log_dir}",
@@ -181,6 +189,35 @@ def _run_round(cfg: DictConfig, args: list[str], out: IO[str]) -> int:
     for w, code in zip(workers, codes):
         print(f"worker {w.index} exited with code {code} (log: {w.log_path})", file=out, flush=True)
     return next((c for c in codes if c != 0), 0)
+
+
+def die_with_launcher(env: dict[str, str] | None = None) -> None:
+    """In a worker of the local launcher: stop (SIGTERM, the graceful way) when the launcher
+    dies, however it dies (``kill -9`` included), instead of running on as an orphan whose output
+    goes nowhere. A launcher already gone by now means the same, at once. Elsewhere (no
+    ``HPSEARCH_LAUNCHER_PID``, not Linux) nothing happens.
+
+    The kernel signals a child each time it is reparented, and a launcher's children are
+    reparented once per thread of the dying launcher (its output threads, then init): the death
+    signal is ``PARENT_DEATH_SIGNAL``, whose handler turns the first one into one SIGTERM and
+    ignores the rest (a second SIGTERM would end the worker before it re-queued its trial)."""
+    value = (os.environ if env is None else env).get(LAUNCHER_PID_ENV, "")
+    if not value.isdigit() or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    def launcher_died(_signum: int, _frame: Any) -> None:
+        signal.signal(PARENT_DEATH_SIGNAL, signal.SIG_IGN)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        signal.signal(PARENT_DEATH_SIGNAL, launcher_died)
+        libc.prctl(PR_SET_PDEATHSIG, int(PARENT_DEATH_SIGNAL), 0, 0, 0)
+    except (OSError, AttributeError, ValueError):  # ValueError: not the main thread
+        return
+    if os.getppid() != int(value):  # the launcher died before the prctl
+        launcher_died(int(PARENT_DEATH_SIGNAL), None)
 
 
 def _safe_name(name: str) -> str:
