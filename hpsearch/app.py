@@ -62,6 +62,23 @@ def _one_line(err: BaseException) -> str:
     return text
 
 
+def _override_syntax_hint(err: BaseException) -> str | None:
+    """For an override Hydra's lexer cannot read (an emoji, a space, a bracket in a plain value):
+    which override, and how to quote it."""
+    first = (str(err).strip().splitlines() or [""])[0]
+    if not first.startswith("LexerNoViableAltException: "):
+        return None
+    key, _, value = first.removeprefix("LexerNoViableAltException: ").partition("=")
+    if not key or not value:
+        return None
+    if len(value) > 40:
+        value = value[:37] + "..."
+    return (
+        f"{key}={value}: Hydra's override syntax does not accept this value unquoted; quote "
+        f"it, e.g. '{key}=\"{value}\"' (the outer quotes are for the shell)"
+    )
+
+
 def compose_config(overrides: list[str]) -> DictConfig:
     """Compose conf/config.yaml with command-line overrides and validate it (ConfigError)."""
     from hydra import compose, initialize_config_dir
@@ -73,7 +90,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)
     except Exception as err:  # hydra / omegaconf composition and type errors
-        raise ConfigError(_one_line(err)) from None
+        raise ConfigError(_override_syntax_hint(err) or _one_line(err)) from None
     finally:
         GlobalHydra.instance().clear()
     check_composed(cfg)
@@ -214,7 +231,8 @@ def main() -> None:
         try:
             cfg = compose_config(overrides)
             _checked = True
-            if int(cfg.workers) > 1:  # the local launcher: N workers of this same command
+            if int(cfg.workers) > 1 or cfg.devices:  # the local launcher: N workers of this
+                # same command (one with devices=[...]: it runs on the GPU named there)
                 from hpsearch.study.launcher import launch_workers
 
                 sys.exit(launch_workers(cfg, sys.argv[1:]))

@@ -220,12 +220,16 @@ def load_state_dict_file(model: nn.Module, path: Path, arch: str) -> None:
             f"backbone.weights={str(path)!r}: file not found; expected imagenet, "
             "none, or the path of a saved state_dict"
         )
+    if path.stat().st_size == 0:
+        raise HpsearchError(
+            f"backbone.weights={str(path)!r}: the file is empty (0 bytes); expected a saved "
+            "state_dict (torch.save)"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise HpsearchError(
-            f"backbone.weights={str(path)!r}: not a loadable state_dict "
-            f"({type(err).__name__}: {str(err).splitlines()[0][:160]})"
+            f"backbone.weights={str(path)!r}: not a loadable state_dict ({_reason(err)})"
         ) from None
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
@@ -257,6 +261,12 @@ def load_state_dict_file(model: nn.Module, path: Path, arch: str) -> None:
             f"shape mismatch {_few(bad)}"
         )
     model.load_state_dict(state, strict=False)
+
+
+def _reason(err: BaseException) -> str:
+    """``Type: first line`` of an exception, also one raised without a message."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:160]}" if lines else type(err).__name__
 
 
 def _few(items: list[str], n: int = 5) -> str:

@@ -45,6 +45,7 @@ from typing import IO, Any
 
 from omegaconf import DictConfig
 
+from hpsearch.errors import ConfigError
 from hpsearch.secrets import open_private, redact
 from hpsearch.study.placement import WORKER_INDEX_ENV
 
@@ -131,6 +132,7 @@ def launch_workers(cfg: DictConfig, argv: list[str], out: IO[str] = sys.stdout) 
     from hpsearch.schedules import study_distributions
     from hpsearch.study.setup import check_enqueue, prepare_study
 
+    check_devices(cfg)
     distributions = study_distributions(cfg)
     if cfg.mode == "confirm":
         from hpsearch.study.confirm import plan_confirmation
@@ -147,6 +149,26 @@ def launch_workers(cfg: DictConfig, argv: list[str], out: IO[str] = sys.stdout) 
     if code != 0:
         return code
     return _run_round(cfg, worker_args(argv, "confirm"), out)
+
+
+def check_devices(cfg: DictConfig, visible: int | None = None) -> None:
+    """Every numeric id in ``devices`` names a CUDA device of this machine (``visible``: how
+    many there are; default torch's count), so that a worker never falls back to the CPU
+    without a word. Other ids (GPU UUIDs) are left to CUDA."""
+    if not cfg.devices:
+        return
+    if visible is None:
+        import torch
+
+        visible = torch.cuda.device_count()
+    wrong = [str(d) for d in cfg.devices if str(d).isdigit() and int(d) >= visible]
+    if wrong:
+        have = f"ids 0-{visible - 1}" if visible else "none"
+        raise ConfigError(
+            f"devices={list(map(str, cfg.devices))} is invalid: this machine has {visible} CUDA "
+            f"devices ({have}); {', '.join(wrong)} is not one of them (leave devices out to "
+            "run on the CPU)"
+        )
 
 
 def _run_round(cfg: DictConfig, args: list[str], out: IO[str]) -> int:

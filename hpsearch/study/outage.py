@@ -131,15 +131,18 @@ def ride_out(what: str, call: Callable[[], T], timeout_s: float, url: str) -> T:
     first_failure: float | None = None
     failures = 0
     while True:
+        started = time.monotonic()
         try:
             result = call()
+        except StorageUnreachable:
+            raise  # a storage call inside gave up after its own wait: done, not repeated
         except Exception as err:
             if not is_connection_error(err):
                 raise
             reason = connection_error_reason(err)
             now = time.monotonic()
             if first_failure is None:
-                first_failure = now
+                first_failure = started  # the outage began when the failed call did
                 log.warning(
                     "storage %s unreachable (%s: %s); retrying for up to %g s",
                     url,
@@ -211,6 +214,7 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
             return call()
         failures = 0
         while True:
+            started = time.monotonic()
             try:
                 if failures and went_through is not None:
                     done, result = went_through()
@@ -222,20 +226,22 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
                 if not is_connection_error(err):
                     raise
                 failures += 1
-                if not self._down(what, err, give_up_quietly):
+                if not self._down(what, err, give_up_quietly, started):
                     return None  # type: ignore[return-value]  # a heartbeat given up
                 time.sleep(backoff_s(failures))
                 continue
             self._up()
             return result
 
-    def _down(self, what: str, err: BaseException, give_up_quietly: bool) -> bool:
-        """Record a failed call; False (quiet) or StorageUnreachable once the time is up."""
+    def _down(self, what: str, err: BaseException, give_up_quietly: bool, started: float) -> bool:
+        """Record a failed call that began at ``started`` (a call may wait long before it fails:
+        a SQLite lock's busy timeout); False (quiet) or StorageUnreachable once the time is
+        up."""
         reason = connection_error_reason(err)
         now = time.monotonic()
         with self._lock:
             if self._down_since is None:
-                self._down_since = now
+                self._down_since = started
                 log.warning(
                     "storage %s unreachable (%s: %s); retrying for up to %g s",
                     self.url,

@@ -31,6 +31,7 @@ import contextlib
 import copy
 import fcntl
 import logging
+import os
 import time
 import warnings
 import zlib
@@ -44,6 +45,7 @@ from omegaconf import DictConfig
 
 from hpsearch.config import StorageConfig
 from hpsearch.errors import FAIL_REASON, HpsearchError, safe_url
+from hpsearch.tables import name_list, short_name
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +212,7 @@ def check_connection(url: str) -> None:
     parsed = _parse(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            check_sqlite_file(url, Path(parsed.database).expanduser())
         return
     try:
         engine = create_engine(
@@ -223,6 +225,28 @@ def check_connection(url: str) -> None:
         engine.dispose()
     except Exception as err:
         raise HpsearchError(describe_error(str(url), err)) from None
+
+
+def check_sqlite_file(url: str, path: Path) -> None:
+    """A SQLite database file a worker can write: not a directory, in a directory that exists
+    (created here) and is writable, itself writable when it exists. Each failure is one line,
+    at once (not an outage to wait out)."""
+    prefix = f"storage.url={safe_url(url)}"
+    if path.is_dir():
+        raise HpsearchError(f"{prefix}: {path} is a directory; name a database file in it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise HpsearchError(
+            f"{prefix}: cannot create the directory {path.parent} ({err.strerror})"
+        ) from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise HpsearchError(
+            f"{prefix}: the directory {path.parent} is not writable (SQLite writes its lock "
+            "and journal files next to the database)"
+        )
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise HpsearchError(f"{prefix}: {path} is not readable and writable by this user")
 
 
 def _tune_sqlite(storage: optuna.storages.RDBStorage, busy_s: float) -> None:
@@ -342,7 +366,14 @@ def setup_lock(url: str) -> Iterator[None]:
     elif backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
         path = Path(parsed.database).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(f"{path}.setup.lock", "a+") as handle:
+        try:
+            handle = open(f"{path}.setup.lock", "a+")
+        except OSError as err:
+            raise HpsearchError(
+                f"storage.url={safe_url(url)}: cannot create the setup lock "
+                f"{path}.setup.lock ({err.strerror})"
+            ) from None
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -373,7 +404,7 @@ def load_existing_study(url: str, name: str) -> optuna.Study:
     names = sorted(s.study_name for s in storage.get_all_studies())
     if name not in names:
         raise HpsearchError(
-            f"study.name={name!r} is not in storage {safe_url(url)}; studies "
-            f"there: {', '.join(names) if names else '(none)'}"
+            f"study.name={short_name(name)!r} is not in storage {safe_url(url)}; studies "
+            f"there: {name_list(names)}"
         )
     return optuna.load_study(study_name=name, storage=storage)
