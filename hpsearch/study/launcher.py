@@ -109,15 +109,37 @@ class _Worker:
         self._thread.start()
 
     def _pump(self, out: IO[str], lock: threading.Lock) -> None:
+        """Each line of the worker to its log file and, prefixed, to ``out``. A log that cannot
+        be written (a full disk) is given up with one line; the lines still reach ``out``, and
+        the worker never blocks on a full pipe."""
         prefix = f"[worker {self.index}] "
-        with open_private(self.log_path) as log_file:  # a worker's log may name a storage
-            assert self.proc.stdout is not None
-            for line in map(redact, self.proc.stdout):
-                log_file.write(line)
-                log_file.flush()
-                with lock:
-                    out.write(prefix + line)
-                    out.flush()
+        log_file: IO[str] | None = None
+        try:
+            log_file = open_private(self.log_path)  # a worker's log may name a storage
+        except OSError as err:
+            self._log_lost(out, lock, err)
+        assert self.proc.stdout is not None
+        for line in map(redact, self.proc.stdout):
+            if log_file is not None:
+                try:
+                    log_file.write(line)
+                    log_file.flush()
+                except OSError as err:
+                    self._log_lost(out, lock, err)
+                    log_file = _close_quietly(log_file)
+            with lock:
+                out.write(prefix + line)
+                out.flush()
+        if log_file is not None:
+            _close_quietly(log_file)
+
+    def _log_lost(self, out: IO[str], lock: threading.Lock, err: OSError) -> None:
+        with lock:
+            out.write(
+                f"[worker {self.index}] log {self.log_path} not written from here on "
+                f"({err.strerror or err}); the output goes on here\n"
+            )
+            out.flush()
 
     def wait(self) -> int:
         code = self.proc.wait()
@@ -151,6 +173,13 @@ def launch_workers(cfg: DictConfig, argv: list[str], out: IO[str] = sys.stdout) 
     return _run_round(cfg, worker_args(argv, "confirm"), out)
 
 
+def _close_quietly(handle: IO[str]) -> None:
+    try:
+        handle.close()
+    except OSError:  # the last flush of a full disk
+        pass
+
+
 def check_devices(cfg: DictConfig, visible: int | None = None) -> None:
     """Every numeric id in ``devices`` names a CUDA device of this machine (``visible``: how
     many there are; default torch's count), so that a worker never falls back to the CPU
@@ -182,7 +211,10 @@ def _run_round(cfg: DictConfig, args: list[str], out: IO[str]) -> int:
         / _safe_name(str(cfg.study.name))
         / (time.strftime("%Y-%m-%d_%H-%M-%S") + ("" if mode == "search" else f"-{mode}"))
     )
-    log_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # each worker's pump says its log is not written
+        print(f"logs: cannot create {log_dir} ({err.strerror})", file=out, flush=True)
     lock = threading.Lock()
     workers: list[_Worker] = []
 

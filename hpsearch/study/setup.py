@@ -19,11 +19,16 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from hpsearch.config import validate_config
-from hpsearch.errors import ConfigError, HpsearchError
+from hpsearch.errors import ConfigError, DiskFull, HpsearchError, is_disk_full
 from hpsearch.pruners import make_pruner
 from hpsearch.secrets import redact_tree
 from hpsearch.space import apply_params, contains
-from hpsearch.study.outage import ResilientStorage, is_connection_error, ride_out
+from hpsearch.study.outage import (
+    ResilientStorage,
+    connection_error_reason,
+    is_connection_error,
+    ride_out,
+)
 from hpsearch.study.placement import worker_index
 from hpsearch.study.seeding import SeedRecordingSampler, run_seed, trials_run
 from hpsearch.study.storage import (
@@ -110,6 +115,11 @@ def _prepare(
                 url, Heartbeat.from_config(cfg.storage), Pool.from_config(cfg.storage)
             )
         except Exception as err:
+            if is_disk_full(err):
+                raise DiskFull(
+                    f"storage {safe_url(url)}: cannot set up the study, its disk is full "
+                    f"({connection_error_reason(err)}); free space and run the command again"
+                ) from None
             if is_connection_error(err):
                 raise  # an outage: ride_out waits for the storage and repeats
             raise HpsearchError(describe_error(url, err)) from None

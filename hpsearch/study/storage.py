@@ -93,10 +93,20 @@ class Requeue:
             self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if _has_retry(study, trial.number):  # re-queued already (before its FAIL was written)
+            return
         if FAIL_REASON in trial.user_attrs:
             trial = copy.deepcopy(trial)
             trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != FAIL_REASON}
         self._retry(study, trial)
+
+
+def _has_retry(study: optuna.Study, number: int) -> bool:
+    """Whether a trial of ``study`` retries trial ``number`` (the last of its retry history)."""
+    return any(
+        t.system_attrs.get("retry_history", [])[-1:] == [number]
+        for t in study.get_trials(deepcopy=False)
+    )
 
 
 @dataclass(frozen=True)
