@@ -333,14 +333,14 @@ def one_trial(cfg, threads: int | None = None) -> dict[str, Any]:
     """Trial 0 of a fresh in-memory study with ``cfg``, as a worker runs it; its user attrs."""
     import optuna
 
-    from hpsearch.schedules import study_distributions
+    from hpsearch.plan import plan_study
     from hpsearch.trial import Objective
 
     default = torch.get_num_threads()
     torch.set_num_threads(threads or default)
     try:
         study = optuna.create_study(direction="maximize")
-        study.optimize(Objective(cfg, study_distributions(cfg), Workspace(cfg)), n_trials=1)
+        study.optimize(Objective(cfg, plan_study(cfg), Workspace(cfg)), n_trials=1)
     finally:
         torch.set_num_threads(default)
     return dict(study.trials[0].user_attrs)

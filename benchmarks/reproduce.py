@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO))
 
 from hpsearch.app import compose_config  # noqa: E402
 from hpsearch.errors import HpsearchError  # noqa: E402
-from hpsearch.schedules import study_distributions  # noqa: E402
+from hpsearch.plan import plan_study  # noqa: E402
 from hpsearch.stats import mean_interval, ranks  # noqa: E402
 from hpsearch.study.answer import points  # noqa: E402
 from hpsearch.study.setup import create_study, make_sampler  # noqa: E402
@@ -266,7 +266,7 @@ def run_sweep(args: argparse.Namespace, base: list[str], experiment: str) -> lis
         if attrs is None:
             cfg = compose_config(common + arm.overrides() + [f"seed={seed}", f"study.name={name}"])
             study = create_study(cfg, storage, make_sampler(cfg.study), optuna.pruners.NopPruner())
-            study.optimize(Objective(cfg, study_distributions(cfg), workspace), n_trials=1)
+            study.optimize(Objective(cfg, plan_study(cfg), workspace), n_trials=1)
             attrs = dict(study.trials[0].user_attrs)
             ran += 1
             elapsed = time.perf_counter() - start

@@ -67,7 +67,7 @@ def open_study(cfg_dict: dict, worker: int) -> Any:
     import optuna
     from omegaconf import OmegaConf
 
-    from hpsearch.pruners import make_pruner
+    from hpsearch.study.pruning import make_pruner
     from hpsearch.study.setup import make_sampler, prepare_study
 
     os.environ["HPSEARCH_WORKER_INDEX"] = str(worker)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from hpsearch.config import CONF_DIR as conf_dir
 from hpsearch.config import register_schema, replay_pruner_settings, validate_config
 from hpsearch.errors import ConfigError, HpsearchError
+from hpsearch.plan import StudyPlan, plan_study
 from hpsearch.secrets import (
     hide_secret_overrides,
     make_private,
@@ -81,6 +83,19 @@ def _override_syntax_hint(err: BaseException) -> str | None:
 
 def compose_config(overrides: list[str]) -> DictConfig:
     """Compose conf/config.yaml with command-line overrides and validate it (ConfigError)."""
+    return compose_checked(overrides).cfg
+
+
+class Composed(NamedTuple):
+    cfg: DictConfig
+    plan: StudyPlan | None  # a search's or a confirmation's
+    pinned: list[str]  # the overrides that pinned a searched key
+
+
+def compose_checked(overrides: list[str]) -> Composed:
+    """Compose and validate, like ``compose_config``, and the study plan of a search or a
+    confirmation (None for the other modes). A searched key given a value on the command line
+    is pinned to it (``pin_searched_keys``)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -93,14 +108,31 @@ def compose_config(overrides: list[str]) -> DictConfig:
         raise ConfigError(_override_syntax_hint(err) or _one_line(err)) from None
     finally:
         GlobalHydra.instance().clear()
-    check_composed(cfg)
-    return cfg
+    pinned = pin_searched_keys(cfg, overrides)
+    return Composed(cfg, check_composed(cfg), pinned)
 
 
-def check_composed(cfg: DictConfig) -> None:
-    """The one check of a composed config, before anything runs: required keys, the schema's
-    ranges and cross-field rules (``validate_config``); for a search or a confirmation also every
-    search-space bound, fixed trial and baseline (each through the same validator) and the
+def pin_searched_keys(cfg: DictConfig, overrides: list[str]) -> list[str]:
+    """Take each key that an override sets (``hp.epochs=8``) out of ``cfg.search_space``, so
+    that the value given is the one every trial runs; the overrides that pinned a key. Without
+    this the search space would silently win over the command line."""
+    from omegaconf import open_dict
+
+    pinned = []
+    for override in overrides:
+        key = _override_key(override)
+        if "=" in override and not override.startswith("~") and key in cfg.search_space:
+            with open_dict(cfg):
+                del cfg.search_space[key]
+            pinned.append(override.lstrip("+"))
+    return pinned
+
+
+def check_composed(cfg: DictConfig) -> StudyPlan | None:
+    """The one check of a composed config, before anything runs (and before torch is imported):
+    required keys, the schema's ranges and cross-field rules (``validate_config``), the pruner's
+    arguments; for a search or a confirmation also the study plan (every search-space bound,
+    fixed trial and baseline, each through the same validator), which it returns, and the
     storage URL."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
@@ -111,20 +143,17 @@ def check_composed(cfg: DictConfig) -> None:
     register_url(cfg.storage.url)  # a URL from a config file: its password is masked too
     register_url(cfg.pruner.prior_storage)
     try:
-        validate_config(cfg)
-        if cfg.mode in ("search", "confirm"):
-            from hpsearch.schedules import baseline_schedules, study_distributions
-            from hpsearch.study.confirm import BASELINES_KEY
-            from hpsearch.study.setup import check_enqueue
-            from hpsearch.study.storage import check_connection
+        from hpsearch.study.pruning import check_pruner
 
-            distributions = study_distributions(cfg)
-            if cfg.mode == "search":
-                check_enqueue(cfg, distributions)
-                baseline_schedules(cfg)
-            if cfg.mode == "confirm" or cfg.study.confirm.auto:
-                baseline_schedules(cfg, BASELINES_KEY)
-            check_connection(str(cfg.storage.url))  # host, password, database: before torch
+        validate_config(cfg)
+        check_pruner(cfg)
+        if cfg.mode not in ("search", "confirm"):
+            return None
+        from hpsearch.study.storage import check_connection
+
+        plan = plan_study(cfg)
+        check_connection(str(cfg.storage.url))  # host, password, database: before torch
+        return plan
     except HpsearchError:
         raise
     except Exception as err:  # interpolation or type errors surfacing on access
@@ -157,8 +186,11 @@ def replay_configs(cfg: DictConfig, overrides: list[str]) -> dict[str, DictConfi
     return configs
 
 
-def run(cfg: DictConfig) -> None:
-    """Dispatch on ``mode``."""
+def run(cfg: DictConfig, plan: StudyPlan | None = None) -> None:
+    """Dispatch on ``mode``; a search or a confirmation runs the study plan ``plan`` (computed
+    here when not given)."""
+    if plan is None and cfg.mode in ("search", "confirm"):
+        plan = plan_study(cfg)
     if cfg.mode == "dashboard":
         from hpsearch.review.dashboard import serve_dashboard
 
@@ -176,23 +208,26 @@ def run(cfg: DictConfig) -> None:
     elif cfg.mode == "confirm":
         from hpsearch.study.worker import run_confirm
 
-        run_confirm(cfg)
+        run_confirm(cfg, plan)
     else:
         from hpsearch.study.worker import run_search
 
-        run_search(cfg)
+        run_search(cfg, plan)
 
 
 _checked = False  # main() composed and checked this command's config before Hydra ran it
+_plan: StudyPlan | None = None  # and computed its study plan (search, confirm)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def _hydra_app(cfg: DictConfig) -> None:
     _make_run_files_private()
     try:
-        if not _checked:  # Hydra's own flags (--multirun, ...) bypass main()'s check
-            check_composed(cfg)
-        run(cfg)
+        from hydra.core.hydra_config import HydraConfig
+
+        pin_searched_keys(cfg, list(HydraConfig.get().overrides.task))  # as main() did
+        plan = _plan if _checked else check_composed(cfg)  # Hydra's own flags bypass main()
+        run(cfg, plan)
     except HpsearchError as err:
         _fail(err)
 
@@ -217,7 +252,7 @@ def set_openmp_defaults(env: dict[str, str] | None = None) -> None:
 
 
 def main() -> None:
-    global _checked
+    global _checked, _plan
     from hpsearch.study.launcher import die_with_launcher
 
     die_with_launcher()  # a worker of workers=N: SIGTERM when the launcher dies (kill -9 too)
@@ -229,13 +264,17 @@ def main() -> None:
     overrides = [a for a in sys.argv[1:] if not a.startswith("-") and not a.startswith("hydra")]
     if not any(a.startswith("-") for a in sys.argv[1:]):  # --help, --cfg, --multirun: Hydra's
         try:
-            cfg = compose_config(overrides)
+            cfg, _plan, pinned = compose_checked(overrides)
             _checked = True
+            for override in pinned:
+                print(
+                    f"hpsearch: {override} pinned: removed from the search space", file=sys.stderr
+                )
             if int(cfg.workers) > 1 or cfg.devices:  # the local launcher: N workers of this
                 # same command (one with devices=[...]: it runs on the GPU named there)
                 from hpsearch.study.launcher import launch_workers
 
-                sys.exit(launch_workers(cfg, sys.argv[1:]))
+                sys.exit(launch_workers(cfg, _plan, sys.argv[1:]))
         except HpsearchError as err:
             _fail(err)
     _hydra_app()

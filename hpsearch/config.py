@@ -44,25 +44,6 @@ def replay_pruner_settings(name: str) -> dict[str, str]:
 # Stages a backbone is cut into for `backbone.layers_copied`; the vector backbones have one stage
 # per linear layer.
 RESNET_STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
-# HP-phase signals (trial user attrs set before the gate) the energy pruner may read
-# (`pruner.signals`); hpsearch.pruners.SIGNALS says how the predictor sees each.
-ENERGY_SIGNALS = (
-    "energy",
-    "hp_train_acc",
-    "hp_train_loss",
-    "hp_val_acc",
-    "head_norm",
-    "tau",
-    "label_smoothing",
-    "head_depth",
-    "layers_copied",
-    "hp_lr",
-    "ft_lr",
-)
-# The ones it reads by default: what head probing measured (energy, validation accuracy, train
-# loss) and the two schedule settings it does not see (the FT learning rate, the copied stages).
-# Chosen by replay on the toy and low-data tables (docs/energy-pruner.md).
-GATE_SIGNALS = ("energy", "hp_val_acc", "hp_train_loss", "ft_lr", "layers_copied")
 
 
 def backbone_stage_count(arch: str, mlp_depth: int = 2) -> int:
@@ -209,7 +190,7 @@ class PrunerConfig:
     min_prob: float = 0.003  # prune when P(beats the top_k-th best) is below; larger prunes more
     energy_min: float | None = None  # optional hard band on the energy (from the first trial)
     energy_max: float | None = None
-    signals: list[str] | None = None  # user attrs the predictor reads; None: GATE_SIGNALS
+    signals: list[str] | None = None  # user attrs it reads; None: hpsearch.pruners.GATE_SIGNALS
     # Earlier studies on related data (same objective and direction) whose completed trials the
     # gate's predictor is fitted on too; in prior_storage, or in storage.url when that is null.
     prior_studies: list[str] = field(default_factory=list)
@@ -303,6 +284,21 @@ def _select(cfg: DictConfig, key: str) -> Any:
 
 def validate_config(cfg: DictConfig) -> None:
     """Check ranges and cross-field rules; raise ConfigError naming the first bad key."""
+    _check_choices(cfg)
+    _check_ranges(cfg)
+    _require(cfg.ft.epochs >= 1, "ft.epochs", cfg.ft.epochs, FT_EPOCHS_HELP)
+    _check_study_name(cfg.study.name)
+    _check_pruner_ranges(cfg.pruner)
+    _check_data_classes(cfg.data)
+    _check_storage(cfg)
+    _check_devices(cfg)
+    _check_dashboard(cfg)
+    _check_model_and_data(cfg)
+    _check_sources(cfg)
+
+
+def _check_choices(cfg: DictConfig) -> None:
+    """Every key that names one of a fixed set of choices."""
     _one_of(cfg, "mode", MODES)
     _one_of(cfg, "data.format", DATA_FORMATS)
     _one_of(cfg, "backbone.arch", ARCHS)
@@ -313,27 +309,12 @@ def validate_config(cfg: DictConfig) -> None:
     _one_of(cfg, "pruner.name", PRUNERS)
     _one_of(cfg, "pruner.ft", FT_PRUNERS)
     if cfg.pruner.name == "energy":
-        _check_energy_pruner(cfg.pruner)
-        _require(
-            str(cfg.study.name) not in list(cfg.pruner.prior_studies)
-            or cfg.pruner.prior_storage not in (None, str(cfg.storage.url)),
-            "pruner.prior_studies",
-            list(cfg.pruner.prior_studies),
-            f"a list of earlier studies, not this one (study.name={cfg.study.name})",
-        )
+        _check_prior_studies(cfg)
     _check_replay(cfg.replay)
-    _check_study_name(cfg.study.name)
-    _check_pruner_ranges(cfg.pruner)
-    _check_data_classes(cfg.data)
-    _require(cfg.ft.epochs >= 1, "ft.epochs", cfg.ft.epochs, FT_EPOCHS_HELP)
-    device = cfg.device
-    _require(
-        device in ("auto", "cpu", "cuda") or str(device).startswith("cuda:"),
-        "device",
-        device,
-        "auto, cpu, cuda or cuda:N",
-    )
 
+
+def _check_ranges(cfg: DictConfig) -> None:
+    """Counts, rates and sizes."""
     for key in (
         "hp.epochs",
         "ft.epochs",
@@ -374,6 +355,12 @@ def validate_config(cfg: DictConfig) -> None:
         value = _select(cfg, key)
         _require(value >= 0, key, value, ">= 0")
     _require(cfg.hp.converge_tol >= 0, "hp.converge_tol", cfg.hp.converge_tol, ">= 0")
+    for key in ("hp.label_smoothing", "ft.label_smoothing"):
+        value = _select(cfg, key)
+        _require(0.0 <= value < 1.0, key, value, "in [0, 1)")
+
+
+def _check_storage(cfg: DictConfig) -> None:
     _require(
         bool(cfg.storage.url),
         "storage.url",
@@ -393,6 +380,18 @@ def validate_config(cfg: DictConfig) -> None:
         cfg.storage.grace_period,
         f"> storage.heartbeat_interval={cfg.storage.heartbeat_interval} (seconds)",
     )
+
+
+def _check_devices(cfg: DictConfig) -> None:
+    """``device``, ``devices`` and ``workers_per_device``, and the memory layout."""
+    device = cfg.device
+    _require(
+        device in ("auto", "cpu", "cuda") or str(device).startswith("cuda:"),
+        "device",
+        device,
+        "auto, cpu, cuda or cuda:N",
+    )
+
     per_device = cfg.workers_per_device
     _require(per_device >= 1, "workers_per_device", per_device, ">= 1")
     if cfg.devices is not None:
@@ -429,9 +428,9 @@ def validate_config(cfg: DictConfig) -> None:
         cfg.channels_last,
         "one of " + ", ".join(CHANNELS_LAST),
     )
-    for key in ("hp.label_smoothing", "ft.label_smoothing"):
-        value = _select(cfg, key)
-        _require(0.0 <= value < 1.0, key, value, "in [0, 1)")
+
+
+def _check_dashboard(cfg: DictConfig) -> None:
     _require(
         1 <= cfg.dashboard.port <= 65535,
         "dashboard.port",
@@ -444,6 +443,10 @@ def validate_config(cfg: DictConfig) -> None:
         cfg.dashboard.host,
         "a host name or IP address to bind (127.0.0.1: this machine only)",
     )
+
+
+def _check_model_and_data(cfg: DictConfig) -> None:
+    """The head, the backbone's stages and the data's sizes and statistics."""
     _require(1 <= cfg.head.depth <= 3, "head.depth", cfg.head.depth, "1 (linear), 2 or 3 (MLP)")
     _require(cfg.backbone.mlp_depth >= 1, "backbone.mlp_depth", cfg.backbone.mlp_depth, ">= 1")
     n_stages = backbone_stage_count(cfg.backbone.arch, cfg.backbone.mlp_depth)
@@ -474,6 +477,9 @@ def validate_config(cfg: DictConfig) -> None:
         "3 channel means and 3 positive channel stds",
     )
 
+
+def _check_sources(cfg: DictConfig) -> None:
+    """Where the data and the backbone's weights come from, and that they fit together."""
     vector_data = cfg.data.format == "synthetic"
     vector_arch = cfg.backbone.arch in ("linear", "mlp")
     _require(
@@ -514,8 +520,10 @@ def validate_config(cfg: DictConfig) -> None:
     _require(synth.n_classes >= 2, "data.synthetic.n_classes", synth.n_classes, ">= 2")
 
 
-def _check_energy_pruner(p: DictConfig) -> None:
-    names = [str(n) for n in p.prior_studies]
+def _check_prior_studies(cfg: DictConfig) -> None:
+    """The prior studies are named in the config; the gate's own arguments are checked by the
+    pruner itself (``hpsearch.study.pruning.check_pruner``)."""
+    names = [str(n) for n in cfg.pruner.prior_studies]
     _require(
         all(names) and len(set(names)) == len(names),
         "pruner.prior_studies",
@@ -523,46 +531,12 @@ def _check_energy_pruner(p: DictConfig) -> None:
         "a list of distinct, non-empty study names",
     )
     _require(
-        p.n_startup_trials >= 2,
-        "pruner.n_startup_trials",
-        p.n_startup_trials,
-        ">= 2 for pruner=energy (the predictor needs two completed trials)",
+        str(cfg.study.name) not in names
+        or cfg.pruner.prior_storage not in (None, str(cfg.storage.url)),
+        "pruner.prior_studies",
+        names,
+        f"a list of earlier studies, not this one (study.name={cfg.study.name})",
     )
-    _require(
-        1 <= p.top_k <= p.n_startup_trials,
-        "pruner.top_k",
-        p.top_k,
-        f"in [1, pruner.n_startup_trials={p.n_startup_trials}]",
-    )
-    _require(
-        math.isfinite(p.min_prob) and 0 < p.min_prob < 1,
-        "pruner.min_prob",
-        p.min_prob,
-        "a probability in (0, 1)",
-    )
-    for key in ("energy_min", "energy_max"):
-        value = p[key]
-        _require(
-            value is None or (math.isfinite(value) and value >= 0),
-            f"pruner.{key}",
-            value,
-            "null or a finite number >= 0",
-        )
-    if p.energy_min is not None and p.energy_max is not None:
-        _require(
-            p.energy_min < p.energy_max,
-            "pruner.energy_min",
-            p.energy_min,
-            f"< pruner.energy_max={p.energy_max}",
-        )
-    if p.signals is not None:
-        unknown = [s for s in p.signals if s not in ENERGY_SIGNALS]
-        _require(
-            len(p.signals) > 0 and not unknown,
-            "pruner.signals",
-            list(p.signals),
-            "null or a non-empty list of " + ", ".join(ENERGY_SIGNALS),
-        )
 
 
 # A study name is a file name (storage/hydra/<name>/, <storage.logs>/<name>/, the report's

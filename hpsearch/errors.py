@@ -1,12 +1,7 @@
 """The exception types that end a run with one line on stderr instead of a traceback (and which
-errors mean a full disk), the trial user attr that keeps a failed trial's reason, and a storage
-URL as those lines may show it."""
+errors mean a full disk), and a storage URL as those lines may show it."""
 
 import errno
-
-# Trial user attr: why a failed trial failed, in one line (the gate on NaN signals, a stop, a
-# lost heartbeat, an unreachable storage). Only failed trials have it.
-FAIL_REASON = "fail_reason"
 
 
 class HpsearchError(Exception):
@@ -57,7 +52,7 @@ def is_disk_full(err: BaseException) -> bool:
         text = str(getattr(err, "orig", None) or err).lower()
         if any(s in text for s in DISK_FULL_TEXT):
             return True
-        err = err.__cause__ or err.__context__  # type: ignore[assignment]
+        err = err.__cause__ or err.__context__
     return False
 
 

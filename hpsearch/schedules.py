@@ -20,6 +20,8 @@ How a schedule meets the search space:
   outside the distribution is left out of the params.
 - ``study.confirm.baselines`` names the schedules ``mode=confirm`` runs next to the search's best
   configurations (``hpsearch.study.confirm``), enqueued the same way, once per confirmation seed.
+
+``hpsearch.plan`` turns the study's schedule and its baselines into the study plan, once.
 """
 
 from __future__ import annotations
@@ -28,16 +30,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from hpsearch.config import CONF_DIR, backbone_stage_count, validate_config
 from hpsearch.errors import ConfigError, HpsearchError
-from hpsearch.space import apply_params, contains, parse_search_space, suggest
+from hpsearch.space import apply_params
 
 SCHEDULE_DIR = CONF_DIR / "schedule"
-SCHEDULE_ATTR = "schedule"  # user attr: the schedule a trial ran
-BASELINE_ATTR = "baseline"  # user attr: true on trials enqueued by study.baselines
 LAYERS_COPIED = "backbone.layers_copied"
 COPY_WORDS = {"all": 0, "all_but_last": 1}  # word -> stages left out of the copy
 
@@ -159,88 +158,3 @@ def checked_apply(cfg: DictConfig, schedule: Schedule, key: str) -> DictConfig:
     except HpsearchError as err:
         raise ConfigError(f"{key}={schedule.name}: {err}") from None
     return applied
-
-
-def study_distributions(cfg: DictConfig) -> dict[str, optuna.distributions.BaseDistribution]:
-    """The search space of a study: ``cfg.search_space`` less the study schedule's fixed keys,
-    parsed and checked against the config with the schedule applied."""
-    schedule = study_schedule(cfg)
-    applied = checked_apply(cfg, schedule, "schedule")
-    fixed = schedule.fixed_keys(applied)
-    space = {k: v for k, v in (_plain(cfg.search_space) or {}).items() if k not in fixed}
-    return parse_search_space(space, applied)
-
-
-def baseline_schedules(cfg: DictConfig, key: str = "study.baselines") -> list[Schedule]:
-    """The schedules named by the list at ``key`` (``study.baselines``,
-    ``study.confirm.baselines``), each checked against the config."""
-    names = list(_plain(OmegaConf.select(cfg, key)) or [])
-    schedules = []
-    for i, name in enumerate(names):
-        if names.index(name) != i:
-            raise ConfigError(f"{key}: {name!r} is listed twice")
-        schedule = load_schedule(name, f"{key}[{i}]")
-        checked_apply(cfg, schedule, f"{key}[{i}]")
-        schedules.append(schedule)
-    return schedules
-
-
-def baseline_params(
-    cfg: DictConfig,
-    schedule: Schedule,
-    distributions: Mapping[str, optuna.distributions.BaseDistribution],
-) -> dict[str, Any]:
-    """The baseline's values for the search-space keys it can be recorded under."""
-    applied = schedule.apply(cfg)
-    moot = schedule.moot_keys(applied)
-    params = {}
-    for key, dist in distributions.items():
-        value = OmegaConf.select(applied, key)
-        if key not in moot and contains(dist, value):
-            params[key] = value
-    return params
-
-
-def enqueue_baselines(
-    study: optuna.Study,
-    cfg: DictConfig,
-    distributions: Mapping[str, optuna.distributions.BaseDistribution],
-) -> list[str]:
-    """Enqueue each ``study.baselines`` schedule not yet in the study; return the names enqueued.
-
-    A baseline counts as present when a trial carries its name with ``baseline=true`` and did not
-    fail (two workers starting at the same instant may both enqueue it, as with enqueue_trial).
-    """
-    present = {
-        t.user_attrs.get(SCHEDULE_ATTR)
-        for t in study.get_trials(deepcopy=False)
-        if t.user_attrs.get(BASELINE_ATTR) and t.state != optuna.trial.TrialState.FAIL
-    }
-    enqueued = []
-    for schedule in baseline_schedules(cfg):
-        if schedule.name in present:
-            continue
-        study.enqueue_trial(
-            baseline_params(cfg, schedule, distributions),
-            user_attrs={SCHEDULE_ATTR: schedule.name, BASELINE_ATTR: True},
-        )
-        enqueued.append(schedule.name)
-    return enqueued
-
-
-def configure_trial(
-    trial: optuna.Trial,
-    cfg: DictConfig,
-    distributions: Mapping[str, optuna.distributions.BaseDistribution],
-) -> DictConfig:
-    """The config one trial runs: its schedule (a baseline's, else the study's) applied to
-    ``cfg``, then the trial's values for the search-space keys that schedule leaves open."""
-    if trial.user_attrs.get(BASELINE_ATTR):
-        schedule = load_schedule(str(trial.user_attrs.get(SCHEDULE_ATTR)), "trial schedule")
-        keys = baseline_params(cfg, schedule, distributions)
-    else:
-        schedule = study_schedule(cfg)
-        keys = distributions  # the study's space already excludes its schedule's keys
-    applied = schedule.apply(cfg)
-    # Every bound of the space and every schedule was validated before the study started.
-    return apply_params(applied, suggest(trial, {k: distributions[k] for k in keys}))

@@ -191,7 +191,7 @@ class RedactingStream(io.TextIOBase):
         return self.inner.isatty()
 
     @property
-    def encoding(self) -> str:  # type: ignore[override]
+    def encoding(self) -> str:
         return self.inner.encoding
 
     def __getattr__(self, name: str) -> Any:
@@ -216,8 +216,8 @@ def redact_output() -> None:
     logging.setLogRecordFactory(make_record)
     import sys
 
-    sys.stdout = RedactingStream(sys.stdout)  # type: ignore[assignment]
-    sys.stderr = RedactingStream(sys.stderr)  # type: ignore[assignment]
+    sys.stdout = RedactingStream(sys.stdout)
+    sys.stderr = RedactingStream(sys.stderr)
 
 
 def make_private(paths: Iterable[Path]) -> None:

@@ -65,17 +65,28 @@ def _parse_one(key: str, spec: Any, current: Any) -> optuna.distributions.BaseDi
             + ", ".join(sorted(allowed))
         )
     if kind == "categorical":
-        choices = spec.get("choices")
-        if not isinstance(choices, (list, tuple)) or len(choices) == 0:
-            raise ConfigError(f"search_space.{key}.choices must be a non-empty list")
-        for choice in choices:
-            if choice is not None and not isinstance(choice, (bool, int, float, str)):
-                raise ConfigError(
-                    f"search_space.{key}.choices: {choice!r} is not a scalar "
-                    "(bool, int, float, str or null)"
-                )
-        return optuna.distributions.CategoricalDistribution(list(choices))
+        return _categorical(key, spec)
+    return _numeric(key, spec, kind, current)
 
+
+def _categorical(key: str, spec: Mapping[str, Any]) -> optuna.distributions.BaseDistribution:
+    choices = spec.get("choices")
+    if not isinstance(choices, (list, tuple)) or len(choices) == 0:
+        raise ConfigError(f"search_space.{key}.choices must be a non-empty list")
+    for choice in choices:
+        if choice is not None and not isinstance(choice, (bool, int, float, str)):
+            raise ConfigError(
+                f"search_space.{key}.choices: {choice!r} is not a scalar "
+                "(bool, int, float, str or null)"
+            )
+    return optuna.distributions.CategoricalDistribution(list(choices))
+
+
+def _numeric(
+    key: str, spec: Mapping[str, Any], kind: str, current: Any
+) -> optuna.distributions.BaseDistribution:
+    """An int or float distribution: bounds, log scale and step checked, and the type against
+    the config value it replaces."""
     low, high = spec.get("low"), spec.get("high")
     if not _is_number(low) or not _is_number(high):
         raise ConfigError(

@@ -16,6 +16,8 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.record import TrialRecord
+
 
 def finite(*values: Any) -> bool:
     """True when every value is a finite int or float (not None, not NaN)."""
@@ -102,11 +104,11 @@ def bound_stats(trials: Sequence[FrozenTrial]) -> dict[str, Any]:
     """ĉ = max over complete trials of adaptation_l2 / energy (the smallest constant with
     ‖z_T − z_0‖ ≤ ĉ · energy on every trial), the trial attaining it, and Spearman ρ between
     energy and adaptation_l2. Trials without both metrics, or with energy 0, do not count."""
+    records = [(t.number, TrialRecord.of(t)) for t in trials if t.state == TrialState.COMPLETE]
     pts = [
-        (t.number, t.user_attrs["energy"], t.user_attrs["adaptation_l2"])
-        for t in trials
-        if t.state == TrialState.COMPLETE
-        and finite(t.user_attrs.get("energy"), t.user_attrs.get("adaptation_l2"))
+        (n, r.energy, r.adaptation_l2)
+        for n, r in records
+        if r.finite("energy") is not None and r.finite("adaptation_l2") is not None
     ]
     ratios = [(a / e, n) for n, e, a in pts if e > 0]
     c_hat, arg = max(ratios) if ratios else (None, None)

@@ -33,3 +33,11 @@ def run_cli(
 def workdir(tmp_path: Path) -> Path:
     """An empty working directory; the CLI writes storage/ under it."""
     return tmp_path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts its own PostgreSQL cluster (the ``pg_cluster`` fixture: initdb, server
+    restarts and stops) is slow: it leaves the fast tier (``-m 'not slow'``)."""
+    for item in items:
+        if "pg_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -16,9 +16,10 @@ import pytest
 from conftest import REPO
 
 from hpsearch.pruners import DECISION_ATTRS
+from hpsearch.record import INCIDENT_ATTRS
 from hpsearch.review import docs
 from hpsearch.study.bound import BOUND_ATTRS
-from hpsearch.trial.records import INCIDENT_ATTRS, METRICS
+from hpsearch.trial.records import METRICS
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"^[ \t]*```.*?^[ \t]*```", re.DOTALL | re.MULTILINE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import optuna
+import pytest
 from conftest import run_cli
 from imagedata import make_imagefolder
 
@@ -42,6 +43,7 @@ def test_default_toy_search_leaves_complete_trials_with_every_metric(workdir):
     assert log.count("ft_val_acc=") >= 4  # one progress line per finished trial
 
 
+@pytest.mark.slow
 def test_tiny_imagefolder_with_random_resnet_completes(workdir):
     root = make_imagefolder(
         workdir / "images", ["ant", "bee", "cow"], train_per_class=10, test_per_class=3

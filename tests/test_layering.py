@@ -13,10 +13,11 @@ from conftest import REPO
 
 PACKAGE = REPO / "hpsearch"
 LAYERS = [
-    ("hpsearch.secrets", "hpsearch.errors"),
+    ("hpsearch.secrets", "hpsearch.errors", "hpsearch.record"),
     ("hpsearch.config",),
     ("hpsearch.stats", "hpsearch.tables", "hpsearch.space", "hpsearch.models"),
     ("hpsearch.schedules", "hpsearch.data"),
+    ("hpsearch.plan",),
     ("hpsearch.pruners",),
     ("hpsearch.trial",),
     ("hpsearch.study",),

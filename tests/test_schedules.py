@@ -14,7 +14,8 @@ from hpsearch.app import compose_config
 from hpsearch.data.features import CachedOutputs
 from hpsearch.errors import ConfigError
 from hpsearch.models import TransferNet
-from hpsearch.schedules import available, study_distributions
+from hpsearch.plan import plan_study
+from hpsearch.schedules import available
 from hpsearch.study.worker import run_search
 from hpsearch.trial.hp import STOP_CONVERGED, STOP_MAX_EPOCHS, STOP_TAU, converged, head_probe
 
@@ -77,9 +78,9 @@ def test_named_schedule_runs_one_trial(tmp_path: Path, name: str):
 def test_schedule_keys_leave_the_search_space(tmp_path: Path):
     space = set(compose_config(tiny(tmp_path)).search_space)
     assert {"hp.epochs", "hp.label_smoothing", "head.depth", "hp.lr", "ft.lr"} <= space
-    lp_ft = study_distributions(compose_config(tiny(tmp_path, "schedule=lp_ft")))
+    lp_ft = plan_study(compose_config(tiny(tmp_path, "schedule=lp_ft"))).distributions
     assert set(lp_ft) == {"hp.lr", "ft.lr"}  # hp.epochs is moot: HP runs until converged
-    ft_only = study_distributions(compose_config(tiny(tmp_path, "schedule=ft_only")))
+    ft_only = plan_study(compose_config(tiny(tmp_path, "schedule=ft_only"))).distributions
     assert set(ft_only) == {"ft.lr"}  # τ = 0 makes every hp.* key moot
     early = compose_config(
         tiny(

@@ -233,7 +233,7 @@ def _write_failure(err: BaseException, directory: Path) -> str:
     """Why a file could not be written, in words: the OS's, or "No space left on device" for
     torch's writer (whose message is "unexpected pos ...") on a disk that has no room left."""
     if getattr(err, "strerror", None):
-        return str(err.strerror)  # type: ignore[attr-defined]
+        return str(err.strerror)
     try:
         free = shutil.disk_usage(directory).free
     except OSError:
@@ -258,7 +258,7 @@ def _from_blob(blob: dict, fingerprint: str) -> Splits:
 def _plain(data_cfg: DictConfig) -> dict:
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_container(data_cfg, resolve=True)  # type: ignore[return-value]
+    return OmegaConf.to_container(data_cfg, resolve=True)
 
 
 def _digest(text: str) -> str:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,88 +12,9 @@ from optuna.pruners import BasePruner, NopPruner
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.config import ENERGY_SIGNALS, GATE_SIGNALS, PrunerConfig
+from hpsearch.pruners._decision import GateAction, GateDecision, InvalidSignalError
 from hpsearch.pruners._gp import RankGaussianProcess, normal_cdf
-
-# HP-phase signal (a trial user attr set before the gate) -> how the predictor sees it. The
-# learning rates are searched on a log scale, so the predictor sees them on one too; the HP loss
-# and the head's norm span orders of magnitude (a diverging HP reaches 1e16), so they are logged.
-_LOG_SCALED = ("hp_lr", "ft_lr", "hp_train_loss", "head_norm")
-SIGNALS: dict[str, Callable[[float], float]] = {
-    name: (lambda v: math.log(v) if v > 0 else math.nan) if name in _LOG_SCALED else float
-    for name in ENERGY_SIGNALS
-}
-_DEFAULTS = PrunerConfig()  # the constructor's defaults are the config schema's
-
-# The user attrs a gate decision writes on its trial, and what they mean.
-DECISION_ATTRS = {
-    "gate_decision": "the energy pruner's decision at the gate: keep, prune or fail",
-    "gate_reason": "why, in words (also prune_reason / fail_reason when it pruned / failed)",
-    "gate_probability": "the predicted probability that the trial beats the top_k-th best "
-    "completed trial; the gate prunes below pruner.min_prob",
-    "gate_predicted_objective": "the FT objective at the predicted rank: the completed trials' "
-    "objective interpolated at the predicted normal score",
-    "gate_predicted_score": "the predicted normal score of the trial's rank among the completed "
-    "trials (GP mean; 0 = their median)",
-    "gate_predicted_std": "the standard deviation of that score (one new trial: GP and noise)",
-    "gate_threshold": "the top_k-th best completed objective the trial had to beat",
-    "gate_prior_trials": "completed trials of pruner.prior_studies the predictor was also fitted "
-    "on (only with a prior)",
-    "gate_history_trials": "completed trials the predictor was fitted on",
-    "prune_reason": "why the trial was pruned",
-    "fail_reason": "why the trial failed",
-}
-
-
-class InvalidSignalError(ValueError):
-    """A trial's HP signals cannot be judged: one is missing, NaN or infinite.
-
-    Raised from ``EnergyPruner.prune`` so that the trial FAILS with this message as its reason;
-    pass it in ``study.optimize(..., catch=(InvalidSignalError,))`` to let the study go on.
-    """
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    """What the energy pruner decided for one trial at the gate, and from what."""
-
-    trial_number: int
-    action: str  # "keep", "prune" or "fail"
-    reason: str
-    probability: float | None = None  # P(beats the top_k-th best completed trial)
-    predicted: float | None = None  # the objective at the predicted rank
-    predicted_score: float | None = None  # GP mean of the rank's normal score
-    predicted_std: float | None = None  # and its std (new observation)
-    threshold: float | None = None  # the top_k-th best completed objective
-    history_trials: int = 0
-    prior_trials: int = 0  # of earlier studies, fitted on too
-
-    @property
-    def prune(self) -> bool:
-        return self.action == "prune"
-
-    def user_attrs(self) -> dict[str, Any]:
-        """The decision as trial user attrs (see ``DECISION_ATTRS``); unset values are left out."""
-        attrs: dict[str, Any] = {
-            "gate_decision": self.action,
-            "gate_reason": self.reason,
-            "gate_history_trials": self.history_trials,
-        }
-        for key, value in (
-            ("gate_probability", self.probability),
-            ("gate_predicted_objective", self.predicted),
-            ("gate_predicted_score", self.predicted_score),
-            ("gate_predicted_std", self.predicted_std),
-            ("gate_threshold", self.threshold),
-            ("gate_prior_trials", self.prior_trials or None),
-        ):
-            if value is not None:
-                attrs[key] = value
-        if self.action == "prune":
-            attrs["prune_reason"] = self.reason
-        elif self.action == "fail":
-            attrs["fail_reason"] = self.reason
-        return attrs
+from hpsearch.pruners._signals import GATE_SIGNALS, SIGNALS
 
 
 def _signal_vector(
@@ -197,7 +117,8 @@ class EnergyPruner(BasePruner):
         energy_min, energy_max:
             Optional hard band on the energy; ``None`` leaves that side open.
         signals:
-            Names of the user attrs the predictor reads (keys of ``SIGNALS``).
+            Names of the user attrs the predictor reads (keys of ``SIGNALS``); None:
+            ``GATE_SIGNALS``.
         prior_trials:
             Completed trials of earlier studies on related data (same objective, same
             direction): the predictor is fitted on them too, ranked with this study's trials,
@@ -209,12 +130,12 @@ class EnergyPruner(BasePruner):
         self,
         ft_pruner: BasePruner | None = None,
         *,
-        n_startup_trials: int = _DEFAULTS.n_startup_trials,
-        top_k: int = _DEFAULTS.top_k,
-        min_prob: float = _DEFAULTS.min_prob,
-        energy_min: float | None = _DEFAULTS.energy_min,
-        energy_max: float | None = _DEFAULTS.energy_max,
-        signals: Sequence[str] = GATE_SIGNALS,
+        n_startup_trials: int = 4,
+        top_k: int = 1,
+        min_prob: float = 0.003,
+        energy_min: float | None = None,
+        energy_max: float | None = None,
+        signals: Sequence[str] | None = None,
         prior_trials: Sequence[FrozenTrial] = (),
     ) -> None:
         if n_startup_trials < 2:
@@ -229,7 +150,8 @@ class EnergyPruner(BasePruner):
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be None or a finite number >= 0 but got {value}.")
         if energy_min is not None and energy_max is not None and energy_min >= energy_max:
-            raise ValueError(f"energy_min={energy_min} must be < energy_max={energy_max}.")
+            raise ValueError(f"energy_min must be < energy_max={energy_max} but got {energy_min}.")
+        signals = GATE_SIGNALS if signals is None else signals
         unknown = [s for s in signals if s not in SIGNALS]
         if not signals or unknown:
             raise ValueError(
@@ -250,7 +172,7 @@ class EnergyPruner(BasePruner):
             return self._ft_pruner.prune(study, trial)
         decision = self.decide(study, trial)
         self._decisions[trial.number] = decision
-        if decision.action == "fail":
+        if decision.action is GateAction.FAIL:
             raise InvalidSignalError(decision.reason)
         return decision.prune
 
@@ -272,7 +194,7 @@ class EnergyPruner(BasePruner):
         if bad:
             return GateDecision(
                 trial.number,
-                "fail",
+                GateAction.FAIL,
                 "HP signals not finite: "
                 + ", ".join(bad)
                 + "; the energy pruner cannot judge this trial",
@@ -282,14 +204,14 @@ class EnergyPruner(BasePruner):
         if self._energy_min is not None and energy < self._energy_min:
             return GateDecision(
                 trial.number,
-                "prune",
+                GateAction.PRUNE,
                 f"energy {energy:.4g} < energy_min "
                 f"{self._energy_min:.4g} (too little to adapt the features)",
             )
         if self._energy_max is not None and energy > self._energy_max:
             return GateDecision(
                 trial.number,
-                "prune",
+                GateAction.PRUNE,
                 f"energy {energy:.4g} > energy_max "
                 f"{self._energy_max:.4g} (enough to distort the features)",
             )
@@ -299,7 +221,7 @@ class EnergyPruner(BasePruner):
         if n < self._n_startup_trials:
             return GateDecision(
                 trial.number,
-                "keep",
+                GateAction.KEEP,
                 f"startup: {n} of {self._n_startup_trials} "
                 "completed trials needed before predicting",
                 history_trials=n,
@@ -332,9 +254,9 @@ class EnergyPruner(BasePruner):
         )
         if probability < self._min_prob:
             return GateDecision(
-                trial.number, "prune", "unlikely to reach the top: " + words, **numbers
+                trial.number, GateAction.PRUNE, "unlikely to reach the top: " + words, **numbers
             )
-        return GateDecision(trial.number, "keep", "may reach the top: " + words, **numbers)
+        return GateDecision(trial.number, GateAction.KEEP, "may reach the top: " + words, **numbers)
 
     def _predictor(self, xs: np.ndarray, ys: np.ndarray) -> RankGaussianProcess:
         """The predictor fitted on this history. The fit is a deterministic function of the

@@ -19,8 +19,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hpsearch.pruners import DECISION_ATTRS
+from hpsearch.record import INCIDENT_ATTRS
 from hpsearch.study.bound import BOUND_ATTRS
-from hpsearch.trial.records import INCIDENT_ATTRS, METRICS
+from hpsearch.trial.records import METRICS
 
 METRICS_MD = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 

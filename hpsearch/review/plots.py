@@ -17,7 +17,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.stats import finite
+from hpsearch.record import TrialRecord, schedule_text
 
 PNG_SIZE_IN = (7.0, 4.5)
 PNG_DPI = 120
@@ -162,27 +162,13 @@ def _complete(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
 
 
+def _records(trials: Sequence[FrozenTrial]) -> list[tuple[FrozenTrial, TrialRecord]]:
+    return [(t, TrialRecord.of(t)) for t in trials]
+
+
 def schedule_label(t: FrozenTrial) -> str:
     """Trial number and schedule, one line, for hover labels."""
-    return f"trial {t.number} {schedule_text(t)}"
-
-
-def schedule_text(t: FrozenTrial) -> str:
-    """The trial's schedule (τ, ε, head depth, copied stages, learning rates), one line."""
-    a = t.user_attrs
-    parts = []
-    for key, name in (
-        ("tau", "τ"),
-        ("label_smoothing", "ε"),
-        ("head_depth", "depth"),
-        ("layers_copied", "copied"),
-        ("hp_lr", "hp_lr"),
-        ("ft_lr", "ft_lr"),
-    ):
-        if key in a:
-            value = a[key]
-            parts.append(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}")
-    return " ".join(parts)
+    return f"trial {t.number} {schedule_text(TrialRecord.of(t))}"
 
 
 def _eps_groups(values: list[float]) -> list[tuple[float, float, str]]:
@@ -211,30 +197,30 @@ def ft_acc_vs_tau(trials: Sequence[FrozenTrial]) -> Figure:
         "HP epochs τ",
         "FT validation accuracy",
     )
-    done = [t for t in _complete(trials) if finite(t.user_attrs.get("tau"))]
-    eps = [float(t.user_attrs.get("label_smoothing", 0.0)) for t in done]
+    done = [(t, r) for t, r in _records(_complete(trials)) if r.finite("tau") is not None]
+    eps = [r.label_smoothing or 0.0 for _, r in done]
     groups = _eps_groups(eps) if eps else []
-    for depth in sorted({int(t.user_attrs.get("head_depth", 1)) for t in done}):
+    for depth in sorted({r.head_depth or 1 for _, r in done}):
         for i, (lo, hi, label) in enumerate(groups):
             last = i == len(groups) - 1
             members = sorted(
                 (
-                    t
-                    for t, e in zip(done, eps)
-                    if int(t.user_attrs.get("head_depth", 1)) == depth
+                    (t, r)
+                    for (t, r), e in zip(done, eps)
+                    if (r.head_depth or 1) == depth
                     and lo <= e
                     and (e <= hi if last or lo == hi else e < hi)
                 ),
-                key=lambda t: (t.user_attrs["tau"], t.number),
+                key=lambda tr: (tr[1].tau, tr[0].number),
             )
             if members:
                 fig.series.append(
                     Series(
                         f"depth {depth}, {label}",
-                        [t.user_attrs["tau"] for t in members],
-                        [t.value for t in members],
+                        [r.tau for _, r in members],
+                        [t.value for t, _ in members],
                         kind="lines+markers",
-                        hover=[schedule_label(t) for t in members],
+                        hover=[schedule_label(t) for t, _ in members],
                     )
                 )
     if not done:
@@ -253,21 +239,21 @@ def energy_vs_adaptation(
         "adaptation  ‖z_T − z_0‖",
     )
     done = [
-        t
-        for t in _complete(trials)
-        if finite(t.user_attrs.get("energy"), t.user_attrs.get("adaptation_l2"))
+        (t, r)
+        for t, r in _records(_complete(trials))
+        if r.finite("energy") is not None and r.finite("adaptation_l2") is not None
     ]
     if done:
         fig.series.append(
             Series(
                 "complete trials",
-                [t.user_attrs["energy"] for t in done],
-                [t.user_attrs["adaptation_l2"] for t in done],
-                hover=[schedule_label(t) for t in done],
+                [r.energy for _, r in done],
+                [r.adaptation_l2 for _, r in done],
+                hover=[schedule_label(t) for t, _ in done],
             )
         )
     if c_hat is not None and done:
-        top = max(t.user_attrs["energy"] for t in done)
+        top = max(r.energy for _, r in done)
         fig.series.append(
             Series(
                 f"ĉ · energy (ĉ={c_hat:.3g})",
@@ -294,35 +280,30 @@ def energy_vs_ft_acc(trials: Sequence[FrozenTrial]) -> Figure:
         "energy  E‖e_y − q_0‖",
         "FT validation accuracy",
     )
-    done = [t for t in _complete(trials) if finite(t.user_attrs.get("energy"))]
+    done = [(t, r) for t, r in _records(_complete(trials)) if r.finite("energy") is not None]
     if done:
         fig.series.append(
             Series(
                 "complete",
-                [t.user_attrs["energy"] for t in done],
-                [t.value for t in done],
-                hover=[schedule_label(t) for t in done],
+                [r.energy for _, r in done],
+                [t.value for t, _ in done],
+                hover=[schedule_label(t) for t, _ in done],
             )
         )
     pruned = [
-        t
-        for t in trials
-        if t.state == TrialState.PRUNED
-        and finite(t.user_attrs.get("energy"))
-        and t.intermediate_values
+        (t, r)
+        for t, r in _records(trials)
+        if t.state == TrialState.PRUNED and r.finite("energy") is not None and t.intermediate_values
     ]
     if pruned:
-        last = [t.intermediate_values[max(t.intermediate_values)] for t in pruned]
+        last = [t.intermediate_values[max(t.intermediate_values)] for t, _ in pruned]
         fig.series.append(
             Series(
                 "pruned (last FT epoch reached)",
-                [t.user_attrs["energy"] for t in pruned],
+                [r.energy for _, r in pruned],
                 last,
                 marker="x",
-                hover=[
-                    f"{schedule_label(t)} pruned at {t.user_attrs.get('pruned_at', '?')}"
-                    for t in pruned
-                ],
+                hover=[f"{schedule_label(t)} pruned at {r.pruned_at or '?'}" for t, r in pruned],
             )
         )
     gate = sum(1 for t in trials if t.state == TrialState.PRUNED and not t.intermediate_values)

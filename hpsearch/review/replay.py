@@ -6,7 +6,7 @@ after every epoch. Replaying a pruner on an *order* (a sequence of the table's t
 those trials, one after another, into a fresh in-memory Optuna study that has the pruner: each
 replayed trial gets its recorded params (enqueued), its gate inputs as user attrs, then
 ``trial.gate.gate`` and, per recorded FT epoch, ``trial.gate.judge_epoch`` — the calls a live
-trial makes, through the same pruner objects (``pruners.make_pruner``). A trial costs the FT
+trial makes, through the same pruner objects (``study.pruning.make_pruner``). A trial costs the FT
 epochs it would have run: all of them when it completes, ``k`` when pruned after epoch ``k``,
 none when pruned or failed at the gate. The sampler plays no part (every param is fixed), and
 trial numbers follow the order, as in a live study that ran the trials in that order.
@@ -53,10 +53,12 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import HpsearchError
-from hpsearch.pruners import InvalidSignalError, make_pruner
+from hpsearch.pruners import InvalidSignalError
+from hpsearch.record import TrialRecord
 from hpsearch.review import plots
 from hpsearch.review.report import load_existing_study
 from hpsearch.stats import bootstrap_interval, finite, kendall_tau
+from hpsearch.study.pruning import make_pruner
 from hpsearch.study.storage import safe_url
 from hpsearch.tables import MISSING, markdown_table
 from hpsearch.trial.gate import gate, judge_epoch
@@ -105,15 +107,15 @@ class Table:
 
 def recorded_trial(t: FrozenTrial) -> RecordedTrial:
     steps = sorted(t.intermediate_values)
-    test = t.user_attrs.get("test_acc")
+    record = TrialRecord.of(t)
     return RecordedTrial(
         number=t.number,
         params=dict(t.params),
         distributions=dict(t.distributions),
-        gate_inputs={k: t.user_attrs[k] for k in GATE_INPUTS if k in t.user_attrs},
+        gate_inputs={k: v for k, v in record.attrs().items() if k in GATE_INPUTS},
         curve=tuple(float(t.intermediate_values[s]) for s in steps),
         value=float(t.value),
-        test_acc=float(test) if finite(test) else None,
+        test_acc=record.finite("test_acc"),
     )
 
 
@@ -156,6 +158,17 @@ def load_table(study: optuna.Study, skip_pruned: bool = False) -> Table:
     if no_value:
         left_out["complete without a finite objective"] = len(no_value)
         done = [t for t in done if finite(t.value)]
+    ft_epochs = _ft_length(name, done)
+    return Table(
+        name,
+        tuple(recorded_trial(t) for t in sorted(done, key=lambda t: t.number)),
+        ft_epochs,
+        left_out,
+    )
+
+
+def _ft_length(name: str, done: Sequence[FrozenTrial]) -> int:
+    """The one FT length of the complete trials, each reported at steps 1..ft_epochs."""
     lengths: dict[int, int] = {}
     for t in done:
         steps = sorted(t.intermediate_values)
@@ -177,12 +190,7 @@ def load_table(study: optuna.Study, skip_pruned: bool = False) -> Table:
             f"study {name!r}: its trials ran no FT epoch (ft.epochs=0); there is "
             "nothing for a pruner to save"
         )
-    return Table(
-        name,
-        tuple(recorded_trial(t) for t in sorted(done, key=lambda t: t.number)),
-        ft_epochs,
-        left_out,
-    )
+    return ft_epochs
 
 
 def check_budget(table: Table, budget: int) -> None:
@@ -264,17 +272,15 @@ def replay_order(
                 judge_epoch(trial, epoch, acc, rec.curve[:epoch])
         except optuna.TrialPruned:
             study.tell(trial, state=TrialState.PRUNED)
-            state = PRUNED_GATE if trial.user_attrs.get("pruned_at") == "gate" else PRUNED_FT
+            state = PRUNED_GATE if TrialRecord.of(trial).pruned_at == "gate" else PRUNED_FT
         except InvalidSignalError:
             study.tell(trial, state=TrialState.FAIL)
             state, epochs = FAILED, 0
         else:
             study.tell(trial, rec.value)
             state = COMPLETE
-        predicted = trial.user_attrs.get("gate_predicted_objective")
-        outcomes.append(
-            Outcome(int(index), state, epochs, float(predicted) if finite(predicted) else None)
-        )
+        predicted = TrialRecord.of(trial).finite("gate_predicted_objective")
+        outcomes.append(Outcome(int(index), state, epochs, predicted))
     return OrderReplay(
         name,
         tuple(int(i) for i in order),

@@ -37,10 +37,10 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.errors import FAIL_REASON
+from hpsearch.record import FAIL_REASON, TrialRecord, schedule_text
 from hpsearch.review import plots
 from hpsearch.secrets import redact, redact_tree
-from hpsearch.stats import Interval, bound_stats, finite
+from hpsearch.stats import Interval, bound_stats
 from hpsearch.study.answer import Answer, points, record_answer
 from hpsearch.study.progress import prune_reason
 from hpsearch.study.storage import load_existing_study, safe_url
@@ -90,7 +90,7 @@ def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
 
 def fail_reason(t: FrozenTrial) -> str | None:
     """The reason recorded for a failed trial (user or system attr ``fail_reason``), if any."""
-    reason = t.user_attrs.get(FAIL_REASON) or t.system_attrs.get(FAIL_REASON)
+    reason = TrialRecord.of(t).fail_reason or t.system_attrs.get(FAIL_REASON)
     return redact(str(reason)) if reason else None
 
 
@@ -290,7 +290,8 @@ def answer_markdown(answer: Answer | None) -> list[str]:
 
 
 def _sum_attr(trials: Sequence[FrozenTrial], key: str) -> float:
-    return sum(float(t.user_attrs[key]) for t in trials if finite(t.user_attrs.get(key)))
+    values = (TrialRecord.of(t).finite(key) for t in trials)
+    return sum(v for v in values if v is not None)
 
 
 def summary_markdown(
@@ -303,15 +304,22 @@ def summary_markdown(
     imp_note: str,
     answer: Answer | None = None,
 ) -> str:
-    counts = {s: sum(1 for t in trials if t.state == s) for s in TrialState}
-    done = sorted(
-        (
-            t
-            for t in trials
-            if t.state == TrialState.COMPLETE and t.value is not None and not is_confirmation(t)
-        ),
-        key=lambda t: (-float(t.value), t.number),
+    """summary.md: the study's counts, the confirmation's answer, the best trials, the bound,
+    the compute spent, the stopped trials, the importances and the files, one section each."""
+    return "\n".join(
+        _heading_section(study, trials, url)
+        + answer_markdown(answer)
+        + _best_section(trials, top_k)
+        + _bound_section(trials)
+        + _compute_section(trials)
+        + _stopped_section(trials)
+        + _importance_section(imp, imp_note)
+        + _files_section(study, figures, answer)
     )
+
+
+def _heading_section(study: optuna.Study, trials: Sequence[FrozenTrial], url: str) -> list[str]:
+    counts = {s: sum(1 for t in trials if t.state == s) for s in TrialState}
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     out = [
         f"# Study `{study.study_name}`",
@@ -322,49 +330,50 @@ def summary_markdown(
     ]
     if counts[TrialState.RUNNING] or counts[TrialState.WAITING]:
         out += ["The study is still running: this report shows the trials stored so far.", ""]
-
     out += ["## Trials", ""]
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     out += markdown_table(
         ["complete", "pruned", "failed", "running", "waiting", "total"],
         [
-            [
-                str(counts[TrialState.COMPLETE]),
-                str(counts[TrialState.PRUNED]),
-                str(counts[TrialState.FAIL]),
-                str(counts[TrialState.RUNNING]),
-                str(counts[TrialState.WAITING]),
-                str(len(trials)),
-            ]
+            [str(counts[s]) for s in (*states, TrialState.RUNNING, TrialState.WAITING)]
+            + [str(len(trials))]
         ],
     )
-    out.append("")
+    return out + [""]
 
-    out += answer_markdown(answer)
 
-    out += ["## Best trials", ""]
+def _best_section(trials: Sequence[FrozenTrial], top_k: int) -> list[str]:
+    done = sorted(
+        (
+            t
+            for t in trials
+            if t.state == TrialState.COMPLETE and t.value is not None and not is_confirmation(t)
+        ),
+        key=lambda t: (-float(t.value), t.number),
+    )
+    out = ["## Best trials", ""]
     if any(is_confirmation(t) for t in trials):
         out += ["Search trials only (the confirmation's repeats are in the answer above).", ""]
-    if done:
-        best = done[0]
-        out += [
-            f"**Best trial: {best.number}** — FT validation accuracy {best.value:.4f}, "
-            f"test accuracy {fmt(best.user_attrs.get('test_acc'), '.4f')} "
-            f"({plots.schedule_text(best)}).",
-            "",
-        ]
-        header = ["trial", "FT val acc"] + [h for _, h, _ in BEST_COLUMNS]
-        rows = [
-            [str(t.number), f"{t.value:.4f}"]
-            + [fmt(t.user_attrs.get(k), f) for k, _, f in BEST_COLUMNS]
-            for t in done[:top_k]
-        ]
-        out += markdown_table(header, rows)
-    else:
-        out.append("No complete trial yet.")
-    out.append("")
+    if not done:
+        return out + ["No complete trial yet.", ""]
+    best = TrialRecord.of(done[0])
+    out += [
+        f"**Best trial: {done[0].number}** — FT validation accuracy {done[0].value:.4f}, "
+        f"test accuracy {fmt(best.test_acc, '.4f')} ({schedule_text(best)}).",
+        "",
+    ]
+    header = ["trial", "FT val acc"] + [h for _, h, _ in BEST_COLUMNS]
+    rows = [
+        [str(t.number), f"{t.value:.4f}"]
+        + [fmt(getattr(TrialRecord.of(t), k), f) for k, _, f in BEST_COLUMNS]
+        for t in done[:top_k]
+    ]
+    return out + markdown_table(header, rows) + [""]
 
+
+def _bound_section(trials: Sequence[FrozenTrial]) -> list[str]:
     bound = bound_stats(trials)
-    out += ["## Energy bounds feature adaptation", ""]
+    out = ["## Energy bounds feature adaptation", ""]
     if bound["c_hat"] is not None:
         out.append(
             f"- ĉ = max ‖z_T − z_0‖ / energy = **{bound['c_hat']:.4g}** (trial "
@@ -383,16 +392,18 @@ def summary_markdown(
             f"- Spearman ρ: needs 2 complete trials with varying energy and adaptation "
             f"({bound['n_rho']} so far)."
         )
-    out.append("")
+    return out + [""]
 
-    out += ["## Compute spent", ""]
+
+def _compute_section(trials: Sequence[FrozenTrial]) -> list[str]:
     wall = {k: _sum_attr(trials, k) for k in ("wall_features_s", "wall_hp_s", "wall_ft_s")}
     total = sum(t.duration.total_seconds() for t in trials if t.duration is not None)
     starts = [t.datetime_start for t in trials if t.datetime_start is not None]
     ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
     span = (max(ends) - min(starts)).total_seconds() if starts and ends else None
+    records = [TrialRecord.of(t) for t in trials]
     hp_epochs = sum(
-        int(t.user_attrs.get("hp_epochs_run", t.user_attrs.get("tau", 0)) or 0) for t in trials
+        int(r.hp_epochs_run if r.hp_epochs_run is not None else r.tau or 0) for r in records
     )
     rows = [
         ["HP epochs", str(hp_epochs)],
@@ -407,26 +418,32 @@ def summary_markdown(
         ["all finished trials (s)", f"{total:.1f}"],
         ["first start to last finish (s)", fmt(span, ".1f")],
     ]
-    out += markdown_table(["", "total"], rows)
-    out.append("")
+    return ["## Compute spent", ""] + markdown_table(["", "total"], rows) + [""]
 
+
+def _stopped_section(trials: Sequence[FrozenTrial]) -> list[str]:
     stopped = [t for t in trials if t.state in (TrialState.PRUNED, TrialState.FAIL)]
-    if stopped:
-        out += ["## Pruned and failed trials", ""]
-        rows = [
-            [
-                str(t.number),
-                t.state.name.lower(),
-                prune_reason(t)
-                if t.state == TrialState.PRUNED
-                else (fail_reason(t) or "no reason recorded").splitlines()[0][:200],
-            ]
-            for t in sorted(stopped, key=lambda t: t.number)
+    if not stopped:
+        return []
+    rows = [
+        [
+            str(t.number),
+            t.state.name.lower(),
+            prune_reason(t)
+            if t.state == TrialState.PRUNED
+            else (fail_reason(t) or "no reason recorded").splitlines()[0][:200],
         ]
-        out += markdown_table(["trial", "state", "reason"], rows)
-        out.append("")
+        for t in sorted(stopped, key=lambda t: t.number)
+    ]
+    return (
+        ["## Pruned and failed trials", ""]
+        + markdown_table(["trial", "state", "reason"], rows)
+        + [""]
+    )
 
-    out += ["## Parameter importances", ""]
+
+def _importance_section(imp: dict[str, float] | None, imp_note: str) -> list[str]:
+    out = ["## Parameter importances", ""]
     if imp:
         out += markdown_table(
             ["parameter", "importance"],
@@ -434,9 +451,13 @@ def summary_markdown(
         )
     else:
         out.append(f"Not computed: {imp_note}.")
-    out.append("")
+    return out + [""]
 
-    out += [
+
+def _files_section(
+    study: optuna.Study, figures: Sequence[plots.Figure], answer: Answer | None
+) -> list[str]:
+    out = [
         "## Files",
         "",
         f"- [`{TRIALS_CSV}`]({TRIALS_CSV}): one row per trial, every parameter and metric.",
@@ -453,8 +474,7 @@ def summary_markdown(
             f"- {fig.title}: [`{fig.stem}.png`]({fig.stem}.png), interactive "
             f"[`{fig.stem}.html`]({fig.stem}.html)"
         )
-    out += ["", *(f"![{fig.title}]({fig.stem}.png)" for fig in figures), ""]
-    return "\n".join(out)
+    return out + ["", *(f"![{fig.title}]({fig.stem}.png)" for fig in figures), ""]
 
 
 # ---------------------------------------------------------------------------- artifacts

@@ -18,16 +18,16 @@ the worker calls it after every confirmation trial, ``mode=report`` when it writ
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.schedules import BASELINE_ATTR
-from hpsearch.stats import Interval, finite, mean_interval
-from hpsearch.trial.records import CONFIRM_OF, CONFIRM_SEED, is_confirmation
+from hpsearch.record import TrialRecord, schedule_text
+from hpsearch.stats import Interval, mean_interval
+from hpsearch.trial.records import is_confirmation
 
 LEVEL = 0.95
 # study user attr -> meaning
@@ -65,7 +65,7 @@ class Arm:
         keys = sorted(self.runs) if seeds is None else list(seeds)
         return (
             [float(self.runs[s].value) for s in keys],
-            [float(self.runs[s].user_attrs["test_acc"]) for s in keys],
+            [float(TrialRecord.of(self.runs[s]).test_acc) for s in keys],
         )
 
     @property
@@ -103,48 +103,30 @@ class Answer:
         return next(d for d in self.differences if d.arm is arm and d.baseline is baseline)
 
 
-def schedule_text(attrs: Mapping[str, Any]) -> str:
-    """A trial's schedule as ``τ=6 ε=0.1 depth=1 copied=5 hp_lr=0.05 ft_lr=0.012`` (HP values
-    are left out when HP did not run)."""
-
-    def num(key: str) -> str:
-        value = attrs.get(key)
-        return format(value, ".3g") if finite(value) else "?"
-
-    tau = "conv" if attrs.get("hp_until_converged") else attrs.get("tau", "?")
-    parts = [f"τ={tau}"]
-    if tau != 0:
-        parts.append(f"ε={num('label_smoothing')}")
-    parts += [f"depth={attrs.get('head_depth', '?')}", f"copied={attrs.get('layers_copied', '?')}"]
-    if tau != 0:
-        parts.append(f"hp_lr={num('hp_lr')}")
-    parts.append(f"ft_lr={num('ft_lr')}")
-    return " ".join(parts)
-
-
 def _arms(trials: Sequence[FrozenTrial]) -> list[Arm]:
     by_number = {t.number: t for t in trials}
     arms: dict[Any, Arm] = {}
     for t in sorted(trials, key=lambda t: t.number):
         if not is_confirmation(t):
             continue
-        key = t.user_attrs[CONFIRM_OF]
-        baseline = bool(t.user_attrs.get(BASELINE_ATTR))
+        record = TrialRecord.of(t)
+        key = record.confirm_of
+        baseline = bool(record.baseline)
         arm = arms.get(key)
         if arm is None:
             origin = None if baseline else by_number.get(int(key))
             arm = arms[key] = Arm(
                 key,
                 baseline,
-                schedule_text((origin or t).user_attrs),
+                schedule_text(TrialRecord.of(origin or t)),
                 search_value=None if origin is None else origin.value,
             )
         if (
             t.state == TrialState.COMPLETE
             and t.value is not None
-            and finite(t.user_attrs.get("test_acc"))
+            and record.finite("test_acc") is not None
         ):
-            arm.runs[int(t.user_attrs[CONFIRM_SEED])] = t
+            arm.runs[int(record.confirm_seed)] = t
         elif t.state in (TrialState.WAITING, TrialState.RUNNING):
             arm.pending += 1
         else:

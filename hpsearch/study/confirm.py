@@ -34,11 +34,14 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import HpsearchError
-from hpsearch.schedules import BASELINE_ATTR, SCHEDULE_ATTR, baseline_params, baseline_schedules
+from hpsearch.plan import CONFIRM_BASELINES_KEY, StudyPlan
+from hpsearch.record import BASELINE as BASELINE_ATTR
+from hpsearch.record import CONFIRM_OF, CONFIRM_SEED, TrialRecord
+from hpsearch.record import SCHEDULE as SCHEDULE_ATTR
 from hpsearch.space import contains
-from hpsearch.trial.records import CONFIRM_OF, CONFIRM_SEED, confirm_seed, is_confirmation
+from hpsearch.trial.records import confirm_seed, is_confirmation
 
-BASELINES_KEY = "study.confirm.baselines"
+BASELINES_KEY = CONFIRM_BASELINES_KEY
 # What decides the result of a trial: a confirmation must run with the search's values for these.
 TRIAL_KEYS = (
     "experiment",
@@ -100,7 +103,7 @@ def search_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
         for t in trials
         if t.state == TrialState.COMPLETE
         and t.value is not None
-        and not t.user_attrs.get(BASELINE_ATTR)
+        and not TrialRecord.of(t).baseline
         and not is_confirmation(t)
     ]
     return sorted(done, key=lambda t: (-float(t.value), t.number))
@@ -123,12 +126,12 @@ def top_configurations(trials: Sequence[FrozenTrial], k: int) -> list[FrozenTria
 def plan_confirmation(
     study: optuna.Study,
     cfg: DictConfig,
-    distributions: Mapping[str, optuna.distributions.BaseDistribution],
+    plan: StudyPlan,
 ) -> list[Planned]:
     """Every confirmation trial the config asks for, present or not; an HpsearchError when there
     is nothing to confirm or a configuration does not fit the search space."""
     confirm = cfg.study.confirm
-    baselines = baseline_schedules(cfg, BASELINES_KEY)
+    distributions = plan.distributions
     trials = study.get_trials(deepcopy=False)
     top = top_configurations(trials, int(confirm.top_k))
     if not top:
@@ -155,15 +158,15 @@ def plan_confirmation(
                     "ran with"
                 )
         planned += [Planned(dict(t.params), {CONFIRM_OF: t.number, CONFIRM_SEED: s}) for s in seeds]
-    for schedule in baselines:
-        params = baseline_params(cfg, schedule, distributions)
+    for arm in plan.confirm_arms:
+        params = arm.params
         planned += [
             Planned(
                 params,
                 {
-                    SCHEDULE_ATTR: schedule.name,
+                    SCHEDULE_ATTR: arm.name,
                     BASELINE_ATTR: True,
-                    CONFIRM_OF: schedule.name,
+                    CONFIRM_OF: arm.name,
                     CONFIRM_SEED: s,
                 },
             )
@@ -183,7 +186,7 @@ def missing(study: optuna.Study, planned: Sequence[Planned]) -> list[Planned]:
     """The planned trials with no confirmation trial of the same (arm, seed) in the study that
     has not failed (a failed one may be re-queued by the retry callback; if not, it is redone)."""
     present = {
-        (t.user_attrs[CONFIRM_OF], t.user_attrs.get(CONFIRM_SEED))
+        (TrialRecord.of(t).confirm_of, TrialRecord.of(t).confirm_seed)
         for t in study.get_trials(deepcopy=False)
         if is_confirmation(t) and t.state != TrialState.FAIL
     }

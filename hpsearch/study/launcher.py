@@ -41,13 +41,16 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
 from hpsearch.errors import ConfigError
 from hpsearch.secrets import open_private, redact
 from hpsearch.study.placement import WORKER_INDEX_ENV
+
+if TYPE_CHECKING:
+    from hpsearch.plan import StudyPlan
 
 # Overrides the launcher consumes; the workers get the rest of the command line unchanged.
 _LAUNCHER_KEYS = re.compile(r"^[+~]{0,2}(workers|devices|workers_per_device)(=|$)")
@@ -147,24 +150,22 @@ class _Worker:
         return code
 
 
-def launch_workers(cfg: DictConfig, argv: list[str], out: IO[str] = sys.stdout) -> int:
+def launch_workers(
+    cfg: DictConfig, plan: StudyPlan, argv: list[str], out: IO[str] = sys.stdout
+) -> int:
     """Create the study (search) or check that it has something to confirm (confirm), run
     ``cfg.workers`` worker processes of ``argv``, wait; an exit code. An auto-confirmed search
     is two rounds: the search workers, then the confirm workers."""
-    from hpsearch.schedules import study_distributions
-    from hpsearch.study.setup import check_enqueue, prepare_study
+    from hpsearch.study.setup import prepare_study
 
     check_devices(cfg)
-    distributions = study_distributions(cfg)
     if cfg.mode == "confirm":
         from hpsearch.study.confirm import plan_confirmation
         from hpsearch.study.storage import load_existing_study
 
-        plan_confirmation(
-            load_existing_study(str(cfg.storage.url), str(cfg.study.name)), cfg, distributions
-        )
+        plan_confirmation(load_existing_study(str(cfg.storage.url), str(cfg.study.name)), cfg, plan)
         return _run_round(cfg, worker_args(argv), out)
-    prepare_study(cfg, check_enqueue(cfg, distributions))
+    prepare_study(cfg, plan.enqueued)
     if not cfg.study.confirm.auto:
         return _run_round(cfg, worker_args(argv), out)
     code = _run_round(cfg, worker_args(argv, "search"), out)

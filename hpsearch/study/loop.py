@@ -24,7 +24,8 @@ from collections.abc import Callable, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.errors import FAIL_REASON, StorageUnreachable, is_disk_full
+from hpsearch.errors import StorageUnreachable, is_disk_full
+from hpsearch.record import FAIL_REASON
 from hpsearch.study.outage import ResilientStorage, TrialLost, is_connection_error
 from hpsearch.study.shutdown import OneLineFailures
 
@@ -155,7 +156,7 @@ def _abandon(
     The retry comes first: a storage that takes one write and refuses the next (a full disk)
     then leaves the trial RUNNING with its retry waiting (a later worker fails it as stale and
     does not queue a second retry), never FAIL without a retry (lost for good)."""
-    storage: ResilientStorage = study._storage  # type: ignore[assignment]
+    storage: ResilientStorage = study._storage
     with storage.single_attempt():
         try:
             trial = storage.get_trial(trial_id)

@@ -56,7 +56,8 @@ from optuna.study._frozen import FrozenStudy
 from optuna.study._study_direction import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.errors import FAIL_REASON, DiskFull, StorageUnreachable, is_disk_full
+from hpsearch.errors import DiskFull, StorageUnreachable, is_disk_full
+from hpsearch.record import FAIL_REASON
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def _chain(err: BaseException) -> list[BaseException]:
     seen: list[BaseException] = []
     while err is not None and err not in seen:
         seen.append(err)
-        err = err.__cause__ or err.__context__  # type: ignore[assignment]
+        err = err.__cause__ or err.__context__
     return seen
 
 
@@ -242,12 +243,12 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
                 result = call()
             except Exception as err:
                 if is_disk_full(err):
-                    return self._full(what, err, give_up_quietly)  # type: ignore[return-value]
+                    return self._full(what, err, give_up_quietly)
                 if not is_connection_error(err):
                     raise
                 failures += 1
                 if not self._down(what, err, give_up_quietly, started):
-                    return None  # type: ignore[return-value]  # a heartbeat given up
+                    return None  # a heartbeat given up
                 time.sleep(backoff_s(failures))
                 continue
             self._up()

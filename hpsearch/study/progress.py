@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import optuna
 
+from hpsearch.record import TrialRecord
 from hpsearch.tables import fmt, text_table
 from hpsearch.trial.records import is_confirmation
 
@@ -35,21 +36,21 @@ def best_trials_table(study: optuna.Study, top_k: int) -> str:
     )
     rows = [header]
     for t in done[:top_k]:
-        a = t.user_attrs
+        r = TrialRecord.of(t)
         rows.append(
             (
                 str(t.number),
                 fmt(t.value, ".4f"),
-                fmt(a.get("tau"), "d"),
-                fmt(a.get("label_smoothing"), ".2f"),
-                fmt(a.get("head_depth"), "d"),
-                fmt(a.get("layers_copied"), "d"),
-                fmt(a.get("hp_lr"), ".4g"),
-                fmt(a.get("ft_lr"), ".4g"),
-                fmt(a.get("energy"), ".3f"),
-                fmt(a.get("hp_train_acc"), ".3f"),
-                fmt(a.get("adaptation_l2"), ".3f"),
-                fmt(a.get("test_acc"), ".4f"),
+                fmt(r.tau, "d"),
+                fmt(r.label_smoothing, ".2f"),
+                fmt(r.head_depth, "d"),
+                fmt(r.layers_copied, "d"),
+                fmt(r.hp_lr, ".4g"),
+                fmt(r.ft_lr, ".4g"),
+                fmt(r.energy, ".3f"),
+                fmt(r.hp_train_acc, ".3f"),
+                fmt(r.adaptation_l2, ".3f"),
+                fmt(r.test_acc, ".4f"),
             )
         )
     return text_table(rows)
@@ -58,36 +59,36 @@ def best_trials_table(study: optuna.Study, top_k: int) -> str:
 def prune_reason(trial: optuna.trial.FrozenTrial) -> str:
     """Where a pruned trial stopped and on what: its ``prune_reason`` attr when set, else its
     ``pruned_at`` and the last FT validation accuracy it reported."""
-    a = trial.user_attrs
-    if a.get("prune_reason"):
-        return str(a["prune_reason"])
+    r = TrialRecord.of(trial)
+    if r.prune_reason:
+        return str(r.prune_reason)
     if trial.intermediate_values:
         epoch = max(trial.intermediate_values)
         return (
-            f"{a.get('pruned_at', f'ft_epoch_{epoch}')}: FT val acc "
+            f"{r.pruned_at or f'ft_epoch_{epoch}'}: FT val acc "
             f"{trial.intermediate_values[epoch]:.4f} after epoch {epoch}"
         )
-    if a.get("pruned_at") == "gate":
+    if r.pruned_at == "gate":
         return "gate: after HP, before FT"
-    return str(a.get("pruned_at", "no reason recorded"))
+    return str(r.pruned_at or "no reason recorded")
 
 
 def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     """One progress line for a finished trial: schedule, energy, outcome, best so far."""
-    a = trial.user_attrs
+    a = TrialRecord.of(trial)
     schedule = (
-        f"tau={fmt(a.get('tau'), 'd')} eps={fmt(a.get('label_smoothing'), '.2f')} "
-        f"depth={fmt(a.get('head_depth'), 'd')} "
-        f"copied={fmt(a.get('layers_copied'), 'd')} "
-        f"hp_lr={fmt(a.get('hp_lr'), '.3g')} ft_lr={fmt(a.get('ft_lr'), '.3g')}"
+        f"tau={fmt(a.tau, 'd')} eps={fmt(a.label_smoothing, '.2f')} "
+        f"depth={fmt(a.head_depth, 'd')} "
+        f"copied={fmt(a.layers_copied, 'd')} "
+        f"hp_lr={fmt(a.hp_lr, '.3g')} ft_lr={fmt(a.ft_lr, '.3g')}"
     )
     state = trial.state
     if state == optuna.trial.TrialState.COMPLETE:
         outcome = f"ft_val_acc={trial.value:.4f}"
     elif state == optuna.trial.TrialState.PRUNED:
         outcome = f"pruned ({prune_reason(trial)})"
-    elif a.get("fail_reason"):
-        outcome = f"failed ({a['fail_reason']})"
+    elif a.fail_reason:
+        outcome = f"failed ({a.fail_reason})"
     else:
         outcome = state.name.lower()
     try:
@@ -95,6 +96,6 @@ def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     except ValueError:
         best = "best -"
     return (
-        f"trial {trial.number}: {schedule} | energy={fmt(a.get('energy'), '.3f')} "
-        f"hp_acc={fmt(a.get('hp_train_acc'), '.3f')} | {outcome} | {best}"
+        f"trial {trial.number}: {schedule} | energy={fmt(a.energy, '.3f')} "
+        f"hp_acc={fmt(a.hp_train_acc, '.3f')} | {outcome} | {best}"
     )

@@ -17,7 +17,8 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-SAMPLER_SEED = "sampler_seed"  # trial user attr: the seed of the sampler that proposed it
+from hpsearch.record import SAMPLER_SEED  # the seed of the sampler that proposed a trial
+
 _RAN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 
 

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from hpsearch.config import validate_config
-from hpsearch.errors import ConfigError, DiskFull, HpsearchError, is_disk_full
-from hpsearch.pruners import make_pruner
+from hpsearch.errors import DiskFull, HpsearchError, is_disk_full
+from hpsearch.plan import StudyPlan
+from hpsearch.record import BASELINE, SCHEDULE, TrialRecord
 from hpsearch.secrets import redact_tree
-from hpsearch.space import apply_params, contains
 from hpsearch.study.outage import (
     ResilientStorage,
     connection_error_reason,
@@ -30,6 +29,7 @@ from hpsearch.study.outage import (
     ride_out,
 )
 from hpsearch.study.placement import worker_index
+from hpsearch.study.pruning import make_pruner
 from hpsearch.study.seeding import SeedRecordingSampler, run_seed, trials_run
 from hpsearch.study.storage import (
     Heartbeat,
@@ -75,7 +75,9 @@ def create_study(
         pruner=pruner,
         load_if_exists=True,
     )
-    if "config" not in study.user_attrs:
+    if "config" in study.user_attrs:
+        check_same_space(study, cfg)
+    else:
         config = OmegaConf.to_container(cfg, resolve=True)
         config["storage"]["url"] = safe_url(str(cfg.storage.url))  # never store the password
         config = redact_tree(config)  # nor one in any other key (pruner.prior_storage)
@@ -85,6 +87,27 @@ def create_study(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(METRIC_NAMES)
     return study
+
+
+def check_same_space(study: optuna.Study, cfg: DictConfig) -> None:
+    """A study searches one space: a run whose ``search_space`` (after pinning and the
+    schedule) differs from the one the study was created with is refused, naming the keys."""
+    was = study.user_attrs["config"].get("search_space") or {}
+    now = OmegaConf.to_container(cfg.search_space, resolve=True) or {}
+    if was == now:
+        return
+    diff = [
+        f"{k}: {'searched' if k in was else 'not searched'} in the study, "
+        f"{'searched' if k in now else 'not searched (pinned or left out)'} here"
+        if (k in was) != (k in now)
+        else f"{k}: {was[k]} in the study, {now[k]} here"
+        for k in sorted(set(was) | set(now))
+        if was.get(k) != now.get(k)
+    ]
+    raise HpsearchError(
+        f"study {study.study_name!r} was created with another search space ({'; '.join(diff)}); "
+        "run it with the overrides it was created with, or name a new study with study.name=..."
+    )
 
 
 def prepare_study(
@@ -135,25 +158,21 @@ def _prepare(
     return study
 
 
-def check_enqueue(cfg: DictConfig, distributions: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The configured fixed trials, each key a search-space key with an allowed value."""
-    fixed = []
-    for i, entry in enumerate(OmegaConf.to_container(cfg.study.enqueue, resolve=True) or []):
-        if not isinstance(entry, dict) or not entry:
-            raise ConfigError(
-                f"study.enqueue[{i}] must be a non-empty mapping of search-space keys to values"
-            )
-        for key, value in entry.items():
-            if key not in distributions:
-                raise ConfigError(
-                    f"study.enqueue[{i}]: {key!r} is not a search-space key; "
-                    f"allowed: {', '.join(distributions)}"
-                )
-            if not contains(distributions[key], value):
-                raise ConfigError(
-                    f"study.enqueue[{i}]: {key}={value!r} lies outside its "
-                    f"search-space distribution {distributions[key]}"
-                )
-        validate_config(apply_params(cfg, entry))
-        fixed.append(entry)
-    return fixed
+def enqueue_baselines(study: optuna.Study, plan: StudyPlan) -> list[str]:
+    """Enqueue each of the plan's baselines not yet in the study; return the names enqueued.
+
+    A baseline counts as present when a trial carries its name with ``baseline=true`` and did not
+    fail (two workers starting at the same instant may both enqueue it, as with enqueue_trial).
+    """
+    present = set()
+    for t in study.get_trials(deepcopy=False):
+        record = TrialRecord.of(t)
+        if record.baseline and t.state != optuna.trial.TrialState.FAIL:
+            present.add(record.schedule)
+    enqueued = []
+    for arm in plan.baselines:
+        if arm.name in present:
+            continue
+        study.enqueue_trial(arm.params, user_attrs={SCHEDULE: arm.name, BASELINE: True})
+        enqueued.append(arm.name)
+    return enqueued

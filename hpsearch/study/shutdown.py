@@ -27,7 +27,7 @@ from typing import Any
 
 import optuna
 
-from hpsearch.errors import FAIL_REASON
+from hpsearch.record import FAIL_REASON
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class GracefulShutdown:
             self.current_trial_id = trial._trial_id
             try:
                 if self.stopping:  # the signal came while this trial was being created
-                    raise WorkerStopped(self.signum)  # type: ignore[arg-type]
+                    raise WorkerStopped(self.signum)
                 self._in_trial = True
                 return func(trial)
             except WorkerStopped as err:
@@ -163,7 +163,7 @@ class GracefulShutdown:
         if self._in_critical_code(frame):
             signal.setitimer(signal.ITIMER_REAL, RETRY_DELAY_S)  # try again when it is done
             return
-        raise WorkerStopped(self.signum)  # type: ignore[arg-type]
+        raise WorkerStopped(self.signum)
 
     def _in_critical_code(self, frame: FrameType | None) -> bool:
         """Whether the trial is inside a storage call or a checkpoint write (frames between the

@@ -44,7 +44,8 @@ import optuna
 from omegaconf import DictConfig
 
 from hpsearch.config import StorageConfig
-from hpsearch.errors import FAIL_REASON, HpsearchError, safe_url
+from hpsearch.errors import HpsearchError, safe_url
+from hpsearch.record import FAIL_REASON
 from hpsearch.tables import name_list, short_name
 
 log = logging.getLogger(__name__)

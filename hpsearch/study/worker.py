@@ -21,15 +21,15 @@ import torch
 from omegaconf import DictConfig
 
 from hpsearch.errors import HpsearchError
+from hpsearch.plan import StudyPlan, plan_study
 from hpsearch.pruners import InvalidSignalError
-from hpsearch.schedules import enqueue_baselines, study_distributions
 from hpsearch.study.answer import arm_lines, record_answer
 from hpsearch.study.bound import record_bound_estimate
 from hpsearch.study.confirm import enqueue_confirmation, plan_confirmation, waiting_confirmations
 from hpsearch.study.loop import run_trials
 from hpsearch.study.placement import pin_to_free_gpu
 from hpsearch.study.progress import best_trials_table, trial_line
-from hpsearch.study.setup import check_enqueue, prepare_study
+from hpsearch.study.setup import enqueue_baselines, prepare_study
 from hpsearch.study.shutdown import (
     GracefulShutdown,
     WorkerStopped,
@@ -105,24 +105,22 @@ def _run_trials(
             exit_stopped(err)
     if shutdown.stopping:
         log.warning("stopped by signal %s between trials", shutdown.signum)
-        exit_stopped(WorkerStopped(shutdown.signum))  # type: ignore[arg-type]
+        exit_stopped(WorkerStopped(shutdown.signum))
 
 
-def run_search(cfg: DictConfig) -> optuna.Study:
+def run_search(cfg: DictConfig, plan: StudyPlan | None = None) -> optuna.Study:
     """Run ``study.n_trials`` trials of the configured study in this process (0: only create
     the study and enqueue its fixed trials), then, with ``study.confirm.auto``, confirm.
 
-    ``cfg`` is a checked config (``hpsearch.app.compose_config``: schema, search space, fixed
-    trials, baselines and confirmation baselines, storage URL). The dataset and the backbone
-    weights are loaded before the study is created or touched, so bad paths fail first.
+    ``cfg`` is a checked config and ``plan`` its study plan (``hpsearch.app.compose_config``:
+    schema, search space, fixed trials, baselines and confirmation baselines, storage URL). The
+    dataset and the backbone weights are loaded before the study is created or touched, so bad
+    paths fail first. Without ``plan`` it is computed here (``hpsearch.plan.plan_study``).
     """
-    distributions = study_distributions(cfg)  # the search space less the schedule's keys
-    fixed = check_enqueue(cfg, distributions)
+    plan = plan if plan is not None else plan_study(cfg)
     cfg, workspace, checkpoints = _open_worker(cfg)
 
-    study = prepare_study(
-        cfg, fixed, setup=lambda study: enqueue_baselines(study, cfg, distributions)
-    )
+    study = prepare_study(cfg, plan.enqueued, setup=lambda study: enqueue_baselines(study, plan))
     n_trials = int(cfg.study.n_trials)
     if n_trials == 0:
         log.info(
@@ -133,7 +131,7 @@ def run_search(cfg: DictConfig) -> optuna.Study:
         )
         return study
 
-    objective = Objective(cfg, distributions, workspace, checkpoints)
+    objective = Objective(cfg, plan, workspace, checkpoints)
     _run_trials(study, cfg, objective, checkpoints, n_trials)
     if workspace.device.type == "cuda":  # what a GPU slot needs: workers_per_device sizing
         log.info(
@@ -147,14 +145,14 @@ def run_search(cfg: DictConfig) -> optuna.Study:
     )
     if cfg.study.confirm.auto:
         try:
-            _confirm(study, cfg, distributions, objective, checkpoints)
+            _confirm(study, cfg, plan, objective, checkpoints)
         except HpsearchError as err:  # e.g. every trial pruned: the search itself succeeded
             log.warning("study.confirm.auto: not confirmed: %s", err)
     log.info("storage: %s", safe_url(str(cfg.storage.url)))
     return study
 
 
-def run_confirm(cfg: DictConfig) -> optuna.Study:
+def run_confirm(cfg: DictConfig, plan: StudyPlan | None = None) -> optuna.Study:
     """``mode=confirm``: enqueue the confirmation trials of study ``study.name`` (once, however
     many workers do it), run the waiting ones in this process, and print the answer.
 
@@ -162,18 +160,12 @@ def run_confirm(cfg: DictConfig) -> optuna.Study:
     by ``compose_config``), a study that does not exist, has no complete search trial, or was
     searched with other values.
     """
-    distributions = study_distributions(cfg)
+    plan = plan if plan is not None else plan_study(cfg)
     study = load_existing_study(str(cfg.storage.url), str(cfg.study.name))
-    plan_confirmation(study, cfg, distributions)  # nothing to confirm / other config: fail here
+    plan_confirmation(study, cfg, plan)  # nothing to confirm / other config: fail here
     cfg, workspace, checkpoints = _open_worker(cfg)
     study = prepare_study(cfg, [])  # this worker's storage (heartbeat), sampler and pruner
-    _confirm(
-        study,
-        cfg,
-        distributions,
-        Objective(cfg, distributions, workspace, checkpoints),
-        checkpoints,
-    )
+    _confirm(study, cfg, plan, Objective(cfg, plan, workspace, checkpoints), checkpoints)
     log.info("storage: %s", safe_url(str(cfg.storage.url)))
     return study
 
@@ -181,14 +173,14 @@ def run_confirm(cfg: DictConfig) -> optuna.Study:
 def _confirm(
     study: optuna.Study,
     cfg: DictConfig,
-    distributions: dict,
+    plan: StudyPlan,
     objective: Objective,
     checkpoints: CheckpointStore,
 ) -> None:
     """Enqueue what is missing (under the setup lock), run waiting confirmation trials until
     none is left, then log the answer."""
     with setup_lock(str(cfg.storage.url)):
-        added = enqueue_confirmation(study, plan_confirmation(study, cfg, distributions))
+        added = enqueue_confirmation(study, plan_confirmation(study, cfg, plan))
     log.info(
         "confirmation of study %r: %d trials enqueued (top %d configurations and %s, "
         "%d seeds each)",

@@ -6,8 +6,24 @@ share; ``records`` names every user attr a trial writes; ``hp``, ``gate``, ``ft`
 feature-change equation the energy comes from.
 """
 
-from hpsearch.trial.objective import Objective
+from __future__ import annotations
+
+from typing import Any
+
 from hpsearch.trial.records import METRICS, set_attrs
-from hpsearch.trial.workspace import Workspace
 
 __all__ = ["METRICS", "Objective", "Workspace", "set_attrs"]
+
+
+def __getattr__(name: str) -> Any:
+    """``Objective`` and ``Workspace`` import torch: only when asked for, so that reading a
+    trial's records (the config checks, the report) does not load it."""
+    if name == "Objective":
+        from hpsearch.trial.objective import Objective
+
+        return Objective
+    if name == "Workspace":
+        from hpsearch.trial.workspace import Workspace
+
+        return Workspace
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -41,7 +41,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from hpsearch.errors import HpsearchError
-from hpsearch.trial.records import CHECKPOINT_ERROR
+from hpsearch.record import CHECKPOINT_ERROR
 
 log = logging.getLogger(__name__)
 

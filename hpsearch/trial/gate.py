@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import optuna
 
-from hpsearch.pruners import EnergyPruner
+from hpsearch.pruners import take_decision
 from hpsearch.trial.records import is_confirmation, set_attrs
 
 
@@ -23,11 +23,10 @@ def gate(trial: optuna.Trial) -> None:
     it exists to measure its configuration's accuracy on another seed, not to compete."""
     if is_confirmation(trial):
         return
-    pruner = trial.study.pruner
     try:
         pruned = trial.should_prune()
     finally:
-        decision = pruner.take_decision(trial.number) if isinstance(pruner, EnergyPruner) else None
+        decision = take_decision(trial.study.pruner, trial.number)
         if decision is not None:
             set_attrs(trial, decision.user_attrs())
     if pruned:

@@ -19,7 +19,8 @@ import torch
 from omegaconf import DictConfig
 
 from hpsearch.models import TransferNet, build_transfer_net
-from hpsearch.schedules import configure_trial
+from hpsearch.plan import StudyPlan
+from hpsearch.record import TrialRecord
 from hpsearch.trial.checkpoints import Checkpoint, CheckpointStore, TrialCheckpoints
 from hpsearch.trial.ft import Finetuner, accuracy, features
 from hpsearch.trial.gate import gate, judge_epoch
@@ -37,15 +38,15 @@ class Objective:
     def __init__(
         self,
         cfg: DictConfig,
-        distributions: Mapping[str, Any],
+        plan: StudyPlan,
         workspace: Workspace,
         checkpoints: CheckpointStore | None = None,
     ) -> None:
-        self.cfg, self.distributions, self.workspace = cfg, distributions, workspace
+        self.cfg, self.plan, self.workspace = cfg, plan, workspace
         self.checkpoints = checkpoints  # None: no saving, no resuming
 
     def trial_config(self, trial: optuna.Trial) -> DictConfig:
-        return configure_trial(trial, self.cfg, self.distributions)
+        return self.plan.trial_config(trial, self.cfg)
 
     def __call__(self, trial: optuna.Trial) -> float:
         cfg = self.trial_config(trial)
@@ -57,7 +58,7 @@ class Objective:
             {
                 **schedule_attrs(cfg),
                 "seed": seed,
-                "baseline": bool(trial.user_attrs.get("baseline", False)),
+                "baseline": TrialRecord.of(trial).baseline,
                 "resumed_from_trial": resume.trial_number if resume else None,
                 "resumed_from_checkpoint": resume.phase if resume else None,
             },
@@ -156,22 +157,8 @@ class Objective:
         eval_bs = int(cfg.data.eval_batch_size)
         # The copied part is frozen during HP, so z0 is the same before and after HP.
         z0 = features(net, task.splits.val, task.pipeline, eval_bs)
-        tuner = Finetuner(
-            net,
-            task.splits.train,
-            task.splits.val,
-            task.pipeline,
-            cfg.ft,
-            seed,
-            eval_bs,
-            ws.autocast,
-        )
-        if resume is not None and resume.finetuner is not None:
-            tuner.load_state_dict(resume.finetuner)
-            for step, acc in enumerate(tuner.val_acc_curve, start=1):
-                trial.report(acc, step=step)  # the retry shows the whole curve
+        tuner = self._finetuner(trial, cfg, seed, task, net, resume)
         resumed_from = tuner.epoch
-        trial.set_user_attr("ft_resumed_from_epoch", resumed_from)
 
         prunable = not is_confirmation(trial)  # a confirmation runs to the end, whatever its curve
 
@@ -198,6 +185,7 @@ class Objective:
         set_attrs(
             trial,
             {
+                "ft_resumed_from_epoch": resumed_from,
                 "ft_epochs_run": result.epochs_run,
                 "ft_val_acc_curve": result.val_acc_curve,
                 "ft_val_acc": val_acc,
@@ -211,3 +199,30 @@ class Objective:
             },
         )
         return val_acc
+
+    def _finetuner(
+        self,
+        trial: optuna.Trial,
+        cfg: DictConfig,
+        seed: int,
+        task: Task,
+        net: TransferNet,
+        resume: Checkpoint | None,
+    ) -> Finetuner:
+        """The trial's FT loop, at the epoch its checkpoint reached when it resumes (the retry
+        reports the curve so far again, so it shows the whole curve)."""
+        tuner = Finetuner(
+            net,
+            task.splits.train,
+            task.splits.val,
+            task.pipeline,
+            cfg.ft,
+            seed,
+            int(cfg.data.eval_batch_size),
+            self.workspace.autocast,
+        )
+        if resume is not None and resume.finetuner is not None:
+            tuner.load_state_dict(resume.finetuner)
+            for step, acc in enumerate(tuner.val_acc_curve, start=1):
+                trial.report(acc, step=step)
+        return tuner

@@ -89,7 +89,7 @@ class Workspace:
 
     def pretrained(self, cfg: DictConfig) -> Pretrained:
         bb = OmegaConf.to_container(cfg.backbone, resolve=True)
-        bb.pop("layers_copied")  # type: ignore[union-attr]
+        bb.pop("layers_copied")
         key = json.dumps(
             [bb, _key(cfg.data) if cfg.backbone.weights == "source" else None, int(cfg.seed)],
             sort_keys=True,

@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # the benchmark scripts end to end
 
 SCRIPT = REPO / "benchmarks" / "gpu_packing.py"
 

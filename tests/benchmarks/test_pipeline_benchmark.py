@@ -10,6 +10,8 @@ import sys
 import pytest
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # the benchmark scripts end to end
+
 
 def load_pipeline():
     spec = importlib.util.spec_from_file_location(

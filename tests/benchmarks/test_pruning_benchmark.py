@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # the benchmark scripts end to end
 
 ARMS = ["none", "median", "hyperband", "energy", "energy+median"]
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # the benchmark scripts end to end
+
 
 def load_reproduce():
     spec = importlib.util.spec_from_file_location("reproduce", REPO / "benchmarks" / "reproduce.py")

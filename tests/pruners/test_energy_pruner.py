@@ -10,9 +10,9 @@ import pytest
 from optuna.trial import TrialState
 
 from hpsearch.app import compose_config
-from hpsearch.config import GATE_SIGNALS
 from hpsearch.errors import ConfigError
-from hpsearch.pruners import EnergyPruner, InvalidSignalError, make_pruner
+from hpsearch.pruners import GATE_SIGNALS, EnergyPruner, InvalidSignalError
+from hpsearch.study.pruning import make_pruner
 from hpsearch.trial import set_attrs
 from hpsearch.trial.gate import gate
 

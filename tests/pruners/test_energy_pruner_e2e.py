@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
+import pytest
 from conftest import run_cli
 from optuna.trial import TrialState
+
+pytestmark = pytest.mark.slow  # searches through the command line
 
 HP_METRICS = (
     "energy",

@@ -17,11 +17,13 @@ import pytest
 from optuna.trial import TrialState
 
 from hpsearch.app import compose_config
+from hpsearch.plan import plan_study
 from hpsearch.review.replay import COMPLETE, PRUNED_FT, PRUNED_GATE, load_table, replay_order
-from hpsearch.schedules import study_distributions
 from hpsearch.study.worker import run_search
 from hpsearch.trial import Objective, Workspace
 from hpsearch.trial.records import GATE_INPUTS
+
+pytestmark = pytest.mark.slow  # live searches replayed against their recording
 
 N_TRIALS = 12
 TINY = [
@@ -134,5 +136,5 @@ def test_gate_inputs_are_what_a_live_trial_has_set_when_the_gate_asks(tmp_path: 
     cfg = compose_config([*TINY, *_storage(tmp_path), "study.n_trials=2"])
     spy = _GateSpy()
     study = optuna.create_study(direction="maximize", pruner=spy)
-    study.optimize(Objective(cfg, study_distributions(cfg), Workspace(cfg)), n_trials=2)
+    study.optimize(Objective(cfg, plan_study(cfg), Workspace(cfg)), n_trials=2)
     assert spy.at_gate == [set(GATE_INPUTS)] * 2

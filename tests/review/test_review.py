@@ -353,6 +353,7 @@ def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_dashboard_renders_in_chromium(dashboard, tmp_path: Path) -> None:
     base, study_id = dashboard
     page = f"{base}/dashboard/studies/{study_id}"
@@ -375,6 +376,7 @@ def test_dashboard_renders_in_chromium(dashboard, tmp_path: Path) -> None:
     assert shot.stat().st_size > 30_000, "the screenshot looks blank"
 
 
+@pytest.mark.slow
 def test_report_html_renders_offline_in_chromium(report_dir: Path, tmp_path: Path) -> None:
     page = (report_dir / "energy_vs_adaptation.html").as_uri()
     proc = _chromium(["--dump-dom", page], tmp_path / "profile")

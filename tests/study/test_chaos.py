@@ -18,9 +18,12 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from pgcluster import PgCluster, pg_cluster  # noqa: F401  (fixture)
 
-from hpsearch.errors import FAIL_REASON
+from hpsearch.record import FAIL_REASON
+
+pytestmark = pytest.mark.slow  # a private PostgreSQL restarted under running workers
 
 SEED = int(os.environ.get("HPSEARCH_CHAOS_SEED", "10"))
 N_WORKERS, PER_WORKER = 3, 20

@@ -15,9 +15,12 @@ from conftest import run_cli
 from optuna.trial import TrialState, create_trial
 
 from hpsearch.app import compose_config
+from hpsearch.plan import plan_study
 from hpsearch.study.answer import study_answer
 from hpsearch.trial import Objective, Workspace
 from hpsearch.trial.records import confirm_seed
+
+pytestmark = pytest.mark.slow  # searches and confirmations through the command line, with workers
 
 TINY = [
     "progress=false",
@@ -276,7 +279,7 @@ def test_a_confirmation_trial_is_never_pruned_and_runs_its_seed(tmp_path):
     study = optuna.create_study(direction="maximize", pruner=AlwaysPrune())
     study.enqueue_trial({})  # an ordinary trial: pruned at the gate
     study.enqueue_trial({}, user_attrs={"confirm_of": 0, "confirm_seed": 1234})
-    objective = Objective(cfg, {}, Workspace(cfg))
+    objective = Objective(cfg, plan_study(cfg), Workspace(cfg))
     study.optimize(objective, n_trials=2)
     ordinary, confirmation = study.trials
     assert ordinary.state == TrialState.PRUNED and ordinary.user_attrs["pruned_at"] == "gate"

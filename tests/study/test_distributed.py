@@ -23,6 +23,8 @@ import pytest
 from conftest import REPO, run_cli
 from pgcluster import PgCluster
 
+pytestmark = pytest.mark.slow  # workers as subprocesses, PostgreSQL databases, resume runs
+
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_ADMIN_URL = f"postgresql+psycopg2://postgres@{PG_HOST}:{PG_PORT}/postgres"
 # A toy task small enough that a worker's time is mostly its start-up (importing torch).
@@ -543,7 +545,7 @@ def test_resumed_trial_ends_exactly_like_an_uninterrupted_one(tmp_path: Path) ->
     with the same validation curve and accuracy as the same trial run without a stop: model,
     optimiser, scheduler and RNG all continue where they were."""
     from hpsearch.app import compose_config
-    from hpsearch.space import parse_search_space
+    from hpsearch.plan import plan_study
     from hpsearch.study.shutdown import WorkerStopped
     from hpsearch.study.storage import Heartbeat
     from hpsearch.trial import Objective, Workspace
@@ -552,7 +554,7 @@ def test_resumed_trial_ends_exactly_like_an_uninterrupted_one(tmp_path: Path) ->
     cfg = compose_config(
         TINY + TINY_SPACE + ["ft.epochs=5", f"storage.cache_dir={tmp_path / 'cache'}"]
     )
-    distributions = parse_search_space(cfg.search_space, cfg)
+    distributions = plan_study(cfg)
     workspace = Workspace(cfg)
     params = {
         "hp.epochs": 2,
@@ -572,7 +574,7 @@ def test_resumed_trial_ends_exactly_like_an_uninterrupted_one(tmp_path: Path) ->
                 if checkpoint.ft_epoch == 2:
                     raise WorkerStopped(signal.SIGTERM)
 
-            saved.save = save_then_stop  # type: ignore[method-assign]
+            saved.save = save_then_stop
             return saved
 
     def study() -> optuna.Study:

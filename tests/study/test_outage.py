@@ -25,7 +25,8 @@ import pytest
 from optuna.trial import TrialState
 from pgcluster import pg_cluster  # noqa: F401  (fixture)
 
-from hpsearch.errors import FAIL_REASON, StorageUnreachable
+from hpsearch.errors import StorageUnreachable
+from hpsearch.record import FAIL_REASON
 from hpsearch.study.loop import run_trials
 from hpsearch.study.outage import (
     CREATE_TOKEN_ATTR,

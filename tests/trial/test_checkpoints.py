@@ -15,10 +15,10 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
 from hpsearch.app import compose_config
-from hpsearch.space import parse_search_space
+from hpsearch.plan import plan_study
+from hpsearch.record import CHECKPOINT_ERROR
 from hpsearch.trial import Objective, Workspace
 from hpsearch.trial.checkpoints import POINTER_ATTR, CheckpointStore
-from hpsearch.trial.records import CHECKPOINT_ERROR
 
 TINY = [
     "progress=false",
@@ -51,7 +51,7 @@ class FullFrom(FileSystemArtifactStore):
 
 def run_one_trial(tmp_path: Path, store: CheckpointStore) -> optuna.trial.FrozenTrial:
     cfg = compose_config(TINY + [f"storage.cache_dir={tmp_path / 'cache'}"])
-    objective = Objective(cfg, parse_search_space(cfg.search_space, cfg), Workspace(cfg), store)
+    objective = Objective(cfg, plan_study(cfg), Workspace(cfg), store)
     study = optuna.create_study(direction="maximize")
     study.optimize(objective, n_trials=1)
     return study.trials[0]

@@ -13,7 +13,7 @@ from imagedata import make_imagefolder
 from hpsearch.app import compose_config
 from hpsearch.errors import ConfigError
 from hpsearch.models import build_transfer_net
-from hpsearch.schedules import study_distributions
+from hpsearch.plan import plan_study
 from hpsearch.trial import Objective, Workspace
 from hpsearch.trial.ft import Finetuner, features
 from hpsearch.trial.hp import head_probe
@@ -67,7 +67,7 @@ def run_trial(cfg, cache_dir: Path) -> dict:
     cfg = cfg.copy()
     cfg.storage.cache_dir = str(cache_dir)  # each layout computes its own feature cache
     study = optuna.create_study(direction="maximize")
-    study.optimize(Objective(cfg, study_distributions(cfg), Workspace(cfg)), n_trials=1)
+    study.optimize(Objective(cfg, plan_study(cfg), Workspace(cfg)), n_trials=1)
     return dict(study.trials[0].user_attrs)
 
 
@@ -78,7 +78,7 @@ def test_one_training_step_agrees_in_both_layouts(tmp_path: Path) -> None:
         cfg = image_config(tmp_path, [f"channels_last={layout}", "ft.lr=0.05"])
         ws = Workspace(cfg)
         task = ws.task(cfg)
-        net = Objective(cfg, {}, ws).build_net(cfg, task, seed=0)
+        net = Objective(cfg, plan_study(cfg), ws).build_net(cfg, task, seed=0)
         tuner = Finetuner(net, task.splits.train, task.splits.val, task.pipeline, cfg.ft, 0, 16)
         idx = torch.arange(14)
         net.train()
@@ -120,7 +120,7 @@ def test_the_layout_really_changes(tmp_path: Path) -> None:
         task = ws.task(cfg)
         x = task.pipeline(task.splits.train.x[:4])
         assert x.is_contiguous(memory_format=torch.channels_last) == expected, setting
-        net = Objective(cfg, {}, ws).build_net(cfg, task, seed=0)
+        net = Objective(cfg, plan_study(cfg), ws).build_net(cfg, task, seed=0)
         conv = net.copied[0][0].weight
         assert conv.is_contiguous(memory_format=torch.channels_last) == expected, setting
 

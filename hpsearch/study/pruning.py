@@ -1,4 +1,7 @@
-"""The study's pruner, built from ``cfg.pruner``."""
+"""The study's pruner, built from ``cfg.pruner``: the glue between the config and the
+config-free pruner library (``hpsearch.pruners``). It opens the prior studies' storage, and it
+turns a pruner constructor's ``ValueError`` into a one-line ``ConfigError`` naming
+``pruner.<key>``."""
 
 from __future__ import annotations
 
@@ -10,9 +13,8 @@ from omegaconf import DictConfig
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.config import GATE_SIGNALS
 from hpsearch.errors import ConfigError, safe_url
-from hpsearch.pruners._energy import EnergyPruner
+from hpsearch.pruners import EnergyPruner
 from hpsearch.tables import name_list, short_name
 
 
@@ -28,17 +30,36 @@ def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
         if p.prior_studies:
             url = str(p.prior_storage if p.prior_storage is not None else cfg.storage.url)
             prior = prior_trials(url, tuple(str(n) for n in p.prior_studies))
+        return _energy_pruner(p, epoch_pruner(str(p.ft), cfg), prior)
+    return epoch_pruner(str(p.name), cfg)
+
+
+def check_pruner(cfg: DictConfig) -> None:
+    """Build the configured pruner without opening any storage, so that a bad ``pruner.<key>``
+    is one ConfigError before anything runs. The energy gate's keys are checked whatever
+    ``pruner.name`` is: a value that would be refused under ``pruner=energy`` is refused always."""
+    p = cfg.pruner
+    epoch_pruner(str(p.ft), cfg)
+    epoch_pruner(str(p.name), cfg)
+    _energy_pruner(p, None, ())
+
+
+def _energy_pruner(
+    p: DictConfig, ft_pruner: optuna.pruners.BasePruner | None, prior: tuple[FrozenTrial, ...]
+) -> EnergyPruner:
+    try:
         return EnergyPruner(
-            epoch_pruner(str(p.ft), cfg),
+            ft_pruner,
             n_startup_trials=int(p.n_startup_trials),
             top_k=int(p.top_k),
             min_prob=float(p.min_prob),
             energy_min=p.energy_min,
             energy_max=p.energy_max,
-            signals=tuple(p.signals) if p.signals is not None else GATE_SIGNALS,
+            signals=tuple(p.signals) if p.signals is not None else None,
             prior_trials=prior,
         )
-    return epoch_pruner(str(p.name), cfg)
+    except ValueError as err:  # its message starts with the argument's name
+        raise ConfigError(f"pruner.{err}") from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -79,16 +100,28 @@ def prior_trials(url: str, names: tuple[str, ...]) -> tuple[FrozenTrial, ...]:
 
 
 def epoch_pruner(name: str, cfg: DictConfig) -> optuna.pruners.BasePruner:
-    """A pruner of FT epochs by name (none, median, hyperband), set from ``cfg.pruner``."""
+    """A pruner of FT epochs by name (none, median, hyperband), set from ``cfg.pruner``; an
+    argument Optuna refuses is a ConfigError naming the keys it was built from."""
     p = cfg.pruner
-    if name == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=int(p.n_startup_trials), n_warmup_steps=int(p.n_warmup_steps)
-        )
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(
-            min_resource=int(p.min_resource),
-            max_resource=max(1, int(cfg.ft.epochs)),
-            reduction_factor=int(p.reduction_factor),
-        )
+    try:
+        if name == "median":
+            return optuna.pruners.MedianPruner(
+                n_startup_trials=int(p.n_startup_trials), n_warmup_steps=int(p.n_warmup_steps)
+            )
+        if name == "hyperband":
+            return optuna.pruners.HyperbandPruner(
+                min_resource=int(p.min_resource),
+                max_resource=max(1, int(cfg.ft.epochs)),
+                reduction_factor=int(p.reduction_factor),
+            )
+    except ValueError as err:
+        keys = _EPOCH_PRUNER_KEYS[name]
+        given = ", ".join(f"pruner.{k}={p[k]}" for k in keys)
+        raise ConfigError(f"pruner={name}: {str(err).rstrip('.')} ({given})") from None
     return optuna.pruners.NopPruner()
+
+
+_EPOCH_PRUNER_KEYS = {
+    "median": ("n_startup_trials", "n_warmup_steps"),
+    "hyperband": ("min_resource", "reduction_factor"),
+}

@@ -1,0 +1,32 @@
+"""The HP-phase signals a gate may read: trial user attrs set after head probing, before FT."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+# Every signal a gate may read (its ``signals`` argument), and how a predictor sees it. The
+# learning rates are searched on a log scale, so the predictor sees them on one too; the HP loss
+# and the head's norm span orders of magnitude (a diverging HP reaches 1e16), so they are logged.
+HP_SIGNALS = (
+    "energy",
+    "hp_train_acc",
+    "hp_train_loss",
+    "hp_val_acc",
+    "head_norm",
+    "tau",
+    "label_smoothing",
+    "head_depth",
+    "layers_copied",
+    "hp_lr",
+    "ft_lr",
+)
+_LOG_SCALED = ("hp_lr", "ft_lr", "hp_train_loss", "head_norm")
+SIGNALS: dict[str, Callable[[float], float]] = {
+    name: (lambda v: math.log(v) if v > 0 else math.nan) if name in _LOG_SCALED else float
+    for name in HP_SIGNALS
+}
+# The ones the energy gate reads by default: what head probing measured (energy, validation
+# accuracy, train loss) and the two schedule settings it does not see (the FT learning rate, the
+# copied stages). Chosen by replay on the toy and low-data tables (docs/energy-pruner.md).
+GATE_SIGNALS = ("energy", "hp_val_acc", "hp_train_loss", "ft_lr", "layers_copied")
