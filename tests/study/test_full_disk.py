@@ -70,6 +70,7 @@ def one_error(proc: subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
+@pytest.mark.slow  # three worker runs: about two minutes
 def test_full_database_disk_exits_4_and_the_rerun_resumes(small_disk: Path, workdir: Path):
     url = f"sqlite:///{small_disk}/hpsearch.db"
     args = [*TINY, f"storage.url={url}"]
