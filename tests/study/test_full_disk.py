@@ -110,3 +110,32 @@ def test_full_cache_disk_goes_on_without_the_cache(small_disk: Path, workdir: Pa
     assert not list(small_disk.rglob("*.tmp"))  # nothing half-written is left
     study = optuna.load_study(study_name="toy", storage=f"sqlite:///{workdir}/storage/hpsearch.db")
     assert [t.state.name for t in study.get_trials(deepcopy=False)] == ["COMPLETE"]
+
+
+def test_full_log_disk_keeps_the_worker_output_flowing(small_disk: Path):
+    """A worker's log on a full disk: one line says so, every line still reaches the terminal,
+    and the worker is never blocked on its pipe (before: the launcher's output thread died)."""
+    import io
+    import sys
+    import threading
+
+    from hpsearch.study.launcher import _Worker
+
+    fill(small_disk, leave_bytes=4096)
+    lines = 2000  # about 200 KB: far more than the disk holds
+    code = f"for i in range({lines}): print('line', i, 'x' * 90)"
+    out = io.StringIO()
+    worker = _Worker(
+        0,
+        [sys.executable, "-c", code],
+        dict(os.environ),
+        small_disk / "worker-0.log",
+        out,
+        threading.Lock(),
+    )
+    assert worker.proc.wait(timeout=60) == 0  # not blocked on a full pipe
+    assert worker.wait() == 0
+    text = out.getvalue()
+    lost = [line for line in text.splitlines() if "not written from here on" in line]
+    assert len(lost) == 1 and "No space left on device" in lost[0], lost
+    assert text.count("[worker 0] line ") == lines
