@@ -140,7 +140,7 @@ def _crash_hook(tmp: Path) -> Path:
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(
         "import hpsearch.app as app\n\n"
-        "def _crash(cfg):\n"
+        "def _crash(cfg, *_plan):\n"
         "    url = str(cfg.storage.url)\n"
         "    raise RuntimeError('unexpected failure while connected to ' + url)\n\n"
         "app.run = _crash\n"
