@@ -629,7 +629,7 @@ def replay_tables(args: argparse.Namespace) -> str:
             table,
             pruners,
             int(r.orders),
-            int(r.budget),
+            rp.resolve_budget(table, r.budget),
             int(r.seed),
             int(r.processes) or rp.available_cpus(),
         )

@@ -205,7 +205,9 @@ class ReplayConfig:
         default_factory=lambda: ["none", "median", "hyperband", "energy", "energy+median"]
     )
     orders: int = 200  # random orders of the study's complete trials
-    budget: int = 40  # trials in each order (drawn without replacement)
+    # trials in each order (drawn without replacement); null: 40, or every complete trial of a
+    # smaller study (the replay says so)
+    budget: int | None = None
     seed: int = 0  # of the orders
     processes: int = 0  # worker processes; 0: one per available CPU
     skip_pruned: bool = False  # true: replay a study that has pruned trials, on its complete ones
@@ -628,7 +630,9 @@ def _check_replay(r: DictConfig) -> None:
         not twice, "replay.pruners", names, f"a list without repeats ({', '.join(twice)} twice)"
     )
     _require(r.orders >= 1, "replay.orders", r.orders, ">= 1")
-    _require(r.budget >= 2, "replay.budget", r.budget, ">= 2 (trials per order)")
+    _require(
+        r.budget is None or r.budget >= 2, "replay.budget", r.budget, ">= 2 (trials per order)"
+    )
     _require(r.processes >= 0, "replay.processes", r.processes, ">= 0 (0: one per available CPU)")
 
 

@@ -24,6 +24,7 @@ from hpsearch.errors import HpsearchError
 
 log = logging.getLogger(__name__)
 
+RESIZE_CHUNK = 1000  # images resized per step (a progress step; bounds the float copy)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 CIFAR10_CLASSES = (
     "airplane",
@@ -117,8 +118,11 @@ def make_synthetic_tasks(data_cfg: DictConfig) -> SyntheticTasks:
 # --- image datasets ---------------------------------------------------------------------------
 
 
-def load_splits(data_cfg: DictConfig, cache_dir: str | os.PathLike) -> Splits:
-    """Load the configured dataset as ``Splits`` (decoding images once into the cache)."""
+def load_splits(
+    data_cfg: DictConfig, cache_dir: str | os.PathLike, progress: bool = True
+) -> Splits:
+    """Load the configured dataset as ``Splits`` (decoding images once into the cache; with
+    ``progress``, a bar on stderr while it decodes, when stderr is a terminal)."""
     if data_cfg.format == "synthetic":
         return make_synthetic_tasks(data_cfg).target
     if data_cfg.format == "tensors":
@@ -140,7 +144,8 @@ def load_splits(data_cfg: DictConfig, cache_dir: str | os.PathLike) -> Splits:
             return _from_blob(blob, fingerprint=key)
         except Exception as err:  # a torn or foreign file: rebuild it
             log.warning("data cache %s unreadable (%s); decoding again", path, err)
-    train_pool, test_pool, classes = _read_source(data_cfg)
+    log.info("decoding %s at %d px into %s (once)", data_cfg.format, _cache_size(data_cfg), path)
+    train_pool, test_pool, classes = _read_source(data_cfg, progress)
     train, val = _split_train_val(train_pool, classes, data_cfg)
     test = _take_per_class(test_pool, classes, data_cfg.test_per_class, data_cfg.split_seed)
     blob = {
@@ -277,10 +282,17 @@ def _cache_size(data_cfg: DictConfig) -> int:
 Pool = Split
 
 
-def _read_source(data_cfg: DictConfig) -> tuple[Pool, Pool, list[str]]:
+def _read_source(data_cfg: DictConfig, progress: bool = False) -> tuple[Pool, Pool, list[str]]:
     if data_cfg.format in ("cifar10", "cifar100"):
-        return _read_cifar(data_cfg)
-    return _read_imagefolder(data_cfg)
+        return _read_cifar(data_cfg, progress)
+    return _read_imagefolder(data_cfg, progress)
+
+
+def _bar(total: int, desc: str, progress: bool):
+    """A tqdm bar on stderr; off without ``progress`` and when stderr is not a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, disable=None if progress else True, leave=False)
 
 
 def _select_classes(available: list[str], wanted: list[str] | None) -> list[str]:
@@ -296,7 +308,7 @@ def _select_classes(available: list[str], wanted: list[str] | None) -> list[str]
     return list(wanted)
 
 
-def _read_cifar(data_cfg: DictConfig) -> tuple[Pool, Pool, list[str]]:
+def _read_cifar(data_cfg: DictConfig, progress: bool = False) -> tuple[Pool, Pool, list[str]]:
     import torchvision
 
     dataset_cls = (
@@ -317,8 +329,8 @@ def _read_cifar(data_cfg: DictConfig) -> tuple[Pool, Pool, list[str]]:
     except OSError as err:  # the download itself failed (no network)
         raise HpsearchError(
             f"data.download: could not download {data_cfg.format} into "
-            f"{str(root)!r} ({err}); without network use data.format=imagefolder "
-            "data.root=DIR"
+            f"{str(root)!r} ({err}); without network use data=imagefolder "
+            "data.root=DIR (an ImageFolder copy)"
         ) from None
     classes = _select_classes(list(train.classes), data_cfg.classes)
     size = _cache_size(data_cfg)
@@ -329,7 +341,15 @@ def _read_cifar(data_cfg: DictConfig) -> tuple[Pool, Pool, list[str]]:
         index = {ds.classes.index(c): i for i, c in enumerate(classes)}
         keep = torch.tensor([int(t) in index for t in labels.tolist()])
         y = torch.tensor([index[int(t)] for t in labels[keep].tolist()], dtype=torch.long)
-        return Split(_resize_uint8(images[keep], size), y)
+        kept = images[keep]
+        if kept.shape[-2:] == (size, size):
+            return Split(kept, y)
+        with _bar(len(y), f"resizing {data_cfg.format} to {size} px", progress) as bar:
+            parts = []
+            for i in range(0, len(y), RESIZE_CHUNK):
+                parts.append(_resize_uint8(kept[i : i + RESIZE_CHUNK], size))
+                bar.update(len(parts[-1]))
+        return Split(torch.cat(parts) if parts else kept, y)
 
     return pool(train), pool(test), classes
 
@@ -338,7 +358,7 @@ def _class_dirs(split_dir: Path) -> dict[str, Path]:
     return {p.name: p for p in sorted(split_dir.iterdir()) if p.is_dir()}
 
 
-def _read_imagefolder(data_cfg: DictConfig) -> tuple[Pool, Pool, list[str]]:
+def _read_imagefolder(data_cfg: DictConfig, progress: bool = False) -> tuple[Pool, Pool, list[str]]:
     root = Path(str(data_cfg.root)).expanduser()
     if not root.is_dir():
         raise HpsearchError(
@@ -356,9 +376,9 @@ def _read_imagefolder(data_cfg: DictConfig) -> tuple[Pool, Pool, list[str]]:
         )
     classes = _select_classes(available, data_cfg.classes)
     size = _cache_size(data_cfg)
-    train = _decode_folder(train_dir, classes, size)
+    train = _decode_folder(train_dir, classes, size, progress)
     if test_dir is not None and test_dir.is_dir():
-        test = _decode_folder(test_dir, classes, size)
+        test = _decode_folder(test_dir, classes, size, progress)
     else:
         test = Split(
             torch.zeros(0, 3, size, size, dtype=torch.uint8), torch.zeros(0, dtype=torch.long)
@@ -370,19 +390,19 @@ def _image_files(class_dir: Path) -> list[Path]:
     return sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _decode_folder(split_dir: Path, classes: list[str], size: int) -> Pool:
+def _decode_folder(split_dir: Path, classes: list[str], size: int, progress: bool = False) -> Pool:
     import warnings
 
     with warnings.catch_warnings():  # torchvision 0.29 announces its decoders' move to TorchCodec
         warnings.simplefilter("ignore", DeprecationWarning)
-        return _decode_files(split_dir, classes, size)
+        return _decode_files(split_dir, classes, size, progress)
 
 
-def _decode_files(split_dir: Path, classes: list[str], size: int) -> Pool:
+def _decode_files(split_dir: Path, classes: list[str], size: int, progress: bool) -> Pool:
     from torchvision.io import ImageReadMode, decode_image
 
-    images, labels = [], []
-    for label, name in enumerate(classes):
+    listed = []
+    for name in classes:
         class_dir = split_dir / name
         if not class_dir.is_dir():
             raise HpsearchError(f"data.root: class folder {str(class_dir)!r} is missing")
@@ -392,18 +412,23 @@ def _decode_files(split_dir: Path, classes: list[str], size: int) -> Pool:
                 f"data.root: class folder {str(class_dir)!r} has no images "
                 f"({', '.join(IMAGE_SUFFIXES)})"
             )
-        for f in files:
-            try:
-                img = decode_image(str(f), mode=ImageReadMode.RGB)
-            except Exception as err:
-                raise HpsearchError(
-                    f"data.root: cannot decode image {str(f)!r} "
-                    f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
-                ) from None
-            if img.shape[-2:] != (size, size):
-                img = _resize_uint8(img[None], size)[0]
-            images.append(img)
-            labels.append(label)
+        listed.append(files)
+    images, labels = [], []
+    with _bar(sum(map(len, listed)), f"decoding {split_dir.name}", progress) as bar:
+        for label, files in enumerate(listed):
+            for f in files:
+                try:
+                    img = decode_image(str(f), mode=ImageReadMode.RGB)
+                except Exception as err:
+                    raise HpsearchError(
+                        f"data.root: cannot decode image {str(f)!r} "
+                        f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+                    ) from None
+                if img.shape[-2:] != (size, size):
+                    img = _resize_uint8(img[None], size)[0]
+                images.append(img)
+                labels.append(label)
+                bar.update(1)
     return Split(torch.stack(images), torch.tensor(labels, dtype=torch.long))
 
 

@@ -13,7 +13,9 @@ machine can reach it unless the host is set to an outside address (e.g. 0.0.0.0 
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from omegaconf import DictConfig
 from optuna.artifacts import FileSystemArtifactStore
@@ -46,14 +48,40 @@ def study_url(host: str, port: int, study_id: int | None) -> str:
     return f"{base}/studies/{study_id}" if study_id is not None else base
 
 
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # no line per request
+        pass
+
+
+class _ServerV6(WSGIServer):
+    address_family = socket.AF_INET6
+
+
+def bind_server(host: str, port: int) -> WSGIServer:
+    """A WSGI server listening on ``host``:``port`` (no app yet); a port that is taken, an
+    address that is not this machine's or a missing permission is an HpsearchError, raised
+    before anything is printed."""
+    server_class = _ServerV6 if ":" in host else WSGIServer
+    try:
+        return make_server(host, port, None, server_class, _QuietHandler)
+    except OSError as err:
+        raise HpsearchError(
+            f"dashboard.port={port}/dashboard.host={host!r}: cannot listen "
+            f"({err.strerror or err}); choose another port or host"
+        ) from None
+
+
 def serve_dashboard(cfg: DictConfig) -> None:
-    """Serve optuna-dashboard until interrupted; a port that is taken is an HpsearchError."""
+    """Serve optuna-dashboard until interrupted; a port that is taken is an HpsearchError,
+    raised before the first line is printed."""
     import optuna_dashboard
 
     url = str(cfg.storage.url)
     storage = open_storage(url)
     store = open_artifact_store(str(cfg.storage.artifacts))
     host, port = str(cfg.dashboard.host), int(cfg.dashboard.port)
+    server = bind_server(host, port)
+    server.set_app(optuna_dashboard.wsgi(storage, artifact_store=store))
     name = str(cfg.study.name)
     ids = {s.study_name: s._study_id for s in storage.get_all_studies()}
     if name not in ids:
@@ -71,9 +99,8 @@ def serve_dashboard(cfg: DictConfig) -> None:
         cfg.storage.artifacts,
     )
     try:
-        optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=store)
-    except OSError as err:  # port taken, address not on this machine, no permission
-        raise HpsearchError(
-            f"dashboard.port={port}/dashboard.host={host!r}: cannot listen "
-            f"({err.strerror or err}); choose another port or host"
-        ) from None
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

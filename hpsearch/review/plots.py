@@ -190,7 +190,9 @@ def _eps_groups(values: list[float]) -> list[tuple[float, float, str]]:
 
 
 def ft_acc_vs_tau(trials: Sequence[FrozenTrial]) -> Figure:
-    """FT validation accuracy against the HP epochs τ: one line per head depth and ε group."""
+    """FT validation accuracy against the HP epochs τ: one line per head depth and ε group,
+    through one point per τ (the mean of the group's trials with that τ, a bar from their lowest
+    to their highest), so trials that share a τ never make the line jump up and down."""
     fig = Figure(
         "ft_acc_vs_tau",
         "FT validation accuracy vs HP epochs τ",
@@ -200,32 +202,42 @@ def ft_acc_vs_tau(trials: Sequence[FrozenTrial]) -> Figure:
     done = [(t, r) for t, r in _records(_complete(trials)) if r.finite("tau") is not None]
     eps = [r.label_smoothing or 0.0 for _, r in done]
     groups = _eps_groups(eps) if eps else []
+    shared = False  # some trials of one line share a τ
     for depth in sorted({r.head_depth or 1 for _, r in done}):
         for i, (lo, hi, label) in enumerate(groups):
             last = i == len(groups) - 1
-            members = sorted(
-                (
-                    (t, r)
-                    for (t, r), e in zip(done, eps)
-                    if (r.head_depth or 1) == depth
-                    and lo <= e
-                    and (e <= hi if last or lo == hi else e < hi)
-                ),
-                key=lambda tr: (tr[1].tau, tr[0].number),
-            )
+            members = [
+                (t, r)
+                for (t, r), e in zip(done, eps)
+                if (r.head_depth or 1) == depth
+                and lo <= e
+                and (e <= hi if last or lo == hi else e < hi)
+            ]
             if members:
-                fig.series.append(
-                    Series(
-                        f"depth {depth}, {label}",
-                        [r.tau for _, r in members],
-                        [t.value for t, _ in members],
-                        kind="lines+markers",
-                        hover=[schedule_label(t) for t, _ in members],
-                    )
-                )
+                fig.series.append(_per_tau(f"depth {depth}, {label}", members))
+                shared |= len(fig.series[-1].x) < len(members)
     if not done:
         fig.note = "no complete trial yet"
+    elif shared:
+        fig.note = "trials that share a τ: their mean, a bar from the lowest to the highest"
     return fig
+
+
+def _per_tau(name: str, members: Sequence[tuple[FrozenTrial, TrialRecord]]) -> Series:
+    """One point per τ: the mean objective of ``members`` with that τ, their range as a bar."""
+    by_tau: dict[int, list[FrozenTrial]] = {}
+    for t, r in sorted(members, key=lambda tr: (tr[1].tau, tr[0].number)):
+        by_tau.setdefault(r.tau, []).append(t)
+    taus = sorted(by_tau)
+    values = [[float(t.value) for t in by_tau[tau]] for tau in taus]
+    return Series(
+        name,
+        taus,
+        [sum(v) / len(v) for v in values],
+        kind="lines+markers",
+        hover=["; ".join(schedule_label(t) for t in by_tau[tau]) for tau in taus],
+        y_interval=[(min(v), max(v)) for v in values],
+    )
 
 
 def energy_vs_adaptation(

@@ -193,14 +193,43 @@ def _ft_length(name: str, done: Sequence[FrozenTrial]) -> int:
     return ft_epochs
 
 
+DEFAULT_BUDGET = 40  # trials per order when replay.budget is not given
+
+
 def check_budget(table: Table, budget: int) -> None:
     if len(table.trials) < budget:
         left = "; ".join(f"{n} {why}" for why, n in table.left_out.items()) or "none"
         raise HpsearchError(
-            f"replay.budget={budget} is more than study {table.study_name!r}'s "
-            f"{len(table.trials)} complete trials (left out: {left}); lower replay.budget or "
+            f"replay.budget={budget} is more than the {len(table.trials)} complete trials of "
+            f"study {table.study_name!r} (left out: {left}); lower replay.budget or "
             "run more trials"
         )
+
+
+def resolve_budget(table: Table, budget: int | None) -> int:
+    """The trials per order: ``budget`` when given (at most the table's trials), else
+    ``DEFAULT_BUDGET`` or, for a smaller study, all its complete trials (logged in one line)."""
+    if budget is not None:
+        check_budget(table, budget)
+        return budget
+    n = len(table.trials)
+    if n < 2:
+        left = "; ".join(f"{k} {why}" for why, k in table.left_out.items()) or "none"
+        raise HpsearchError(
+            f"study {table.study_name!r} has {n} complete trial(s) (left out: {left}); a replay "
+            "needs at least 2: run more trials"
+        )
+    if n >= DEFAULT_BUDGET:
+        return DEFAULT_BUDGET
+    log.info(
+        "replay.budget: study %r has %d complete trials, fewer than %d: each order replays "
+        "all %d (replay.budget=N sets it)",
+        table.study_name,
+        n,
+        DEFAULT_BUDGET,
+        n,
+    )
+    return n
 
 
 def draw_orders(n_trials: int, orders: int, budget: int, seed: int) -> list[tuple[int, ...]]:
@@ -331,15 +360,41 @@ def replay(
     pruners: Mapping[str, DictConfig],
     orders: Sequence[Sequence[int]],
     processes: int = 1,
+    progress: bool = False,
 ) -> dict[str, list[OrderReplay]]:
     """Every pruner (name -> config) on every order; ``processes`` > 1 spreads the (pruner,
-    order) replays over that many worker processes. Results are in the order of ``orders``."""
+    order) replays over that many worker processes. Results are in the order of ``orders``.
+    ``progress``: a bar of the (pruner, order) replays on stderr, when it is a terminal."""
+    from tqdm import tqdm
+
     orders = [tuple(int(i) for i in o) for o in orders]
     results: dict[str, list[OrderReplay]] = {name: [] for name in pruners}
-    if processes <= 1:
-        for name, cfg in pruners.items():
-            results[name] = [replay_order(table, cfg, o, name) for o in orders]
-        return results
+    with tqdm(
+        total=len(pruners) * len(orders),
+        desc="replay",
+        unit="order",
+        disable=None if progress else True,
+        leave=False,
+    ) as bar:
+        if processes <= 1:
+            for name, cfg in pruners.items():
+                for o in orders:
+                    results[name].append(replay_order(table, cfg, o, name))
+                    bar.update(1)
+            return results
+        return _replay_in_processes(table, pruners, orders, processes, results, bar)
+
+
+def _replay_in_processes(
+    table: Table,
+    pruners: Mapping[str, DictConfig],
+    orders: list[tuple[int, ...]],
+    processes: int,
+    results: dict[str, list[OrderReplay]],
+    bar: Any,
+) -> dict[str, list[OrderReplay]]:
+    """``replay`` in ``processes`` worker processes, in chunks of orders; ``bar`` advances as
+    each chunk's results arrive."""
     import multiprocessing
 
     size = max(1, math.ceil(len(orders) / (4 * processes)))  # small chunks balance the load
@@ -358,8 +413,9 @@ def replay(
             initargs=(table,),
         ) as pool:
             futures = [pool.submit(_replay_chunk, *chunk) for chunk in chunks]
-            for (name, _, _), future in zip(chunks, futures):
+            for (name, _, chunk), future in zip(chunks, futures):
                 results[name].extend(future.result())
+                bar.update(len(chunk))
     finally:
         for key, value in saved.items():
             if value is None:
@@ -591,12 +647,13 @@ def run_replay(
     budget: int,
     seed: int,
     processes: int,
+    progress: bool = False,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Draw the orders and replay every pruner on them; (settings, summary)."""
     check_budget(table, budget)
     drawn = draw_orders(len(table.trials), orders, budget, seed)
     start = time.perf_counter()
-    results = replay(table, pruners, drawn, processes)
+    results = replay(table, pruners, drawn, processes, progress)
     settings = {
         "study": table.study_name,
         "trials": len(table.trials),
@@ -622,19 +679,19 @@ def write_replay(cfg: DictConfig, pruners: Mapping[str, DictConfig]) -> Path:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     r = cfg.replay
     table = load_table(study, skip_pruned=bool(r.skip_pruned))
-    check_budget(table, int(r.budget))
+    budget = resolve_budget(table, r.budget)
     processes = int(r.processes) or available_cpus()
     log.info(
         "replaying %s on %d orders of %d of the %d complete trials of study %r (%d processes)",
         ", ".join(pruners),
         r.orders,
-        r.budget,
+        budget,
         len(table.trials),
         name,
         processes,
     )
     settings, summary = run_replay(
-        table, pruners, int(r.orders), int(r.budget), int(r.seed), processes
+        table, pruners, int(r.orders), budget, int(r.seed), processes, bool(cfg.progress)
     )
     settings["storage"] = safe_url(url)
     out = Path(str(cfg.storage.reports)) / name
@@ -650,7 +707,7 @@ def write_replay(cfg: DictConfig, pruners: Mapping[str, DictConfig]) -> Path:
     )
     print("\n".join(markdown_table(HEADER, summary_rows(summary))))
     print(
-        f"replay of {len(table.trials)} trials, {r.orders} orders x {r.budget} trials: "
+        f"replay of {len(table.trials)} trials, {r.orders} orders x {budget} trials: "
         f"{settings['wall_s']:.1f} s; {out / REPLAY_MD}"
     )
     return out

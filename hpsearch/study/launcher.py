@@ -156,7 +156,7 @@ def launch_workers(
     """Create the study (search) or check that it has something to confirm (confirm), run
     ``cfg.workers`` worker processes of ``argv``, wait; an exit code. An auto-confirmed search
     is two rounds: the search workers, then the confirm workers."""
-    from hpsearch.study.setup import prepare_study
+    from hpsearch.study.setup import appending_note, prepare_study
 
     check_devices(cfg)
     if cfg.mode == "confirm":
@@ -165,7 +165,9 @@ def launch_workers(
 
         plan_confirmation(load_existing_study(str(cfg.storage.url), str(cfg.study.name)), cfg, plan)
         return _run_round(cfg, worker_args(argv), out)
-    prepare_study(cfg, plan.enqueued)
+    study = prepare_study(cfg, plan.enqueued)
+    if int(cfg.study.n_trials) > 0 and (note := appending_note(study, str(cfg.storage.url))):
+        print(note, file=out, flush=True)
     if not cfg.study.confirm.auto:
         return _run_round(cfg, worker_args(argv), out)
     code = _run_round(cfg, worker_args(argv, "search"), out)

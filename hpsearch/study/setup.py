@@ -11,6 +11,7 @@ back (at most ``storage.outage_timeout``), and the study's storage rides out lat
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +29,7 @@ from hpsearch.study.outage import (
     is_connection_error,
     ride_out,
 )
-from hpsearch.study.placement import worker_index
+from hpsearch.study.placement import WORKER_INDEX_ENV, worker_index
 from hpsearch.study.pruning import make_pruner
 from hpsearch.study.seeding import SeedRecordingSampler, run_seed, trials_run
 from hpsearch.study.storage import (
@@ -156,6 +157,29 @@ def _prepare(
         if setup is not None:
             setup(study)
     return study
+
+
+FINISHED = (
+    optuna.trial.TrialState.COMPLETE,
+    optuna.trial.TrialState.PRUNED,
+    optuna.trial.TrialState.FAIL,
+)
+
+
+def appending_note(study: optuna.Study, url: str) -> str | None:
+    """One line when a search adds its trials to a study that already has finished ones (a
+    rerun of the same command), else None; None too in a worker the launcher or compose started
+    (``HPSEARCH_WORKER_INDEX`` set), whose launcher says it once."""
+    if os.environ.get(WORKER_INDEX_ENV, "").strip():
+        return None
+    n = len(study.get_trials(deepcopy=False, states=FINISHED))
+    if n == 0:
+        return None
+    trials = f"{n} finished trial" + ("s" if n != 1 else "")
+    return (
+        f"study {study.study_name!r} in {safe_url(url)} already has {trials}: this run adds "
+        "its trials to them (study.name=NAME starts a new study)"
+    )
 
 
 def enqueue_baselines(study: optuna.Study, plan: StudyPlan) -> list[str]:

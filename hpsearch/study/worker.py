@@ -29,7 +29,7 @@ from hpsearch.study.confirm import enqueue_confirmation, plan_confirmation, wait
 from hpsearch.study.loop import run_trials
 from hpsearch.study.placement import pin_to_free_gpu
 from hpsearch.study.progress import best_trials_table, trial_line
-from hpsearch.study.setup import enqueue_baselines, prepare_study
+from hpsearch.study.setup import appending_note, enqueue_baselines, prepare_study
 from hpsearch.study.shutdown import (
     GracefulShutdown,
     WorkerStopped,
@@ -122,6 +122,8 @@ def run_search(cfg: DictConfig, plan: StudyPlan | None = None) -> optuna.Study:
 
     study = prepare_study(cfg, plan.enqueued, setup=lambda study: enqueue_baselines(study, plan))
     n_trials = int(cfg.study.n_trials)
+    if n_trials > 0 and (note := appending_note(study, str(cfg.storage.url))):
+        log.info(note)
     if n_trials == 0:
         log.info(
             "study %r is ready in %s (%d trials so far)",

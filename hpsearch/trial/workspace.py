@@ -80,7 +80,7 @@ class Workspace:
     def splits(self, data_cfg: DictConfig) -> Splits:
         key = _key(data_cfg)
         if key not in self._splits:
-            s = load_splits(data_cfg, self.cache_dir)
+            s = load_splits(data_cfg, self.cache_dir, self.progress)
             move = lambda sp: Split(sp.x.to(self.device), sp.y.to(self.device))
             self._splits[key] = Splits(
                 move(s.train), move(s.val), move(s.test), s.classes, s.kind, s.fingerprint

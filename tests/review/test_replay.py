@@ -24,6 +24,7 @@ from hpsearch.review.replay import (
     order_metrics,
     replay,
     replay_order,
+    resolve_budget,
     summarize,
 )
 from hpsearch.stats import bootstrap_interval, kendall_tau
@@ -147,7 +148,7 @@ def test_many_orders_in_worker_processes_equal_one_process(tmp_path: Path) -> No
 
 
 def test_table_refuses_cut_curves_and_mixed_lengths_leaves_out_confirmations(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = f"sqlite:///{tmp_path}/bad.db"
     study = make_table_study(url, "pruned", [0.5, 0.6, 0.7])
@@ -158,10 +159,21 @@ def test_table_refuses_cut_curves_and_mixed_lengths_leaves_out_confirmations(
     assert len(table.trials) == 3 and table.left_out == {"pruned (FT curve cut)": 1}
     with pytest.raises(
         HpsearchError,
-        match=r"replay.budget=4 is more than .* 3 complete trials "
+        match=r"replay.budget=4 is more than the 3 complete trials of study 'pruned' "
         r"\(left out: 1 pruned",
     ):
         check_budget(table, 4)
+
+    # not given: all of a study smaller than the default, in one line; at least 2
+    with caplog.at_level("INFO", logger="hpsearch"):
+        assert resolve_budget(table, None) == 3
+    assert "study 'pruned' has 3 complete trials, fewer than 40: each order replays all 3" in (
+        caplog.text
+    )
+    assert resolve_budget(table, 2) == 2
+    one = load_table(make_table_study(url, "one", [0.5]))
+    with pytest.raises(HpsearchError, match="study 'one' has 1 complete trial.* at least 2"):
+        resolve_budget(one, None)
 
     confirmed = make_table_study(url, "confirmed", [0.5, 0.6, 0.7])
     add_trial(confirmed, 3, smooth_curve(0.71, 3), confirm_of=2, confirm_seed=7)
@@ -277,7 +289,7 @@ BAD = {
     "unknown pruner": (["replay.pruners=[none,magic]"], "replay.pruners=['none', 'magic']"),
     "budget above the table": (
         [f"study.name={STUDY}", "replay.budget=31"],
-        "replay.budget=31 is more than study 'recorded''s 30 complete",
+        "replay.budget=31 is more than the 30 complete trials of study 'recorded'",
     ),
     "pruned trials": (
         ["study.name=with-pruned", "replay.budget=5"],
@@ -308,6 +320,25 @@ def test_bad_replay_input_is_one_line_exit_2_and_writes_nothing(cli_dir: Path, c
     assert "Traceback" not in proc.stderr
     assert _snapshot(cli_dir) == before
     assert sorted((cli_dir / "storage").rglob("replay.md")) == reports
+
+
+def test_replay_without_a_budget_adapts_it_to_a_small_study_in_one_line(cli_dir: Path) -> None:
+    proc = run_cli(
+        [
+            "mode=replay",
+            f"study.name={STUDY}",
+            "replay.orders=2",
+            "replay.processes=1",
+            "replay.pruners=[none]",
+        ],
+        cli_dir,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr  # Hydra logs to stdout
+    said = [line for line in out.splitlines() if "replay.budget" in line]
+    assert len(said) == 1 and "each order replays all 30" in said[0], out
+    data = json.loads((cli_dir / "storage" / "reports" / STUDY / "replay.json").read_text())
+    assert data["settings"]["budget"] == 30
 
 
 def test_skip_pruned_replays_the_complete_trials(cli_dir: Path) -> None:

@@ -331,6 +331,8 @@ def test_dashboard_on_a_taken_port_is_a_one_line_error(study_dir: Path) -> None:
         proc = run_cli(["mode=dashboard", f"dashboard.port={port}"], study_dir, timeout=60)
     assert proc.returncode == 2
     assert f"hpsearch: error: dashboard.port={port}" in proc.stderr
+    # the port is checked before anything is printed: no address to open, no server banner
+    assert proc.stdout == "" and proc.stderr.count("\n") == 1, proc.stdout + proc.stderr
 
 
 def test_dashboard_port_out_of_range_is_rejected(study_dir: Path) -> None:
