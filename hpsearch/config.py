@@ -304,6 +304,10 @@ def validate_config(cfg: DictConfig) -> None:
     """Check ranges and cross-field rules; raise ConfigError naming the first bad key."""
     _check_choices(cfg)
     _check_ranges(cfg)
+    _require(cfg.ft.epochs >= 1, "ft.epochs", cfg.ft.epochs, FT_EPOCHS_HELP)
+    _check_study_name(cfg.study.name)
+    _check_pruner_ranges(cfg.pruner)
+    _check_data_classes(cfg.data)
     _check_storage(cfg)
     _check_devices(cfg)
     _check_dashboard(cfg)
@@ -593,6 +597,81 @@ def _check_prior_studies(cfg: DictConfig) -> None:
         "pruner.prior_studies",
         names,
         f"a list of earlier studies, not this one (study.name={cfg.study.name})",
+    )
+
+
+# A study name is a file name (storage/hydra/<name>/, <storage.logs>/<name>/, the report's
+# <storage.reports>/<name>/) and a database key (Optuna's studies.study_name: 512 characters):
+# at most this many bytes of UTF-8, which fits both.
+STUDY_NAME_MAX_BYTES = 200
+STUDY_NAME_FORBIDDEN = "/\\"  # path separators
+FT_EPOCHS_HELP = (
+    ">= 1: the objective is the validation accuracy after FT (for head probing alone, "
+    "compare the trials' hp_val_acc)"
+)
+
+
+def _shown(value: Any, n: int = 40) -> str:
+    """A value as an error line shows it: its repr, cut to ``n`` characters."""
+    text = repr(value)
+    return text if len(text) <= n else f"{text[:n]}... ({len(str(value))} characters)"
+
+
+def _check_study_name(name: Any) -> None:
+    """``study.name``: non-empty, at most STUDY_NAME_MAX_BYTES bytes, no path separator, no
+    control character, not ``.`` or ``..``, no white space around it."""
+    import unicodedata
+
+    text = "" if name is None else str(name)
+    problem = None
+    if not text.strip():
+        problem = "empty"
+    elif len(text.encode("utf-8")) > STUDY_NAME_MAX_BYTES:
+        problem = f"{len(text.encode('utf-8'))} bytes long"
+    elif any(c in STUDY_NAME_FORBIDDEN for c in text):
+        problem = "a path: it holds / or \\"
+    elif any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text):
+        problem = "holding a control character"
+    elif text in (".", "..") or text != text.strip():
+        problem = "'.', '..' or padded with white space"
+    if problem:
+        raise ConfigError(
+            f"study.name={_shown(text)} is invalid ({problem}): must be 1 to "
+            f"{STUDY_NAME_MAX_BYTES} bytes of UTF-8 without / \\ or control characters "
+            "(it names folders and a database row)"
+        )
+
+
+def _check_pruner_ranges(p: DictConfig) -> None:
+    """Every pruner.* value in its range, whichever pruner is chosen (a value set for a later
+    run, or for mode=replay, is checked now rather than when it is used)."""
+    for key in ("n_startup_trials", "n_warmup_steps"):
+        _require(p[key] >= 0, f"pruner.{key}", p[key], ">= 0")
+    _require(p.min_resource >= 1, "pruner.min_resource", p.min_resource, ">= 1")
+    _require(p.reduction_factor >= 2, "pruner.reduction_factor", p.reduction_factor, ">= 2")
+    _require(p.top_k >= 1, "pruner.top_k", p.top_k, ">= 1")
+    _require(
+        math.isfinite(p.min_prob) and 0 < p.min_prob < 1,
+        "pruner.min_prob",
+        p.min_prob,
+        "a probability in (0, 1)",
+    )
+
+
+def _check_data_classes(d: DictConfig) -> None:
+    """``data.classes``: null, or a non-empty list of class names of an image dataset."""
+    if d.classes is None:
+        return
+    if d.format == "synthetic":
+        raise ConfigError(
+            f"data.classes={_shown(list(d.classes))} is invalid: must be null for "
+            "data.format=synthetic (the toy's classes are data.synthetic.n_classes)"
+        )
+    _require(
+        len(d.classes) >= 1 and all(str(c).strip() for c in d.classes),
+        "data.classes",
+        list(d.classes),
+        "null (every class) or a non-empty list of class names",
     )
 
 

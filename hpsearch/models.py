@@ -247,6 +247,11 @@ def read_state_dict(path: Path, shown: str) -> dict[str, torch.Tensor]:
             f"backbone.weights={shown!r}: file not found; expected imagenet, hub, none, or the "
             "path of a saved state_dict (or model directory)"
         )
+    if path.stat().st_size == 0:
+        raise HpsearchError(
+            f"backbone.weights={shown!r}: the file is empty (0 bytes); expected a saved "
+            "state_dict (torch.save)"
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -256,8 +261,7 @@ def read_state_dict(path: Path, shown: str) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise HpsearchError(
-            f"backbone.weights={shown!r}: not a loadable state_dict "
-            f"({type(err).__name__}: {str(err).splitlines()[0][:160]})"
+            f"backbone.weights={shown!r}: not a loadable state_dict ({_reason(err)})"
         ) from None
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
@@ -298,6 +302,12 @@ def fit_state_dict(
             f"backbone.weights={shown!r} does not fit {what}: shape mismatch {_few(bad)}"
         )
     model.load_state_dict(state, strict=False)
+
+
+def _reason(err: BaseException) -> str:
+    """``Type: first line`` of an exception, also one raised without a message."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:160]}" if lines else type(err).__name__
 
 
 def _few(items: list[str], n: int = 5) -> str:

@@ -13,7 +13,7 @@ from conftest import REPO
 
 PACKAGE = REPO / "hpsearch"
 LAYERS = [
-    ("hpsearch.errors", "hpsearch.record"),
+    ("hpsearch.secrets", "hpsearch.errors", "hpsearch.record"),
     ("hpsearch.config",),
     ("hpsearch.stats", "hpsearch.tables", "hpsearch.space", "hpsearch.models"),
     ("hpsearch.backbones",),

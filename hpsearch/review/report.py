@@ -39,6 +39,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.record import FAIL_REASON, TrialRecord, schedule_text
 from hpsearch.review import plots
+from hpsearch.secrets import redact, redact_tree
 from hpsearch.stats import Interval, bound_stats
 from hpsearch.study.answer import Answer, points, record_answer
 from hpsearch.study.progress import prune_reason
@@ -90,7 +91,7 @@ def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
 def fail_reason(t: FrozenTrial) -> str | None:
     """The reason recorded for a failed trial (user or system attr ``fail_reason``), if any."""
     reason = TrialRecord.of(t).fail_reason or t.system_attrs.get(FAIL_REASON)
-    return str(reason) if reason else None
+    return redact(str(reason)) if reason else None
 
 
 def _cell(value: Any) -> Any:
@@ -100,7 +101,7 @@ def _cell(value: Any) -> Any:
         return json.dumps(value)
     if isinstance(value, datetime):
         return value.isoformat()
-    return value
+    return redact(value) if isinstance(value, str) else value
 
 
 def trial_columns(trials: Sequence[FrozenTrial]) -> tuple[list[str], list[str]]:
@@ -602,7 +603,8 @@ def write_report(cfg: DictConfig) -> Path:
         published.append(out / CONFIRM_CSV)
     if "config" in study.user_attrs:  # the dashboard cuts attrs at 1024 characters; this is whole
         (out / CONFIG).write_text(
-            OmegaConf.to_yaml(OmegaConf.create(study.user_attrs["config"])), encoding="utf-8"
+            OmegaConf.to_yaml(OmegaConf.create(redact_tree(study.user_attrs["config"]))),
+            encoding="utf-8",
         )
         published.append(out / CONFIG)
     n = publish_artifacts(study, url, str(cfg.storage.artifacts), published)

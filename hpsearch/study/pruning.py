@@ -15,6 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import ConfigError, safe_url
 from hpsearch.pruners import EnergyPruner
+from hpsearch.tables import name_list, short_name
 
 
 def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
@@ -85,8 +86,8 @@ def prior_trials(url: str, names: tuple[str, ...]) -> tuple[FrozenTrial, ...]:
     for name in names:
         if name not in known:
             raise ConfigError(
-                f"pruner.prior_studies: no study {name!r} in {shown!r}; it has "
-                f"{', '.join(sorted(known)) or 'no studies'}"
+                f"pruner.prior_studies: no study {short_name(name)!r} in {shown!r}; it "
+                f"has {name_list(sorted(known))}"
             )
         study_id = storage.get_study_id_from_name(name)
         if storage.get_study_directions(study_id) != [StudyDirection.MAXIMIZE]:
