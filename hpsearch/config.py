@@ -643,19 +643,12 @@ def _check_study_name(name: Any) -> None:
 
 
 def _check_pruner_ranges(p: DictConfig) -> None:
-    """Every pruner.* value in its range, whichever pruner is chosen (a value set for a later
-    run, or for mode=replay, is checked now rather than when it is used)."""
-    for key in ("n_startup_trials", "n_warmup_steps"):
-        _require(p[key] >= 0, f"pruner.{key}", p[key], ">= 0")
+    """The Hyperband settings, whichever pruner is chosen (a value set for a later run, or for
+    mode=replay, is checked now rather than when it is used): Optuna's HyperbandPruner checks
+    them only once it prunes. Every other pruner.* value is checked by its pruner's constructor
+    (``hpsearch.study.pruning.check_pruner``)."""
     _require(p.min_resource >= 1, "pruner.min_resource", p.min_resource, ">= 1")
     _require(p.reduction_factor >= 2, "pruner.reduction_factor", p.reduction_factor, ">= 2")
-    _require(p.top_k >= 1, "pruner.top_k", p.top_k, ">= 1")
-    _require(
-        math.isfinite(p.min_prob) and 0 < p.min_prob < 1,
-        "pruner.min_prob",
-        p.min_prob,
-        "a probability in (0, 1)",
-    )
 
 
 def _check_data_classes(d: DictConfig) -> None:

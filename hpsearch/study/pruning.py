@@ -9,7 +9,7 @@ import functools
 from pathlib import Path
 
 import optuna
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -41,7 +41,11 @@ def check_pruner(cfg: DictConfig) -> None:
     p = cfg.pruner
     epoch_pruner(str(p.ft), cfg)
     epoch_pruner(str(p.name), cfg)
-    _energy_pruner(p, None, ())
+    if p.name == "energy":
+        _energy_pruner(p, None, ())
+    else:  # the gate's own keys; n_startup_trials is the FT pruner's to judge here
+        startup = max(2, int(p.top_k)) if int(p.n_startup_trials) < 2 else p.n_startup_trials
+        _energy_pruner(OmegaConf.merge(p, {"n_startup_trials": startup}), None, ())
 
 
 def _energy_pruner(
