@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import NamedTuple
 
 import hydra
@@ -20,6 +21,14 @@ from hpsearch.config import CONF_DIR as conf_dir
 from hpsearch.config import register_schema, replay_pruner_settings, validate_config
 from hpsearch.errors import ConfigError, HpsearchError
 from hpsearch.plan import StudyPlan, plan_study
+from hpsearch.secrets import (
+    hide_secret_overrides,
+    make_private,
+    redact,
+    redact_output,
+    register_environment,
+    register_url,
+)
 
 CONF_DIR = str(conf_dir)
 # OpenMP settings for CPU training, set before torch loads OpenMP unless the environment has
@@ -32,7 +41,7 @@ OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 def _fail(err: HpsearchError) -> None:
     """One line on stderr; exit 2 for a bad input, 3 for a storage that stopped answering."""
-    print(f"hpsearch: error: {err}", file=sys.stderr)
+    print(f"hpsearch: error: {redact(str(err))}", file=sys.stderr)
     sys.exit(err.exit_code)
 
 
@@ -53,6 +62,23 @@ def _one_line(err: BaseException) -> str:
         if first not in text:
             text += f": {first}"
     return text
+
+
+def _override_syntax_hint(err: BaseException) -> str | None:
+    """For an override Hydra's lexer cannot read (an emoji, a space, a bracket in a plain value):
+    which override, and how to quote it."""
+    first = (str(err).strip().splitlines() or [""])[0]
+    if not first.startswith("LexerNoViableAltException: "):
+        return None
+    key, _, value = first.removeprefix("LexerNoViableAltException: ").partition("=")
+    if not key or not value:
+        return None
+    if len(value) > 40:
+        value = value[:37] + "..."
+    return (
+        f"{key}={value}: Hydra's override syntax does not accept this value unquoted; quote "
+        f"it, e.g. '{key}=\"{value}\"' (the outer quotes are for the shell)"
+    )
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
@@ -79,7 +105,7 @@ def compose_checked(overrides: list[str]) -> Composed:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)
     except Exception as err:  # hydra / omegaconf composition and type errors
-        raise ConfigError(_one_line(err)) from None
+        raise ConfigError(_override_syntax_hint(err) or _one_line(err)) from None
     finally:
         GlobalHydra.instance().clear()
     pinned = pin_searched_keys(cfg, overrides)
@@ -114,6 +140,8 @@ def check_composed(cfg: DictConfig) -> StudyPlan | None:
             f"{missing[0]} must be given for experiment {cfg.experiment!r} "
             f"(e.g. {missing[0]}=...); missing: {', '.join(missing)}"
         )
+    register_url(cfg.storage.url)  # a URL from a config file: its password is masked too
+    register_url(cfg.pruner.prior_storage)
     try:
         from hpsearch.study.pruning import check_pruner
 
@@ -193,6 +221,7 @@ _plan: StudyPlan | None = None  # and computed its study plan (search, confirm)
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def _hydra_app(cfg: DictConfig) -> None:
+    _make_run_files_private()
     try:
         from hydra.core.hydra_config import HydraConfig
 
@@ -201,6 +230,17 @@ def _hydra_app(cfg: DictConfig) -> None:
         run(cfg, plan)
     except HpsearchError as err:
         _fail(err)
+
+
+def _make_run_files_private() -> None:
+    """Hydra's records of this run (``.hydra/*.yaml``, the job log) may name a storage: 0600."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+    except Exception:  # no Hydra run (called directly)
+        return
+    make_private([*run_dir.glob(".hydra/*.yaml"), *run_dir.glob("*.log")])
 
 
 def set_openmp_defaults(env: dict[str, str] | None = None) -> None:
@@ -213,7 +253,13 @@ def set_openmp_defaults(env: dict[str, str] | None = None) -> None:
 
 def main() -> None:
     global _checked, _plan
+    from hpsearch.study.launcher import die_with_launcher
+
+    die_with_launcher()  # a worker of workers=N: SIGTERM when the launcher dies (kill -9 too)
     set_openmp_defaults()
+    register_environment()  # PGPASSWORD, .pgpass, HPSEARCH_STORAGE_URL: masked in all output
+    redact_output()
+    sys.argv[1:] = hide_secret_overrides(sys.argv[1:], os.environ)  # Hydra records no password
     register_schema()
     overrides = [a for a in sys.argv[1:] if not a.startswith("-") and not a.startswith("hydra")]
     if not any(a.startswith("-") for a in sys.argv[1:]):  # --help, --cfg, --multirun: Hydra's
@@ -224,7 +270,8 @@ def main() -> None:
                 print(
                     f"hpsearch: {override} pinned: removed from the search space", file=sys.stderr
                 )
-            if int(cfg.workers) > 1:  # the local launcher: N workers of this same command
+            if int(cfg.workers) > 1 or cfg.devices:  # the local launcher: N workers of this
+                # same command (one with devices=[...]: it runs on the GPU named there)
                 from hpsearch.study.launcher import launch_workers
 
                 sys.exit(launch_workers(cfg, _plan, sys.argv[1:]))

@@ -26,6 +26,7 @@ MODES = ("search", "confirm", "dashboard", "report", "replay")
 DATA_FORMATS = ("synthetic", "cifar10", "cifar100", "imagefolder", "tensors")
 ARCHS = ("linear", "mlp", "resnet18", "resnet34", "resnet50")
 CHANNELS_LAST = ("auto", "true", "false")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")  # backbone.interpolation
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "constant")
 SAMPLERS = ("tpe", "random")
@@ -93,13 +94,28 @@ class DataConfig:
 
 @dataclass
 class BackboneConfig:
+    # A family's builder (conf/backbone/{torchvision,timm,hf}.yaml) or your own factory
+    # (hpsearch.backbones); null: the backbone is `arch`, built as before.
+    _target_: str | None = None
     arch: str = "linear"
     weights: str | None = (
-        "source"  # imagenet | none | source (synthetic only) | path to a state_dict
+        "source"  # imagenet | hub | none | source (synthetic only) | path to a state_dict / dir
     )
     layers_copied: int = 1
     feature_dim: int = 16  # width of the vector backbones (linear, mlp)
     mlp_depth: int = 2
+    name: str | None = None  # a family's model: timm name, HF directory or hub id, resnet18 ...
+    kwargs: dict[str, Any] = field(default_factory=dict)  # to timm.create_model / your factory
+    block_stages: int = 4  # a ViT's blocks are cut into this many stages (after its embedding)
+    # The input spec; null: the weights' own (timm pretrained_cfg, the HF image processor),
+    # else data.image_size/mean/std
+    input_size: int | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    interpolation: str | None = None  # bilinear | bicubic | nearest
+    # backbone.name as a searched categorical: per name, the backbone keys it sets
+    # (e.g. {resnet10t: {_target_: hpsearch.backbones.timm_backbone, weights: DIR}})
+    choices: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -295,6 +311,10 @@ def validate_config(cfg: DictConfig) -> None:
     """Check ranges and cross-field rules; raise ConfigError naming the first bad key."""
     _check_choices(cfg)
     _check_ranges(cfg)
+    _require(cfg.ft.epochs >= 1, "ft.epochs", cfg.ft.epochs, FT_EPOCHS_HELP)
+    _check_study_name(cfg.study.name)
+    _check_pruner_ranges(cfg.pruner)
+    _check_data_classes(cfg.data)
     _check_storage(cfg)
     _check_devices(cfg)
     _check_dashboard(cfg)
@@ -306,7 +326,10 @@ def _check_choices(cfg: DictConfig) -> None:
     """Every key that names one of a fixed set of choices."""
     _one_of(cfg, "mode", MODES)
     _one_of(cfg, "data.format", DATA_FORMATS)
-    _one_of(cfg, "backbone.arch", ARCHS)
+    staged = bool(cfg.backbone.get("_target_"))  # a family's backbone (hpsearch.backbones)
+    if not staged:
+        _one_of(cfg, "backbone.arch", ARCHS)
+    _check_backbone_family(cfg.backbone, staged)
     _one_of(cfg, "hp.optimizer", OPTIMIZERS)
     _one_of(cfg, "ft.optimizer", OPTIMIZERS)
     _one_of(cfg, "ft.schedule", SCHEDULES)
@@ -454,7 +477,9 @@ def _check_model_and_data(cfg: DictConfig) -> None:
     """The head, the backbone's stages and the data's sizes and statistics."""
     _require(1 <= cfg.head.depth <= 3, "head.depth", cfg.head.depth, "1 (linear), 2 or 3 (MLP)")
     _require(cfg.backbone.mlp_depth >= 1, "backbone.mlp_depth", cfg.backbone.mlp_depth, ">= 1")
-    n_stages = backbone_stage_count(cfg.backbone.arch, cfg.backbone.mlp_depth)
+    # a family's stage count is known once its model is built (hpsearch.backbones checks it)
+    staged = bool(cfg.backbone.get("_target_"))
+    n_stages = 10**9 if staged else backbone_stage_count(cfg.backbone.arch, cfg.backbone.mlp_depth)
     _require(
         0 <= cfg.backbone.layers_copied <= n_stages,
         "backbone.layers_copied",
@@ -485,13 +510,14 @@ def _check_model_and_data(cfg: DictConfig) -> None:
 
 def _check_sources(cfg: DictConfig) -> None:
     """Where the data and the backbone's weights come from, and that they fit together."""
+    staged = bool(cfg.backbone.get("_target_"))
     vector_data = cfg.data.format == "synthetic"
-    vector_arch = cfg.backbone.arch in ("linear", "mlp")
+    vector_arch = not staged and cfg.backbone.arch in ("linear", "mlp")
     _require(
         vector_data == vector_arch,
         "backbone.arch",
         cfg.backbone.arch,
-        "linear or mlp for data.format=synthetic, a resnet for image data",
+        "linear or mlp for data.format=synthetic, a resnet or a backbone family for image data",
     )
     if cfg.data.format != "synthetic" and not cfg.data.root:
         raise ConfigError(
@@ -512,7 +538,7 @@ def _check_sources(cfg: DictConfig) -> None:
             "imagenet, none or a state_dict path for a resnet ('source' is the toy's "
             "in-process pretraining)",
         )
-    if weights == "imagenet":
+    if weights in ("imagenet", "hub"):
         _require(
             not vector_arch,
             "backbone.weights",
@@ -523,6 +549,43 @@ def _check_sources(cfg: DictConfig) -> None:
     for key in ("input_dim", "shared_dim", "n_classes", "source_per_class"):
         _require(synth[key] >= 1, f"data.synthetic.{key}", synth[key], ">= 1")
     _require(synth.n_classes >= 2, "data.synthetic.n_classes", synth.n_classes, ">= 2")
+
+
+def _check_backbone_family(bb: DictConfig, staged: bool) -> None:
+    """The keys of a family's backbone that need no model to check."""
+    _require(bb.block_stages >= 1, "backbone.block_stages", bb.block_stages, ">= 1")
+    if bb.input_size is not None:
+        _require(bb.input_size >= 1, "backbone.input_size", bb.input_size, ">= 1 or null")
+    for key in ("mean", "std"):
+        value = bb[key]
+        if value is not None:
+            _require(
+                len(value) == 3 and (key == "mean" or min(value) > 0),
+                f"backbone.{key}",
+                list(value),
+                "null or 3 channel values (stds > 0)",
+            )
+    if bb.interpolation is not None:
+        _require(
+            bb.interpolation in INTERPOLATIONS,
+            "backbone.interpolation",
+            bb.interpolation,
+            "null or one of " + ", ".join(INTERPOLATIONS),
+        )
+    if staged:
+        _require(
+            "." in str(bb._target_),
+            "backbone._target_",
+            bb._target_,
+            "a module.function such as hpsearch.backbones.timm_backbone or my_pkg.make_backbone",
+        )
+    for name, entry in bb.choices.items():
+        _require(
+            isinstance(entry, DictConfig) and "choices" not in entry,
+            f"backbone.choices.{name}",
+            entry,
+            f"a mapping of backbone keys (not choices) set when backbone.name is {name}",
+        )
 
 
 def _check_prior_studies(cfg: DictConfig) -> None:
@@ -541,6 +604,74 @@ def _check_prior_studies(cfg: DictConfig) -> None:
         "pruner.prior_studies",
         names,
         f"a list of earlier studies, not this one (study.name={cfg.study.name})",
+    )
+
+
+# A study name is a file name (storage/hydra/<name>/, <storage.logs>/<name>/, the report's
+# <storage.reports>/<name>/) and a database key (Optuna's studies.study_name: 512 characters):
+# at most this many bytes of UTF-8, which fits both.
+STUDY_NAME_MAX_BYTES = 200
+STUDY_NAME_FORBIDDEN = "/\\"  # path separators
+FT_EPOCHS_HELP = (
+    ">= 1: the objective is the validation accuracy after FT (for head probing alone, "
+    "compare the trials' hp_val_acc)"
+)
+
+
+def _shown(value: Any, n: int = 40) -> str:
+    """A value as an error line shows it: its repr, cut to ``n`` characters."""
+    text = repr(value)
+    return text if len(text) <= n else f"{text[:n]}... ({len(str(value))} characters)"
+
+
+def _check_study_name(name: Any) -> None:
+    """``study.name``: non-empty, at most STUDY_NAME_MAX_BYTES bytes, no path separator, no
+    control character, not ``.`` or ``..``, no white space around it."""
+    import unicodedata
+
+    text = "" if name is None else str(name)
+    problem = None
+    if not text.strip():
+        problem = "empty"
+    elif len(text.encode("utf-8")) > STUDY_NAME_MAX_BYTES:
+        problem = f"{len(text.encode('utf-8'))} bytes long"
+    elif any(c in STUDY_NAME_FORBIDDEN for c in text):
+        problem = "a path: it holds / or \\"
+    elif any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text):
+        problem = "holding a control character"
+    elif text in (".", "..") or text != text.strip():
+        problem = "'.', '..' or padded with white space"
+    if problem:
+        raise ConfigError(
+            f"study.name={_shown(text)} is invalid ({problem}): must be 1 to "
+            f"{STUDY_NAME_MAX_BYTES} bytes of UTF-8 without / \\ or control characters "
+            "(it names folders and a database row)"
+        )
+
+
+def _check_pruner_ranges(p: DictConfig) -> None:
+    """The Hyperband settings, whichever pruner is chosen (a value set for a later run, or for
+    mode=replay, is checked now rather than when it is used): Optuna's HyperbandPruner checks
+    them only once it prunes. Every other pruner.* value is checked by its pruner's constructor
+    (``hpsearch.study.pruning.check_pruner``)."""
+    _require(p.min_resource >= 1, "pruner.min_resource", p.min_resource, ">= 1")
+    _require(p.reduction_factor >= 2, "pruner.reduction_factor", p.reduction_factor, ">= 2")
+
+
+def _check_data_classes(d: DictConfig) -> None:
+    """``data.classes``: null, or a non-empty list of class names of an image dataset."""
+    if d.classes is None:
+        return
+    if d.format == "synthetic":
+        raise ConfigError(
+            f"data.classes={_shown(list(d.classes))} is invalid: must be null for "
+            "data.format=synthetic (the toy's classes are data.synthetic.n_classes)"
+        )
+    _require(
+        len(d.classes) >= 1 and all(str(c).strip() for c in d.classes),
+        "data.classes",
+        list(d.classes),
+        "null (every class) or a non-empty list of class names",
     )
 
 
@@ -573,6 +704,8 @@ _ROOT_HELP = {
 
 
 def _stage_names(cfg: DictConfig) -> str:
+    if cfg.backbone.get("_target_"):
+        return "the family's stages"
     if cfg.backbone.arch.startswith("resnet"):
         return ", ".join(RESNET_STAGES)
     n = backbone_stage_count(cfg.backbone.arch, cfg.backbone.mlp_depth)

@@ -51,8 +51,9 @@ class VectorBackbone(nn.Module):
 
 
 def backbone_stages(model: nn.Module) -> list[nn.Module]:
-    """The stages of a VectorBackbone or a torchvision ResNet, in forward order."""
-    if isinstance(model, VectorBackbone):
+    """The stages of a VectorBackbone, a family's StagedBackbone (``hpsearch.backbones``) or a
+    torchvision ResNet, in forward order."""
+    if isinstance(getattr(model, "stages", None), nn.ModuleList):
         return list(model.stages)
     stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
     return [stem, model.layer1, model.layer2, model.layer3, model.layer4]
@@ -113,21 +114,34 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
 
 
 class TransferNet(nn.Module):
-    """copied stages -> re-initialised stages -> pool -> head."""
+    """copied stages -> re-initialised stages -> pool -> head.
 
-    def __init__(self, copied: list[nn.Module], upper: list[nn.Module], head: nn.Module) -> None:
+    ``pool`` is the backbone family's feature convention (``hpsearch.backbones.FeaturePool``: CLS
+    token of a ViT, ...); without it, ``pool`` above (spatial mean; vectors as they are)."""
+
+    def __init__(
+        self,
+        copied: list[nn.Module],
+        upper: list[nn.Module],
+        head: nn.Module,
+        pool: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.copied = nn.Sequential(*copied)
         self.upper = nn.Sequential(*upper)
         self.head = head
+        self.pool = pool  # parameter-free: the state_dict keys stay copied.*, upper.*, head.*
+
+    def _pool(self, h: torch.Tensor) -> torch.Tensor:
+        return pool(h) if self.pool is None else self.pool(h)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """z: the pooled output of the copied part."""
-        return pool(self.copied(x))
+        return self._pool(self.copied(x))
 
     def from_copied(self, h: torch.Tensor) -> torch.Tensor:
         """Logits from the copied part's (unpooled) output."""
-        return self.head(pool(self.upper(h)))
+        return self.head(self._pool(self.upper(h)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.from_copied(self.copied(x))
@@ -220,29 +234,61 @@ def load_state_dict_file(model: nn.Module, path: Path, arch: str) -> None:
             f"backbone.weights={str(path)!r}: file not found; expected imagenet, "
             "none, or the path of a saved state_dict"
         )
+    state = read_state_dict(path, str(path))
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    fit_state_dict(model, state, str(path), f"backbone.arch={arch}", optional=("fc.",))
+
+
+def read_state_dict(path: Path, shown: str) -> dict[str, torch.Tensor]:
+    """The parameter tensors of a checkpoint file (a ``state_dict``/``model`` wrapper and a
+    ``module.`` prefix removed); ``shown`` is how the error names it (``backbone.weights=...``)."""
+    if not path.is_file():
+        raise HpsearchError(
+            f"backbone.weights={shown!r}: file not found; expected imagenet, hub, none, or the "
+            "path of a saved state_dict (or model directory)"
+        )
+    if path.stat().st_size == 0:
+        raise HpsearchError(
+            f"backbone.weights={shown!r}: the file is empty (0 bytes); expected a saved "
+            "state_dict (torch.save)"
+        )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise HpsearchError(
-            f"backbone.weights={str(path)!r}: not a loadable state_dict "
-            f"({type(err).__name__}: {str(err).splitlines()[0][:160]})"
+            f"backbone.weights={shown!r}: not a loadable state_dict ({_reason(err)})"
         ) from None
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise HpsearchError(
-            f"backbone.weights={str(path)!r}: expected a state_dict (a mapping "
+            f"backbone.weights={shown!r}: expected a state_dict (a mapping "
             "of parameter names to tensors)"
         )
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    expected = {k for k in model.state_dict() if not k.startswith("fc.")}
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def fit_state_dict(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    shown: str,
+    what: str,
+    optional: tuple[str, ...] = (),
+) -> None:
+    """Load ``state`` into ``model`` when its keys and shapes match, else one line naming the
+    missing, unexpected and mis-shaped keys (keys under ``optional`` prefixes may be absent)."""
+    expected = {k for k in model.state_dict() if not k.startswith(optional)}
     missing = sorted(expected - set(state))
-    unexpected = sorted(set(state) - expected)
+    unexpected = sorted(set(state) - set(model.state_dict()))
     if missing or unexpected:
         raise HpsearchError(
-            f"backbone.weights={str(path)!r} does not fit backbone.arch={arch}: "
+            f"backbone.weights={shown!r} does not fit {what}: "
             f"missing keys {_few(missing)}, unexpected keys {_few(unexpected)}"
         )
     own = model.state_dict()
@@ -253,10 +299,15 @@ def load_state_dict_file(model: nn.Module, path: Path, arch: str) -> None:
     ]
     if bad:
         raise HpsearchError(
-            f"backbone.weights={str(path)!r} does not fit backbone.arch={arch}: "
-            f"shape mismatch {_few(bad)}"
+            f"backbone.weights={shown!r} does not fit {what}: shape mismatch {_few(bad)}"
         )
     model.load_state_dict(state, strict=False)
+
+
+def _reason(err: BaseException) -> str:
+    """``Type: first line`` of an exception, also one raised without a message."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:160]}" if lines else type(err).__name__
 
 
 def _few(items: list[str], n: int = 5) -> str:

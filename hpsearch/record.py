@@ -33,6 +33,9 @@ TRIAL_ATTRS = {
     "hp_lr": "HP learning rate",
     "ft_lr": "FT learning rate",
     "seed": "the trial's seed (head init, batch order, augmentation)",
+    "sampler_seed": "the seed of the sampler that proposed the trial: study.seed + the worker's "
+    "index on a fresh study, mixed with the number of trials run so far on a rerun (so a rerun "
+    "samples new configurations)",
     "hp_features": "how HP got the copied part's outputs: cache, cache-disk or frozen",
     "hp_epochs_run": "HP epochs actually run",
     "energy": "mean ||e_y - q_0||_2 on the train split at the start of FT",
@@ -112,6 +115,7 @@ class TrialRecord:
     hp_lr: float | None = None
     ft_lr: float | None = None
     seed: int | None = None
+    sampler_seed: int | None = None
     hp_features: str | None = None
     hp_epochs_run: int | None = None
     energy: float | None = None
@@ -189,6 +193,7 @@ CONFIRM_OF = field_name("confirm_of")
 CONFIRM_SEED = field_name("confirm_seed")
 SCHEDULE = field_name("schedule")
 BASELINE = field_name("baseline")
+SAMPLER_SEED = field_name("sampler_seed")
 
 
 class _AttrWriter(Protocol):

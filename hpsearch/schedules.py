@@ -101,7 +101,7 @@ class Schedule:
                     f"schedule {self.name}: {LAYERS_COPIED}={copied!r} is invalid: "
                     f"must be an integer, {' or '.join(COPY_WORDS)}"
                 )
-            n_stages = backbone_stage_count(str(cfg.backbone.arch), int(cfg.backbone.mlp_depth))
+            n_stages = _stage_count(cfg.backbone)
             out[LAYERS_COPIED] = n_stages - COPY_WORDS[copied]
         return out
 
@@ -131,6 +131,16 @@ class Schedule:
 
 
 _MISSING = object()
+
+
+def _stage_count(bb: DictConfig) -> int:
+    """The backbone's stage count; a family's backbone is built to count them, so torch is
+    imported only then (a config check of the other backbones stays torch-free)."""
+    if not bb.get("_target_"):
+        return backbone_stage_count(str(bb.arch), int(bb.mlp_depth))
+    from hpsearch.backbones import stage_count
+
+    return stage_count(bb)
 
 
 def available() -> list[str]:

@@ -173,7 +173,18 @@ def apply_params(cfg: DictConfig, params: Mapping[str, Any]) -> DictConfig:
             OmegaConf.update(out, key, value, merge=False)
         except Exception as err:  # omegaconf's ValidationError: wrong type for the schema
             raise ConfigError(f"{key}={value!r}: {str(err).splitlines()[0]}") from None
+        if key == "backbone.name":
+            _apply_backbone_choice(out)
     return out
+
+
+def _apply_backbone_choice(cfg: DictConfig) -> None:
+    """``backbone.choices[backbone.name]``'s keys (its family, weights, ...) set in ``cfg``: a
+    categorical ``backbone.name`` picks a whole backbone, not only its name. An entry that sets
+    ``name`` makes the choice a label (``vit: {name: DIR, ...}``); the trial records the label."""
+    entry = cfg.backbone.choices.get(cfg.backbone.name) if cfg.backbone.choices else None
+    for sub, value in (entry or {}).items():
+        OmegaConf.update(cfg, f"backbone.{sub}", value, merge=False)
 
 
 def suggest(trial: optuna.Trial, distributions: Mapping[str, Any]) -> dict[str, Any]:

@@ -37,3 +37,22 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return lines
+
+
+NAMES_SHOWN = 10  # names a one-line message lists before "... and N more"
+NAME_CHARS = 40  # characters of a name such a message shows
+
+
+def short_name(name: str) -> str:
+    """A name as a one-line message shows it: cut to NAME_CHARS characters."""
+    return name if len(name) <= NAME_CHARS else name[: NAME_CHARS - 3] + "..."
+
+
+def name_list(names: list[str]) -> str:
+    """Names (of studies) for a one-line message: at most NAMES_SHOWN, each cut to NAME_CHARS,
+    then how many more there are; ``(none)`` for none."""
+    if not names:
+        return "(none)"
+    shown = ", ".join(short_name(n) for n in names[:NAMES_SHOWN])
+    more = len(names) - NAMES_SHOWN
+    return shown + (f" ... and {more} more" if more > 0 else "")

@@ -13,9 +13,10 @@ from conftest import REPO
 
 PACKAGE = REPO / "hpsearch"
 LAYERS = [
-    ("hpsearch.errors", "hpsearch.record"),
+    ("hpsearch.secrets", "hpsearch.errors", "hpsearch.record"),
     ("hpsearch.config",),
     ("hpsearch.stats", "hpsearch.tables", "hpsearch.space", "hpsearch.models"),
+    ("hpsearch.backbones",),
     ("hpsearch.schedules", "hpsearch.data"),
     ("hpsearch.plan",),
     ("hpsearch.pruners",),

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,12 +210,43 @@ def load_tensor_file(data_cfg: DictConfig) -> Splits:
     return splits
 
 
-def atomic_save(obj: object, path: Path) -> None:
-    """torch.save to a temporary name, then rename: readers never see a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def atomic_save(obj: object, path: Path) -> bool:
+    """Write a cache file: torch.save to a temporary name, then rename, so readers never see a
+    torn file. A cache only saves time: when it cannot be written (a full disk, a read-only or
+    vanished directory) the temporary file is removed, a warning says why, and the caller goes
+    on with what it computed (False)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+        return True
+    except (OSError, RuntimeError) as err:  # torch's writer reports ENOSPC as a RuntimeError
+        reason = _write_failure(err, path.parent)  # before the partial file frees its space
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        log.warning("cache %s not written (%s); going on without it", path, reason)
+        return False
+
+
+LOW_SPACE_BYTES = 1 << 20  # free space under which a failed write is put down to a full disk
+
+
+def _write_failure(err: BaseException, directory: Path) -> str:
+    """Why a file could not be written, in words: the OS's, or "No space left on device" for
+    torch's writer (whose message is "unexpected pos ...") on a disk that has no room left."""
+    if getattr(err, "strerror", None):
+        return str(err.strerror)
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        free = None
+    if free is not None and free < LOW_SPACE_BYTES:
+        return f"No space left on device: {free} bytes free"
+    lines = str(err).strip().splitlines()
+    return lines[0][:160] if lines else type(err).__name__
 
 
 def _from_blob(blob: dict, fingerprint: str) -> Splits:

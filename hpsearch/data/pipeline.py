@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
+from hpsearch.backbones import InputSpec
+
 
 def random_crop_flip(
     images: torch.Tensor, padding: int, flip: bool, gen: torch.Generator
@@ -37,16 +39,26 @@ class InputPipeline:
     """Turns cached split tensors into normalised model inputs on ``device``."""
 
     def __init__(
-        self, data_cfg: DictConfig, kind: str, device: torch.device, channels_last: bool = False
+        self,
+        data_cfg: DictConfig,
+        kind: str,
+        device: torch.device,
+        channels_last: bool = False,
+        spec: InputSpec | None = None,
     ) -> None:
+        """``spec``: a backbone family's input spec (size, mean, std, interpolation) in place of
+        data.image_size/mean/std and bilinear resizing."""
         self.kind = kind
         self.device = device
-        self.image_size = int(data_cfg.image_size)
+        self.image_size = int(spec.size if spec else data_cfg.image_size)
+        self.interpolation = spec.interpolation if spec else "bilinear"
         self.padding = int(data_cfg.crop_padding)
         self.flip = bool(data_cfg.flip)
         self.channels_last = channels_last
-        self.mean = torch.tensor(list(data_cfg.mean), device=device).view(1, 3, 1, 1) * 255.0
-        self.std = torch.tensor(list(data_cfg.std), device=device).view(1, 3, 1, 1) * 255.0
+        mean = list(spec.mean if spec else data_cfg.mean)
+        std = list(spec.std if spec else data_cfg.std)
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255.0
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0
 
     def __call__(
         self, x: torch.Tensor, augment: bool = False, gen: torch.Generator | None = None
@@ -62,8 +74,8 @@ class InputPipeline:
             x = F.interpolate(
                 x,
                 size=(self.image_size, self.image_size),
-                mode="bilinear",
-                align_corners=False,
+                mode=self.interpolation,
+                align_corners=None if self.interpolation == "nearest" else False,
                 antialias=False,
             )
         x = (x - self.mean) / self.std

@@ -22,6 +22,7 @@ from optuna.artifacts import FileSystemArtifactStore
 
 from hpsearch.errors import HpsearchError
 from hpsearch.study.storage import open_storage, safe_url
+from hpsearch.tables import name_list
 
 log = logging.getLogger("hpsearch")
 
@@ -89,7 +90,7 @@ def serve_dashboard(cfg: DictConfig) -> None:
             "creates it",
             name,
             safe_url(url),
-            ", ".join(sorted(ids)) or "none",
+            name_list(sorted(ids)),
         )
     log.info(
         "optuna-dashboard on %s: open %s (artifacts: %s); Ctrl-C stops it",

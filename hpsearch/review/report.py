@@ -39,6 +39,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.record import FAIL_REASON, TrialRecord, schedule_text
 from hpsearch.review import plots
+from hpsearch.secrets import redact, redact_tree
 from hpsearch.stats import Interval, bound_stats
 from hpsearch.study.answer import Answer, points, record_answer
 from hpsearch.study.progress import prune_reason
@@ -90,7 +91,7 @@ def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
 def fail_reason(t: FrozenTrial) -> str | None:
     """The reason recorded for a failed trial (user or system attr ``fail_reason``), if any."""
     reason = TrialRecord.of(t).fail_reason or t.system_attrs.get(FAIL_REASON)
-    return str(reason) if reason else None
+    return redact(str(reason)) if reason else None
 
 
 def _cell(value: Any) -> Any:
@@ -100,7 +101,7 @@ def _cell(value: Any) -> Any:
         return json.dumps(value)
     if isinstance(value, datetime):
         return value.isoformat()
-    return value
+    return redact(value) if isinstance(value, str) else value
 
 
 def trial_columns(trials: Sequence[FrozenTrial]) -> tuple[list[str], list[str]]:
@@ -293,6 +294,49 @@ def _sum_attr(trials: Sequence[FrozenTrial], key: str) -> float:
     return sum(v for v in values if v is not None)
 
 
+BACKBONE_PARAM = "backbone.name"  # a searched categorical: which backbone a trial finetuned
+
+
+def backbone_markdown(trials: Sequence[FrozenTrial]) -> list[str]:
+    """Accuracy per backbone when the study searched ``backbone.name`` (else nothing): complete
+    search trials per choice, best and mean FT validation accuracy, mean test accuracy and
+    energy."""
+    done = [
+        t
+        for t in trials
+        if t.state == TrialState.COMPLETE
+        and t.value is not None
+        and BACKBONE_PARAM in t.params
+        and not is_confirmation(t)
+    ]
+    if not done:
+        return []
+    names = sorted({str(t.params[BACKBONE_PARAM]) for t in done})
+    rows = []
+    for name in names:
+        group = [t for t in done if str(t.params[BACKBONE_PARAM]) == name]
+        values = [float(t.value) for t in group]
+        mean = lambda key, group=group: _mean([TrialRecord.of(t).finite(key) for t in group])
+        rows.append(
+            [
+                name,
+                str(len(group)),
+                f"{max(values):.4f}",
+                f"{sum(values) / len(values):.4f}",
+                fmt(mean("test_acc"), ".4f"),
+                fmt(mean("energy"), ".3f"),
+            ]
+        )
+    rows.sort(key=lambda r: -float(r[2]))
+    header = ["backbone", "trials", "best FT val acc", "mean FT val acc", "mean test acc"]
+    return ["## Per backbone", "", *markdown_table([*header, "mean energy"], rows), ""]
+
+
+def _mean(values: list[Any]) -> float | None:
+    numbers = [float(v) for v in values if v is not None]
+    return sum(numbers) / len(numbers) if numbers else None
+
+
 def summary_markdown(
     study: optuna.Study,
     trials: Sequence[FrozenTrial],
@@ -309,6 +353,7 @@ def summary_markdown(
         _heading_section(study, trials, url)
         + answer_markdown(answer)
         + _best_section(trials, top_k)
+        + backbone_markdown(trials)
         + _bound_section(trials)
         + _compute_section(trials)
         + _stopped_section(trials)
@@ -558,7 +603,8 @@ def write_report(cfg: DictConfig) -> Path:
         published.append(out / CONFIRM_CSV)
     if "config" in study.user_attrs:  # the dashboard cuts attrs at 1024 characters; this is whole
         (out / CONFIG).write_text(
-            OmegaConf.to_yaml(OmegaConf.create(study.user_attrs["config"])), encoding="utf-8"
+            OmegaConf.to_yaml(OmegaConf.create(redact_tree(study.user_attrs["config"]))),
+            encoding="utf-8",
         )
         published.append(out / CONFIG)
     n = publish_artifacts(study, url, str(cfg.storage.artifacts), published)

@@ -14,9 +14,11 @@ workers spread evenly over the GPUs. ``workers_per_device=K`` lets up to K worke
 Each worker gets ``OMP_NUM_THREADS`` = cores / N (unless already set), so N processes do not
 oversubscribe the CPU cores (each would otherwise start one thread per core). Each worker's
 output goes to ``<storage.logs>/<study>/<time>/worker-<i>.log`` and, prefixed with
-``[worker i]``, to this terminal. The launcher forwards SIGTERM/SIGINT to the workers (each fails
-and re-queues its running trial, see ``hpsearch.study.shutdown``), waits for all of them, and
-exits with the first non-zero exit code of a worker (0 when all succeeded).
+``[worker i]``, to this terminal. The launcher forwards SIGTERM/SIGINT/SIGHUP to the workers as
+SIGTERM (each fails and re-queues its running trial, see ``hpsearch.study.shutdown``), waits for
+all of them, and exits with the first non-zero exit code of a worker (0 when all succeeded). A
+launcher that dies without forwarding (``kill -9``) still stops its workers the same way: each
+gets SIGTERM from the kernel when its parent dies (``die_with_launcher``).
 
 With ``study.confirm.auto=true`` the search workers run with ``auto`` off, and once all of them
 have succeeded the launcher starts N workers of ``mode=confirm`` (``hpsearch.study.confirm``), which
@@ -43,6 +45,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
+from hpsearch.errors import ConfigError
+from hpsearch.secrets import open_private, redact
 from hpsearch.study.placement import WORKER_INDEX_ENV
 
 if TYPE_CHECKING:
@@ -50,6 +54,11 @@ if TYPE_CHECKING:
 
 # Overrides the launcher consumes; the workers get the rest of the command line unchanged.
 _LAUNCHER_KEYS = re.compile(r"^[+~]{0,2}(workers|devices|workers_per_device)(=|$)")
+LAUNCHER_PID_ENV = "HPSEARCH_LAUNCHER_PID"  # set in each worker: the process it must die with
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies (Linux)
+PARENT_DEATH_SIGNAL = signal.SIGUSR1  # a worker's death signal, turned into one SIGTERM
+# Signals the launcher passes on to its workers as SIGTERM: stop, Ctrl-C, the terminal closed.
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _PHASE_KEYS = re.compile(r"^[+~]{0,2}(mode|study\.confirm\.auto)(=|$)")
 
 
@@ -68,6 +77,7 @@ def worker_args(argv: list[str], phase: str | None = None) -> list[str]:
 def worker_env(cfg: DictConfig, index: int, base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     env[WORKER_INDEX_ENV] = str(index)
+    env[LAUNCHER_PID_ENV] = str(os.getpid())
     env["PYTHONUNBUFFERED"] = "1"  # lines reach the log as they are written
     if cfg.devices:
         env["CUDA_VISIBLE_DEVICES"] = str(list(cfg.devices)[index % len(cfg.devices)])
@@ -102,15 +112,37 @@ class _Worker:
         self._thread.start()
 
     def _pump(self, out: IO[str], lock: threading.Lock) -> None:
+        """Each line of the worker to its log file and, prefixed, to ``out``. A log that cannot
+        be written (a full disk) is given up with one line; the lines still reach ``out``, and
+        the worker never blocks on a full pipe."""
         prefix = f"[worker {self.index}] "
-        with open(self.log_path, "w") as log_file:
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
-                log_file.write(line)
-                log_file.flush()
-                with lock:
-                    out.write(prefix + line)
-                    out.flush()
+        log_file: IO[str] | None = None
+        try:
+            log_file = open_private(self.log_path)  # a worker's log may name a storage
+        except OSError as err:
+            self._log_lost(out, lock, err)
+        assert self.proc.stdout is not None
+        for line in map(redact, self.proc.stdout):
+            if log_file is not None:
+                try:
+                    log_file.write(line)
+                    log_file.flush()
+                except OSError as err:
+                    self._log_lost(out, lock, err)
+                    log_file = _close_quietly(log_file)
+            with lock:
+                out.write(prefix + line)
+                out.flush()
+        if log_file is not None:
+            _close_quietly(log_file)
+
+    def _log_lost(self, out: IO[str], lock: threading.Lock, err: OSError) -> None:
+        with lock:
+            out.write(
+                f"[worker {self.index}] log {self.log_path} not written from here on "
+                f"({err.strerror or err}); the output goes on here\n"
+            )
+            out.flush()
 
     def wait(self) -> int:
         code = self.proc.wait()
@@ -126,6 +158,7 @@ def launch_workers(
     is two rounds: the search workers, then the confirm workers."""
     from hpsearch.study.setup import appending_note, prepare_study
 
+    check_devices(cfg)
     if cfg.mode == "confirm":
         from hpsearch.study.confirm import plan_confirmation
         from hpsearch.study.storage import load_existing_study
@@ -143,6 +176,33 @@ def launch_workers(
     return _run_round(cfg, worker_args(argv, "confirm"), out)
 
 
+def _close_quietly(handle: IO[str]) -> None:
+    try:
+        handle.close()
+    except OSError:  # the last flush of a full disk
+        pass
+
+
+def check_devices(cfg: DictConfig, visible: int | None = None) -> None:
+    """Every numeric id in ``devices`` names a CUDA device of this machine (``visible``: how
+    many there are; default torch's count), so that a worker never falls back to the CPU
+    without a word. Other ids (GPU UUIDs) are left to CUDA."""
+    if not cfg.devices:
+        return
+    if visible is None:
+        import torch
+
+        visible = torch.cuda.device_count()
+    wrong = [str(d) for d in cfg.devices if str(d).isdigit() and int(d) >= visible]
+    if wrong:
+        have = f"ids 0-{visible - 1}" if visible else "none"
+        raise ConfigError(
+            f"devices={list(map(str, cfg.devices))} is invalid: this machine has {visible} CUDA "
+            f"devices ({have}); {', '.join(wrong)} is not one of them (leave devices out to "
+            "run on the CPU)"
+        )
+
+
 def _run_round(cfg: DictConfig, args: list[str], out: IO[str]) -> int:
     """Run ``cfg.workers`` workers of ``python -m hpsearch ARGS``, wait; an exit code."""
     n = int(cfg.workers)
@@ -154,7 +214,10 @@ def _run_round(cfg: DictConfig, args: list[str], out: IO[str]) -> int:
         / _safe_name(str(cfg.study.name))
         / (time.strftime("%Y-%m-%d_%H-%M-%S") + ("" if mode == "search" else f"-{mode}"))
     )
-    log_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # each worker's pump says its log is not written
+        print(f"logs: cannot create {log_dir} ({err.strerror})", file=out, flush=True)
     lock = threading.Lock()
     workers: list[_Worker] = []
 
@@ -163,7 +226,7 @@ def _run_round(cfg: DictConfig, args: list[str], out: IO[str]) -> int:
             if w.proc.poll() is None:
                 w.proc.send_signal(signal.SIGTERM)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
         print(
             f"starting {n} {mode} workers of study {cfg.study.name!r}; logs in {log_dir}",
@@ -183,6 +246,35 @@ def _run_round(cfg: DictConfig, args: list[str], out: IO[str]) -> int:
     for w, code in zip(workers, codes):
         print(f"worker {w.index} exited with code {code} (log: {w.log_path})", file=out, flush=True)
     return next((c for c in codes if c != 0), 0)
+
+
+def die_with_launcher(env: dict[str, str] | None = None) -> None:
+    """In a worker of the local launcher: stop (SIGTERM, the graceful way) when the launcher
+    dies, however it dies (``kill -9`` included), instead of running on as an orphan whose output
+    goes nowhere. A launcher already gone by now means the same, at once. Elsewhere (no
+    ``HPSEARCH_LAUNCHER_PID``, not Linux) nothing happens.
+
+    The kernel signals a child each time it is reparented, and a launcher's children are
+    reparented once per thread of the dying launcher (its output threads, then init): the death
+    signal is ``PARENT_DEATH_SIGNAL``, whose handler turns the first one into one SIGTERM and
+    ignores the rest (a second SIGTERM would end the worker before it re-queued its trial)."""
+    value = (os.environ if env is None else env).get(LAUNCHER_PID_ENV, "")
+    if not value.isdigit() or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    def launcher_died(_signum: int, _frame: Any) -> None:
+        signal.signal(PARENT_DEATH_SIGNAL, signal.SIG_IGN)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        signal.signal(PARENT_DEATH_SIGNAL, launcher_died)
+        libc.prctl(PR_SET_PDEATHSIG, int(PARENT_DEATH_SIGNAL), 0, 0, 0)
+    except (OSError, AttributeError, ValueError):  # ValueError: not the main thread
+        return
+    if os.getppid() != int(value):  # the launcher died before the prctl
+        launcher_died(int(PARENT_DEATH_SIGNAL), None)
 
 
 def _safe_name(name: str) -> str:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.errors import StorageUnreachable
+from hpsearch.errors import StorageUnreachable, is_disk_full
 from hpsearch.record import FAIL_REASON
 from hpsearch.study.outage import ResilientStorage, TrialLost, is_connection_error
 from hpsearch.study.shutdown import OneLineFailures
@@ -44,9 +44,11 @@ class _Guard:
         self.trial_id: int | None = None  # the trial started last, until its callbacks ran
         self.raised_unreachable = False  # the objective itself ended with StorageUnreachable
         self.lost: int | None = None  # number of a trial another worker took away
+        self.trial_number: int | None = None  # the number of the trial started last
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.trial_id, self.raised_unreachable = trial._trial_id, False
+        self.trial_number = trial.number
         try:
             value = self.objective(trial)
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -66,7 +68,7 @@ class _Guard:
             try:
                 self.storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, reason)
             except Exception as err:
-                if not is_connection_error(err):
+                if not (is_connection_error(err) or is_disk_full(err)):
                     raise
 
     def _check_running(self, trial: optuna.Trial) -> None:
@@ -128,6 +130,7 @@ def run_trials(
                             guard.raised_unreachable,
                             str(storage.unreachable),
                             retry,
+                            guard.trial_number,
                         )
                     raise storage.unreachable from None
                 if guard.lost is None:
@@ -141,19 +144,30 @@ def run_trials(
 
 
 def _abandon(
-    study: optuna.Study, trial_id: int, failed_by_outage: bool, reason: str, retry: Callback
+    study: optuna.Study,
+    trial_id: int,
+    failed_by_outage: bool,
+    reason: str,
+    retry: Callback,
+    number: int | None = None,
 ) -> None:
-    """Fail the trial in progress with ``reason`` and re-queue it, each write tried once."""
+    """Re-queue the trial in progress, then fail it with ``reason``, each write tried once.
+
+    The retry comes first: a storage that takes one write and refuses the next (a full disk)
+    then leaves the trial RUNNING with its retry waiting (a later worker fails it as stale and
+    does not queue a second retry), never FAIL without a retry (lost for good)."""
     storage: ResilientStorage = study._storage
     with storage.single_attempt():
         try:
             trial = storage.get_trial(trial_id)
             if trial.state == TrialState.RUNNING:
                 storage.set_trial_user_attr(trial_id, FAIL_REASON, reason)
+                retry(study, storage.get_trial(trial_id))
                 storage.set_trial_state_values(trial_id, TrialState.FAIL)
-            elif not (trial.state == TrialState.FAIL and failed_by_outage):
+            elif trial.state == TrialState.FAIL and failed_by_outage:
+                retry(study, storage.get_trial(trial_id))
+            else:
                 return  # finished before the storage went away, or failed for another reason
-            retry(study, storage.get_trial(trial_id))
             log.warning(
                 "trial %d marked FAIL and re-queued; it resumes from its last checkpoint",
                 trial.number,
@@ -161,10 +175,11 @@ def _abandon(
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # another worker failed it meanwhile, and re-queued it
         except Exception as err:
-            if not is_connection_error(err):
+            if not (is_connection_error(err) or is_disk_full(err)):
                 raise
             log.warning(
-                "trial with id %d stays RUNNING: the storage is unreachable; once it is "
-                "back, a worker fails it after storage.grace_period and retries it",
-                trial_id,
+                "trial %s: its end could not be recorded (the storage is unreachable or full); "
+                "if it is still RUNNING once the storage is back, a worker fails it after "
+                "storage.grace_period and retries it from its checkpoint",
+                trial_id if number is None else number,
             )

@@ -56,7 +56,7 @@ from optuna.study._frozen import FrozenStudy
 from optuna.study._study_direction import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.errors import StorageUnreachable
+from hpsearch.errors import DiskFull, StorageUnreachable, is_disk_full
 from hpsearch.record import FAIL_REASON
 
 log = logging.getLogger(__name__)
@@ -132,15 +132,18 @@ def ride_out(what: str, call: Callable[[], T], timeout_s: float, url: str) -> T:
     first_failure: float | None = None
     failures = 0
     while True:
+        started = time.monotonic()
         try:
             result = call()
+        except StorageUnreachable:
+            raise  # a storage call inside gave up after its own wait: done, not repeated
         except Exception as err:
             if not is_connection_error(err):
                 raise
             reason = connection_error_reason(err)
             now = time.monotonic()
             if first_failure is None:
-                first_failure = now
+                first_failure = started  # the outage began when the failed call did
                 log.warning(
                     "storage %s unreachable (%s: %s); retrying for up to %g s",
                     url,
@@ -174,6 +177,23 @@ def connection_error_reason(err: BaseException) -> str:
     return type(err).__name__
 
 
+class OneLineSqlWarnings(logging.Filter):
+    """Optuna's RDB storage logs a failed query whole ("Caught an error from sqlalchemy: ...",
+    then the SQL, its parameters and a link: 9 lines per call during an outage); keep the
+    driver's first line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "\n" in message and message.startswith("Caught an error from sqlalchemy"):
+            first = message.splitlines()[0]
+            record.msg, record.args = f"{first} (query repeated the slower way)", None
+        return True
+
+
+ONE_LINE_SQL = OneLineSqlWarnings()
+OPTUNA_RDB_LOGGER = "optuna.storages._rdb.storage"
+
+
 class ResilientStorage(BaseStorage, BaseHeartbeat):
     """An Optuna storage that rides out outages of the ``RDBStorage`` under it (module doc).
 
@@ -195,6 +215,7 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
         self._down_since: float | None = None  # monotonic time of the outage's first failure
         self._recovered_at: float | None = None  # monotonic time the last outage ended
         self._local = threading.local()
+        logging.getLogger(OPTUNA_RDB_LOGGER).addFilter(ONE_LINE_SQL)  # once: a set of filters
 
     # ------------------------------------------------------------------ the retry loop
 
@@ -212,6 +233,7 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
             return call()
         failures = 0
         while True:
+            started = time.monotonic()
             try:
                 if failures and went_through is not None:
                     done, result = went_through()
@@ -220,23 +242,27 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
                         return result
                 result = call()
             except Exception as err:
+                if is_disk_full(err):
+                    return self._full(what, err, give_up_quietly)
                 if not is_connection_error(err):
                     raise
                 failures += 1
-                if not self._down(what, err, give_up_quietly):
+                if not self._down(what, err, give_up_quietly, started):
                     return None  # a heartbeat given up
                 time.sleep(backoff_s(failures))
                 continue
             self._up()
             return result
 
-    def _down(self, what: str, err: BaseException, give_up_quietly: bool) -> bool:
-        """Record a failed call; False (quiet) or StorageUnreachable once the time is up."""
+    def _down(self, what: str, err: BaseException, give_up_quietly: bool, started: float) -> bool:
+        """Record a failed call that began at ``started`` (a call may wait long before it fails:
+        a SQLite lock's busy timeout); False (quiet) or StorageUnreachable once the time is
+        up."""
         reason = connection_error_reason(err)
         now = time.monotonic()
         with self._lock:
             if self._down_since is None:
-                self._down_since = now
+                self._down_since = started
                 log.warning(
                     "storage %s unreachable (%s: %s); retrying for up to %g s",
                     self.url,
@@ -255,6 +281,21 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
             return False
         error = StorageUnreachable(
             f"storage {self.url} unreachable for {self.timeout_s:g} s: {reason}"
+        )
+        with self._lock:
+            self.unreachable = self.unreachable or error
+        raise error from None
+
+    def _full(self, what: str, err: BaseException, give_up_quietly: bool) -> None:
+        """A write the storage refused for want of disk space: DiskFull (exit code 4) at once,
+        since waiting would not free any; a heartbeat is given up with a warning."""
+        reason = connection_error_reason(err)
+        if give_up_quietly:
+            log.warning("storage %s: %s not written, the disk is full (%s)", self.url, what, reason)
+            return None
+        error = DiskFull(
+            f"storage {self.url}: {what} failed, its disk is full ({reason}); free space and "
+            "run the same command again (the trial in progress resumes from its checkpoint)"
         )
         with self._lock:
             self.unreachable = self.unreachable or error
@@ -321,6 +362,10 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
+        if self.unreachable is not None and not getattr(self._local, "single_attempt", False):
+            # The worker has given up: Optuna's own FAIL of the trial would come before its
+            # retry; the trial loop ends it instead, retry first (hpsearch.study.loop).
+            raise self.unreachable
         since = datetime.now()
 
         def went_through() -> tuple[bool, Any]:

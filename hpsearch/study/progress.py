@@ -34,7 +34,8 @@ def best_trials_table(study: optuna.Study, top_k: int) -> str:
         "adapt_l2",
         "test_acc",
     )
-    rows = [header]
+    by_backbone = any("backbone.name" in t.params for t in done)  # a searched backbone
+    rows = [header + (("backbone",) if by_backbone else ())]
     for t in done[:top_k]:
         r = TrialRecord.of(t)
         rows.append(
@@ -52,6 +53,7 @@ def best_trials_table(study: optuna.Study, top_k: int) -> str:
                 fmt(r.adaptation_l2, ".3f"),
                 fmt(r.test_acc, ".4f"),
             )
+            + ((str(t.params.get("backbone.name", "")),) if by_backbone else ())
         )
     return text_table(rows)
 

@@ -9,12 +9,13 @@ import functools
 from pathlib import Path
 
 import optuna
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import ConfigError, safe_url
 from hpsearch.pruners import EnergyPruner, QuantileRulePruner
+from hpsearch.tables import name_list, short_name
 
 
 def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
@@ -67,8 +68,14 @@ def check_pruner(cfg: DictConfig) -> None:
     if p.ft != "model":
         epoch_pruner(str(p.ft), cfg)
     epoch_pruner(str(p.name), cfg)
-    _energy_pruner(p, None, max(1, int(cfg.ft.epochs)), {})
-    _rule_pruner(p)
+    ft_epochs = max(1, int(cfg.ft.epochs))
+    if p.name == "energy":
+        _energy_pruner(p, None, ft_epochs, {})
+    else:  # the gate's own keys; n_startup_trials is the FT pruner's to judge here
+        startup = max(2, int(p.top_k)) if int(p.n_startup_trials) < 2 else p.n_startup_trials
+        _energy_pruner(OmegaConf.merge(p, {"n_startup_trials": startup}), None, ft_epochs, {})
+    if p.name in RULE_DEFAULTS:
+        _rule_pruner(p)
 
 
 def _energy_pruner(
@@ -117,8 +124,8 @@ def prior_trials(url: str, names: tuple[str, ...]) -> dict[str, tuple[FrozenTria
     for name in names:
         if name not in known:
             raise ConfigError(
-                f"pruner.prior_studies: no study {name!r} in {shown!r}; it has "
-                f"{', '.join(sorted(known)) or 'no studies'}"
+                f"pruner.prior_studies: no study {short_name(name)!r} in {shown!r}; it "
+                f"has {name_list(sorted(known))}"
             )
         study_id = storage.get_study_id_from_name(name)
         if storage.get_study_directions(study_id) != [StudyDirection.MAXIMIZE]:

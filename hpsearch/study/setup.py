@@ -19,12 +19,19 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from hpsearch.errors import HpsearchError
+from hpsearch.errors import DiskFull, HpsearchError, is_disk_full
 from hpsearch.plan import StudyPlan
 from hpsearch.record import BASELINE, SCHEDULE, TrialRecord
-from hpsearch.study.outage import ResilientStorage, is_connection_error, ride_out
+from hpsearch.secrets import redact_tree
+from hpsearch.study.outage import (
+    ResilientStorage,
+    connection_error_reason,
+    is_connection_error,
+    ride_out,
+)
 from hpsearch.study.placement import WORKER_INDEX_ENV, worker_index
 from hpsearch.study.pruning import make_pruner
+from hpsearch.study.seeding import SeedRecordingSampler, run_seed, trials_run
 from hpsearch.study.storage import (
     Heartbeat,
     Pool,
@@ -46,6 +53,15 @@ def make_sampler(study_cfg: DictConfig, worker_offset: int = 0) -> optuna.sample
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=int(study_cfg.n_startup_trials))
 
 
+def run_sampler(
+    study: optuna.Study, study_cfg: DictConfig, worker: int
+) -> optuna.samplers.BaseSampler:
+    """This worker's sampler for this run (``hpsearch.study.seeding``): seeded from the study
+    seed, the worker and the trials run so far, recording its seed in every trial it starts."""
+    seed = run_seed(int(study_cfg.seed), worker, trials_run(study))
+    return SeedRecordingSampler(make_sampler(study_cfg, seed - int(study_cfg.seed)), seed)
+
+
 def create_study(
     cfg: DictConfig,
     storage: optuna.storages.BaseStorage,
@@ -65,6 +81,7 @@ def create_study(
     else:
         config = OmegaConf.to_container(cfg, resolve=True)
         config["storage"]["url"] = safe_url(str(cfg.storage.url))  # never store the password
+        config = redact_tree(config)  # nor one in any other key (pruner.prior_storage)
         study.set_user_attr("config", config)
     if study.metric_names != METRIC_NAMES:  # without it the plots say "Objective 0"
         with warnings.catch_warnings():  # experimental since optuna 3.2, unchanged in 5
@@ -122,6 +139,11 @@ def _prepare(
                 url, Heartbeat.from_config(cfg.storage), Pool.from_config(cfg.storage)
             )
         except Exception as err:
+            if is_disk_full(err):
+                raise DiskFull(
+                    f"storage {safe_url(url)}: cannot set up the study, its disk is full "
+                    f"({connection_error_reason(err)}); free space and run the command again"
+                ) from None
             if is_connection_error(err):
                 raise  # an outage: ride_out waits for the storage and repeats
             raise HpsearchError(describe_error(url, err)) from None
@@ -129,6 +151,7 @@ def _prepare(
         study = create_study(
             cfg, storage, make_sampler(cfg.study, worker_index(url)), make_pruner(cfg)
         )
+        study.sampler = run_sampler(study, cfg.study, worker_index(url))
         for params in fixed:
             study.enqueue_trial(params, skip_if_exists=True)
         if setup is not None:

@@ -31,6 +31,7 @@ import contextlib
 import copy
 import fcntl
 import logging
+import os
 import time
 import warnings
 import zlib
@@ -45,6 +46,7 @@ from omegaconf import DictConfig
 from hpsearch.config import StorageConfig
 from hpsearch.errors import HpsearchError, safe_url
 from hpsearch.record import FAIL_REASON
+from hpsearch.tables import name_list, short_name
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +94,20 @@ class Requeue:
             self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if _has_retry(study, trial.number):  # re-queued already (before its FAIL was written)
+            return
         if FAIL_REASON in trial.user_attrs:
             trial = copy.deepcopy(trial)
             trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != FAIL_REASON}
         self._retry(study, trial)
+
+
+def _has_retry(study: optuna.Study, number: int) -> bool:
+    """Whether a trial of ``study`` retries trial ``number`` (the last of its retry history)."""
+    return any(
+        t.system_attrs.get("retry_history", [])[-1:] == [number]
+        for t in study.get_trials(deepcopy=False)
+    )
 
 
 @dataclass(frozen=True)
@@ -211,7 +223,7 @@ def check_connection(url: str) -> None:
     parsed = _parse(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            check_sqlite_file(url, Path(parsed.database).expanduser())
         return
     try:
         engine = create_engine(
@@ -224,6 +236,28 @@ def check_connection(url: str) -> None:
         engine.dispose()
     except Exception as err:
         raise HpsearchError(describe_error(str(url), err)) from None
+
+
+def check_sqlite_file(url: str, path: Path) -> None:
+    """A SQLite database file a worker can write: not a directory, in a directory that exists
+    (created here) and is writable, itself writable when it exists. Each failure is one line,
+    at once (not an outage to wait out)."""
+    prefix = f"storage.url={safe_url(url)}"
+    if path.is_dir():
+        raise HpsearchError(f"{prefix}: {path} is a directory; name a database file in it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise HpsearchError(
+            f"{prefix}: cannot create the directory {path.parent} ({err.strerror})"
+        ) from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise HpsearchError(
+            f"{prefix}: the directory {path.parent} is not writable (SQLite writes its lock "
+            "and journal files next to the database)"
+        )
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise HpsearchError(f"{prefix}: {path} is not readable and writable by this user")
 
 
 def _tune_sqlite(storage: optuna.storages.RDBStorage, busy_s: float) -> None:
@@ -343,7 +377,14 @@ def setup_lock(url: str) -> Iterator[None]:
     elif backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
         path = Path(parsed.database).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(f"{path}.setup.lock", "a+") as handle:
+        try:
+            handle = open(f"{path}.setup.lock", "a+")
+        except OSError as err:
+            raise HpsearchError(
+                f"storage.url={safe_url(url)}: cannot create the setup lock "
+                f"{path}.setup.lock ({err.strerror})"
+            ) from None
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -367,14 +408,14 @@ def load_existing_study(url: str, name: str) -> optuna.Study:
         and not Path(parsed.database).expanduser().exists()
     ):
         raise HpsearchError(
-            f"storage.url={url}: no such database file; run a search first "
+            f"storage.url={safe_url(url)}: no such database file; run a search first "
             "or point storage.url at the search's storage"
         )
     storage = open_storage(url)
     names = sorted(s.study_name for s in storage.get_all_studies())
     if name not in names:
         raise HpsearchError(
-            f"study.name={name!r} is not in storage {safe_url(url)}; studies "
-            f"there: {', '.join(names) if names else '(none)'}"
+            f"study.name={short_name(name)!r} is not in storage {safe_url(url)}; studies "
+            f"there: {name_list(names)}"
         )
     return optuna.load_study(study_name=name, storage=storage)

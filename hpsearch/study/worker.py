@@ -119,6 +119,7 @@ def run_search(cfg: DictConfig, plan: StudyPlan | None = None) -> optuna.Study:
     """
     plan = plan if plan is not None else plan_study(cfg)
     cfg, workspace, checkpoints = _open_worker(cfg)
+    workspace.check_backbones(cfg, plan.distributions)  # every backbone choice, before the study
 
     study = prepare_study(cfg, plan.enqueued, setup=lambda study: enqueue_baselines(study, plan))
     n_trials = int(cfg.study.n_trials)
@@ -166,6 +167,7 @@ def run_confirm(cfg: DictConfig, plan: StudyPlan | None = None) -> optuna.Study:
     study = load_existing_study(str(cfg.storage.url), str(cfg.study.name))
     plan_confirmation(study, cfg, plan)  # nothing to confirm / other config: fail here
     cfg, workspace, checkpoints = _open_worker(cfg)
+    workspace.check_backbones(cfg, plan.distributions)
     study = prepare_study(cfg, [])  # this worker's storage (heartbeat), sampler and pruner
     _confirm(study, cfg, plan, Objective(cfg, plan, workspace, checkpoints), checkpoints)
     log.info("storage: %s", safe_url(str(cfg.storage.url)))

@@ -18,7 +18,8 @@ import optuna
 import torch
 from omegaconf import DictConfig
 
-from hpsearch.models import TransferNet, build_transfer_net
+from hpsearch.backbones import new_transfer_net
+from hpsearch.models import TransferNet
 from hpsearch.plan import StudyPlan
 from hpsearch.record import TrialRecord
 from hpsearch.trial.checkpoints import Checkpoint, CheckpointStore, TrialCheckpoints
@@ -75,7 +76,7 @@ class Objective:
         return self.finetune(trial, cfg, seed, hp_attrs, saved, task, net)
 
     def build_net(self, cfg: DictConfig, task: Task, seed: int) -> TransferNet:
-        net = build_transfer_net(
+        net = new_transfer_net(
             task.pretrained, cfg.backbone, cfg.head, task.input_dim, task.splits.n_classes, seed
         ).to(self.workspace.device)
         if task.pipeline.channels_last:

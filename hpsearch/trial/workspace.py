@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from hpsearch.backbones import StagedBackbone, check_layers_copied, load_backbone
 from hpsearch.config import channels_last_choice
 from hpsearch.data import (
     CachedOutputs,
@@ -22,7 +23,7 @@ from hpsearch.data import (
 )
 from hpsearch.data.toy import pretrain_source_backbone
 from hpsearch.errors import HpsearchError
-from hpsearch.models import Pretrained, TransferNet, load_pretrained
+from hpsearch.models import Pretrained, TransferNet
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,9 @@ class Workspace:
         )
         if key not in self._pretrained:
             input_dim = self.input_dim(cfg)
-            self._pretrained[key] = load_pretrained(
+            self._pretrained[key] = load_backbone(
                 cfg.backbone,
+                cfg.data,
                 input_dim,
                 seed=int(cfg.seed),
                 source_trainer=lambda: pretrain_source_backbone(cfg.data, cfg.backbone),
@@ -110,14 +112,36 @@ class Workspace:
 
     def task(self, cfg: DictConfig) -> Task:
         splits = self.splits(cfg.data)
-        conv = cfg.backbone.arch.startswith("resnet")
+        pretrained = self.pretrained(cfg)
+        staged = pretrained.model if isinstance(pretrained.model, StagedBackbone) else None
+        conv = staged.conv if staged else cfg.backbone.arch.startswith("resnet")
         pipeline = InputPipeline(
             cfg.data,
             splits.kind,
             self.device,
             channels_last=use_channels_last(cfg.channels_last, conv),
+            spec=staged.spec if staged else None,
         )
-        return Task(splits, pipeline, self.pretrained(cfg), self.input_dim(cfg), conv)
+        return Task(splits, pipeline, pretrained, self.input_dim(cfg), conv)
+
+    def check_backbones(self, cfg: DictConfig, distributions: dict) -> None:
+        """Before a study is touched: every backbone the study can pick (each choice of a
+        categorical ``backbone.name``) loads, takes its input size, and has the stages that the
+        search space's ``backbone.layers_copied`` may copy."""
+        from hpsearch.space import apply_params
+
+        names = distributions.get("backbone.name")
+        configs = [cfg] + [
+            apply_params(cfg, {"backbone.name": n}) for n in getattr(names, "choices", ())
+        ]
+        copied = distributions.get("backbone.layers_copied")
+        highest = None
+        if copied is not None:
+            highest = int(max(getattr(copied, "choices", None) or [copied.high]))
+        for one in configs:
+            model = self.pretrained(one).model
+            if isinstance(model, StagedBackbone) and highest is not None:
+                check_layers_copied(highest, model, "search_space.backbone.layers_copied: high")
 
     def copied_outputs(self, cfg: DictConfig, task: Task, net: TransferNet):
         """HP's source of copied-part outputs: the on-disk cache, or the frozen part per batch."""
@@ -138,12 +162,16 @@ class Workspace:
                 net.copied, task.splits, task.pipeline, False, self.autocast
             ), "frozen"
         k = int(cfg.backbone.layers_copied)
+        model = task.pretrained.model
         key = self.feature_cache.key(
             task.pretrained.copied_fingerprint(k),
             k,
             task.splits,
             int(cfg.data.image_size),
-            str(cfg.backbone.arch),
+            # a family's model, its input size, normalisation and resize (weights: fingerprint)
+            f"{model.label}|{model.spec.key()}"
+            if isinstance(model, StagedBackbone)
+            else str(cfg.backbone.arch),
         )
         outputs, from_disk = self.feature_cache.load_or_compute(
             key,

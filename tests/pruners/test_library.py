@@ -72,3 +72,12 @@ def test_a_decision_reaches_the_trial_through_take_decision_once() -> None:
     assert take_decision(keeper, 3) is None
     assert take_decision(object(), 3) is None  # a pruner that keeps no decisions
     assert GateDecision(1, GateAction.PRUNE, "low").user_attrs()["gate_decision"] == "prune"
+
+
+def test_a_median_pruner_may_start_pruning_at_once() -> None:
+    """n_startup_trials=0 is the median pruner's to allow; the gate's own minimum (2) applies
+    only under pruner=energy."""
+    cfg = compose_config(["pruner=median", "pruner.n_startup_trials=0", "search_space=none"])
+    assert cfg.pruner.n_startup_trials == 0
+    with pytest.raises(ConfigError, match="^pruner.n_startup_trials must be >= 2"):
+        compose_config(["pruner=energy", "pruner.n_startup_trials=0", "search_space=none"])
