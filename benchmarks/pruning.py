@@ -694,6 +694,7 @@ def replay_tables(args: argparse.Namespace) -> str:
             if settings["prior"]
             else ""
         )
+        Path(args.out_md).parent.mkdir(parents=True, exist_ok=True)
         plots.write_png(figure, Path(args.out_md).with_name(f"{figure.stem}.png"))
         results[table_arg] = {
             "settings": settings,

@@ -57,7 +57,7 @@ def test_smoke_run_writes_json_and_markdown_for_every_arm(tmp_path: Path) -> Non
     assert data["arms"]["none"]["ft_epochs_vs_none"] == 1.0
 
     table = out_md.read_text()
-    for arm in ARMS:
+    for arm in REPLAY_ARMS:
         assert f"| {arm} |" in table
     assert table in result.stdout
 
@@ -104,13 +104,13 @@ def test_replay_measures_every_arm_on_a_stored_table(tmp_path: Path) -> None:
     assert data["settings"]["trials"] == 24 and data["settings"]["orders"] == 4
     assert list(data["pruners"]) == REPLAY_ARMS  # replay.pruners'
     assert data["pruners"]["none"]["ft_epochs_vs_none"]["mean"] == 1.0
-    assert data["settings"]["pruners"]["median"]["n_startup_trials"] == 3
+    assert data["settings"]["pruners"]["hp_rule"]["n_startup_trials"] == 3
     assert data["settings"]["pruners"]["energy"]["min_prob"] == 0.05  # pruner=energy's default
     for arm in REPLAY_ARMS:
         assert data["pruners"][arm]["orders"] == 4
     table = out_md.read_text()
     assert "FT epochs vs none | regret (pts)" in table
-    for arm in ARMS:
+    for arm in REPLAY_ARMS:
         assert f"| {arm} |" in table
     assert table in result.stdout
 
