@@ -218,38 +218,10 @@ class EnergyPruner(BasePruner):
     def decide(self, study: optuna.study.Study, trial: FrozenTrial) -> GateDecision:
         """The gate decision for ``trial`` given the study's completed trials; no side effects
         but keeping the model's fits for the next decision (``_outcome``)."""
-        # The signals it reads and the energy (the band needs it) must be there and finite; any
-        # other HP signal the trial has must be finite too (a head norm of inf: HP diverged).
-        needed = self._signals if "energy" in self._signals else self._signals + ("energy",)
-        values, bad = _signal_vector(
-            trial.user_attrs,
-            needed
-            + tuple(name for name in SIGNALS if name in trial.user_attrs and name not in needed),
-        )
-        if bad:
-            return GateDecision(
-                trial.number,
-                GateAction.FAIL,
-                "HP signals not finite: "
-                + ", ".join(bad)
-                + "; the energy pruner cannot judge this trial",
-            )
-        x = values[: len(self._signals)]  # ``needed`` starts with the signals it reads
-        energy = float(trial.user_attrs["energy"])
-        if self._energy_min is not None and energy < self._energy_min:
-            return GateDecision(
-                trial.number,
-                GateAction.PRUNE,
-                f"energy {energy:.4g} < energy_min "
-                f"{self._energy_min:.4g} (too little to adapt the features)",
-            )
-        if self._energy_max is not None and energy > self._energy_max:
-            return GateDecision(
-                trial.number,
-                GateAction.PRUNE,
-                f"energy {energy:.4g} > energy_max "
-                f"{self._energy_max:.4g} (enough to distort the features)",
-            )
+        screened = self._screen(trial)
+        if isinstance(screened, GateDecision):
+            return screened
+        x = screened
         model = self._outcome(study)
         n = len(model.history)
         prediction = model.predict(0, x)
@@ -298,6 +270,42 @@ class EnergyPruner(BasePruner):
                 trial.number, GateAction.PRUNE, "unlikely to reach the top: " + words, **numbers
             )
         return GateDecision(trial.number, GateAction.KEEP, "may reach the top: " + words, **numbers)
+
+    def _screen(self, trial: FrozenTrial) -> GateDecision | np.ndarray:
+        """The rules that need no model: signals that cannot be judged fail the trial, an energy
+        outside the band prunes it; otherwise the signals the model reads."""
+        # The signals it reads and the energy (the band needs it) must be there and finite; any
+        # other HP signal the trial has must be finite too (a head norm of inf: HP diverged).
+        needed = self._signals if "energy" in self._signals else self._signals + ("energy",)
+        values, bad = _signal_vector(
+            trial.user_attrs,
+            needed
+            + tuple(name for name in SIGNALS if name in trial.user_attrs and name not in needed),
+        )
+        if bad:
+            return GateDecision(
+                trial.number,
+                GateAction.FAIL,
+                "HP signals not finite: "
+                + ", ".join(bad)
+                + "; the energy pruner cannot judge this trial",
+            )
+        energy = float(trial.user_attrs["energy"])
+        if self._energy_min is not None and energy < self._energy_min:
+            return GateDecision(
+                trial.number,
+                GateAction.PRUNE,
+                f"energy {energy:.4g} < energy_min "
+                f"{self._energy_min:.4g} (too little to adapt the features)",
+            )
+        if self._energy_max is not None and energy > self._energy_max:
+            return GateDecision(
+                trial.number,
+                GateAction.PRUNE,
+                f"energy {energy:.4g} > energy_max "
+                f"{self._energy_max:.4g} (enough to distort the features)",
+            )
+        return values[: len(self._signals)]  # ``needed`` starts with the signals it reads
 
     def _outcome(self, study: optuna.study.Study) -> OutcomeModel:
         """The outcome model of the study's completed trials. Its fits are a deterministic
