@@ -22,7 +22,8 @@ The data is decoded and the copied part's outputs cached once before any timed r
     python benchmarks/gpu_packing.py --smoke   # the code path on generated images, any machine
 
 ``--smoke`` runs on tiny generated images with a random ResNet-18 at K = 1, 2 (2 trials, one
-HP and one FT epoch) on whatever device ``device=auto`` finds: its numbers mean nothing.
+HP and one FT epoch) on whatever device ``device=auto`` finds (without CUDA its K workers run on
+the CPU, no ``devices``): its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import torch  # noqa: E402
 from pruning import make_smoke_inputs  # noqa: E402  (benchmarks/pruning.py)
 
 from hpsearch.stats import t_quantile  # noqa: E402
@@ -179,7 +181,9 @@ def run_k(
         f"study.n_trials={args.trials // k}",
     ]
     if k > 1:
-        cmd += [f"workers={k}", f"devices=[{args.gpu}]", f"workers_per_device={k}"]
+        cmd += [f"workers={k}"]
+        if not (args.smoke and not torch.cuda.is_available()):  # devices must exist
+            cmd += [f"devices=[{args.gpu}]", f"workers_per_device={k}"]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": args.gpu, "PYTHONPATH": str(REPO)}
     start = time.perf_counter()
     with GpuMemoryPoller(args.gpu) as poller:
