@@ -57,7 +57,7 @@ def test_smoke_run_writes_json_and_markdown_for_every_arm(tmp_path: Path) -> Non
     assert data["arms"]["none"]["ft_epochs_vs_none"] == 1.0
 
     table = out_md.read_text()
-    for arm in REPLAY_ARMS:
+    for arm in ARMS:
         assert f"| {arm} |" in table
     assert table in result.stdout
 
