@@ -52,11 +52,13 @@ def test_optuna_sql_dump_is_one_line(study):
     handler = logging.Handler()
     handler.emit = records.append
     logger = logging.getLogger(OPTUNA_RDB_LOGGER)  # optuna's loggers do not propagate
+    level, logger.level = logger.level, logging.WARNING  # whatever verbosity an earlier test set
     logger.addHandler(handler)
     try:
         logger.warning(dump)
     finally:
         logger.removeHandler(handler)
+        logger.level = level
     (message,) = [r.getMessage() for r in records]
     assert "\n" not in message and "server closed the connection unexpectedly" in message
     assert "[SQL:" not in message
