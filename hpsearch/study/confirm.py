@@ -185,11 +185,10 @@ def _counts(trials: Sequence[FrozenTrial]) -> dict[TrialState, int]:
 def missing(study: optuna.Study, planned: Sequence[Planned]) -> list[Planned]:
     """The planned trials with no confirmation trial of the same (arm, seed) in the study that
     has not failed (a failed one may be re-queued by the retry callback; if not, it is redone)."""
-    present = {
-        (TrialRecord.of(t).confirm_of, TrialRecord.of(t).confirm_seed)
-        for t in study.get_trials(deepcopy=False)
-        if is_confirmation(t) and t.state != TrialState.FAIL
-    }
+    records = (
+        TrialRecord.of(t) for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL
+    )
+    present = {(r.confirm_of, r.confirm_seed) for r in records if r.confirm_of is not None}
     return [p for p in planned if p.key not in present]
 
 
