@@ -40,13 +40,21 @@ TINY = [
 # Settings under which each pruner decides often on 12 trials (asserted below).
 PRUNERS = {
     "median": ["pruner=median", "pruner.n_startup_trials=3", "pruner.n_warmup_steps=0"],
-    # min_prob=0.1 (an eager gate): on this table it prunes some trials and keeps others
-    "energy": ["pruner=energy", "pruner.n_startup_trials=3", "pruner.min_prob=0.1"],
+    # top_k=1 and an eager min_prob, whatever conf/pruner/energy.yaml's defaults: on this table the
+    # gate prunes some trials and keeps others (with the median pruner's FT prunes, the gate's
+    # history stays at 3 trials and its probabilities near 0.2)
+    "energy": [
+        "pruner=energy",
+        "pruner.n_startup_trials=3",
+        "pruner.top_k=1",
+        "pruner.min_prob=0.1",
+    ],
     "energy+median": [
         "pruner=energy",
         "pruner.ft=median",
         "pruner.n_startup_trials=3",
-        "pruner.min_prob=0.1",
+        "pruner.top_k=1",
+        "pruner.min_prob=0.2",
         "pruner.n_warmup_steps=0",
     ],
 }
