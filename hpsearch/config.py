@@ -213,6 +213,8 @@ class PrunerConfig:
     energy_min: float | None = None  # optional hard band on the energy (from the first trial)
     energy_max: float | None = None
     signals: list[str] | None = None  # user attrs it reads; None: hpsearch.pruners.GATE_SIGNALS
+    # user attrs it reads after an FT epoch besides the FT accuracy; None: CURVE_SIGNALS (ft_lr)
+    curve_signals: list[str] | None = None
     # Earlier studies on related data (same objective and direction) whose completed trials the
     # gate's predictor is fitted on too; in prior_storage, or in storage.url when that is null.
     prior_studies: list[str] = field(default_factory=list)

@@ -13,8 +13,8 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.pruners._decision import GateAction, GateDecision, InvalidSignalError
-from hpsearch.pruners._outcome import OutcomeModel, StudyRows, trial_inputs
-from hpsearch.pruners._signals import GATE_SIGNALS, SIGNALS
+from hpsearch.pruners._outcome import OutcomeModel, Query, StudyRows
+from hpsearch.pruners._signals import CURVE_SIGNALS, GATE_SIGNALS, SIGNALS
 
 
 def _signal_vector(
@@ -145,6 +145,7 @@ class EnergyPruner(BasePruner):
         energy_min: float | None = None,
         energy_max: float | None = None,
         signals: Sequence[str] | None = None,
+        curve_signals: Sequence[str] | None = None,
         prior_trials: Mapping[str, Sequence[FrozenTrial]] | None = None,
     ) -> None:
         if n_startup_trials < 2:
@@ -168,6 +169,12 @@ class EnergyPruner(BasePruner):
             raise ValueError(
                 f"signals must be a non-empty subset of {', '.join(SIGNALS)}; unknown: {unknown}."
             )
+        curve_signals = CURVE_SIGNALS if curve_signals is None else curve_signals
+        unknown = [s for s in curve_signals if s not in SIGNALS]
+        if unknown:
+            raise ValueError(
+                f"curve_signals must be a subset of {', '.join(SIGNALS)}; unknown: {unknown}."
+            )
         self._ft_pruner = ft_pruner
         self._n_startup_trials = n_startup_trials
         self._top_k = top_k
@@ -175,8 +182,8 @@ class EnergyPruner(BasePruner):
         self._ft_epochs = ft_epochs
         self._energy_min, self._energy_max = energy_min, energy_max
         self._signals = tuple(signals)
+        self._curve_signals = tuple(curve_signals)
         self._decisions: dict[int, GateDecision] = {}
-        self._thetas: dict[tuple[int, str], np.ndarray] = {}  # hyperparameters per fitted size
         self._model: tuple[str, OutcomeModel] | None = None  # the last history and its model
         self._priors = tuple(
             rows
@@ -197,12 +204,18 @@ class EnergyPruner(BasePruner):
         if self._ft_epochs is not None and step >= self._ft_epochs:
             return False  # the last epoch: nothing left to save
         accuracy = trial.intermediate_values[step]
-        values, bad = _signal_vector(trial.user_attrs, self._signals)
+        values, bad = _signal_vector(trial.user_attrs, self._signals + self._curve_signals)
         if bad or not math.isfinite(accuracy):
             return False  # the gate failed such a trial, or an epoch diverged: not judged here
         sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
-        prediction = self._outcome(study).predict(step, trial_inputs(values, step, sign * accuracy))
+        query = self._query(values, step, sign * accuracy)
+        prediction = self._outcome(study).predict(query)
         return prediction is not None and prediction.probability < self._step_min_prob(step)
+
+    def _query(self, values: np.ndarray, step: int = 0, accuracy: float | None = None) -> Query:
+        """``values``: the signals, then the curve signals."""
+        d = len(self._signals)
+        return Query(values[:d], values[d:], step, accuracy)
 
     def _step_min_prob(self, step: int) -> float:
         """``min_prob`` at ``step``, scaled by the share of the FT epochs still to run: pruning
@@ -221,10 +234,9 @@ class EnergyPruner(BasePruner):
         screened = self._screen(trial)
         if isinstance(screened, GateDecision):
             return screened
-        x = screened
         model = self._outcome(study)
         n = len(model.history)
-        prediction = model.predict(0, x)
+        prediction = model.predict(self._query(screened))
         if prediction is None:
             return GateDecision(
                 trial.number,
@@ -234,7 +246,7 @@ class EnergyPruner(BasePruner):
                 history_trials=n,
             )
         sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
-        ys = model.history.values
+        ys = model.history.values[model.history.complete]
         threshold = sign * float(np.sort(ys)[-self._top_k]) if n >= self._top_k else None
         objective = model.objective_at(0, prediction.score)
         predicted = sign * objective if objective is not None else None
@@ -276,7 +288,8 @@ class EnergyPruner(BasePruner):
         outside the band prunes it; otherwise the signals the model reads."""
         # The signals it reads and the energy (the band needs it) must be there and finite; any
         # other HP signal the trial has must be finite too (a head norm of inf: HP diverged).
-        needed = self._signals if "energy" in self._signals else self._signals + ("energy",)
+        reads = self._signals + self._curve_signals
+        needed = reads if "energy" in reads else reads + ("energy",)
         values, bad = _signal_vector(
             trial.user_attrs,
             needed
@@ -305,34 +318,39 @@ class EnergyPruner(BasePruner):
                 f"energy {energy:.4g} > energy_max "
                 f"{self._energy_max:.4g} (enough to distort the features)",
             )
-        return values[: len(self._signals)]  # ``needed`` starts with the signals it reads
+        return values[: len(reads)]  # ``needed`` starts with the signals it reads
 
     def _outcome(self, study: optuna.study.Study) -> OutcomeModel:
-        """The outcome model of the study's completed trials. Its fits are a deterministic
-        function of the history, so it is rebuilt only when the history changed: a trial pruned
-        or failed since the last decision added nothing to it, and the next one reuses it."""
+        """The outcome model of the study's finished trials (complete and pruned). Its fits are
+        a deterministic function of them, so it is rebuilt only when they changed: a trial
+        failed since the last decision added nothing, and the next one reuses it."""
         sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
-        history = self._rows(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), sign)
+        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        history = self._rows(finished, sign)
         key = history.digest()
         if self._model is None or self._model[0] != key:
-            model = OutcomeModel(
-                history, self._priors, self._top_k, self._n_startup_trials, self._thetas
-            )
+            model = OutcomeModel(history, self._priors, self._top_k, self._n_startup_trials)
             self._model = (key, model)
         return self._model[1]
 
     def _rows(self, trials: Sequence[FrozenTrial], sign: float) -> StudyRows:
-        """Signals, FT curves and objective (times ``sign``: larger is better) of those of
-        ``trials`` that are complete with finite signals, in the order of their numbers."""
+        """Signals, curve signals, FT curves and objective (times ``sign``: larger is better;
+        NaN for a pruned trial) of those of ``trials`` that are complete or pruned with finite
+        signals, in the order of their numbers."""
         rows, curves, values = [], [], []
+        reads = self._signals + self._curve_signals
         for t in sorted(trials, key=lambda t: t.number):
-            if t.state != TrialState.COMPLETE:
+            x, bad = _signal_vector(t.user_attrs, reads)
+            if bad:
                 continue
-            x, bad = _signal_vector(t.user_attrs, self._signals)
-            if not bad and t.value is not None and math.isfinite(t.value):
-                rows.append(x)
-                curves.append(t.intermediate_values)
+            if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value):
                 values.append(sign * float(t.value))
+            elif t.state == TrialState.PRUNED:
+                values.append(math.nan)
+            else:
+                continue
+            rows.append(x)
+            curves.append(t.intermediate_values)
         epochs = max((max(c, default=0) for c in curves), default=0)
         if self._ft_epochs is not None:
             epochs = min(epochs, self._ft_epochs)
@@ -341,8 +359,6 @@ class EnergyPruner(BasePruner):
             for step, acc in c.items():
                 if 1 <= step <= epochs and math.isfinite(acc):
                     curve[i, step - 1] = sign * acc
-        return StudyRows(
-            np.asarray(rows, dtype=np.float64).reshape(len(rows), len(self._signals)),
-            curve,
-            np.asarray(values, dtype=np.float64),
-        )
+        table = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(reads))
+        d = len(self._signals)
+        return StudyRows(table[:, :d], table[:, d:], curve, np.asarray(values, dtype=np.float64))

@@ -1,18 +1,19 @@
 """The energy pruner's model of a trial's outcome, asked at the gate and after every FT epoch.
 
 One question at every step of a trial's life: how likely is the trial to *end* above the
-``top_k``-th best completed trial? Step 0 is the gate (the HP signals alone); step ``s >= 1`` is
-after FT epoch ``s`` (the HP signals and the FT validation accuracy at ``s``). Each completed
-trial gives a training row at every step: its signals, its accuracy at that step, and the rank
-of its final objective. One ``RankGaussianProcess`` per step is fitted on those rows, so the
-first FT epoch is judged with what head probing already said, and a late epoch mostly by the
-curve.
+``top_k``-th best completed trial? Step 0 is the gate (the HP signals); step ``s >= 1`` is after
+FT epoch ``s`` (the FT validation accuracy at ``s`` and the curve signals, by default the FT
+learning rate: a small one starts slowly and ends high). One ``RankLinearModel`` per step is
+fitted on the completed trials (each gives a row at every step) with their inputs ranked among
+*every* trial of the study that reached the step, pruned ones included: as the quantile rules
+do, a trial is compared with all that were seen, and the fit says how far that rank carries to
+the end.
 
 Priors (``StudyRows`` of earlier studies) are combined as in RGPE (Feurer et al., 2018): every
-model predicts on its *own* study's normal scores, i.e. quantiles, so a task with higher
-accuracies does not dominate; the prediction is the mixture ``mean = Σ wᵢ meanᵢ``,
-``var = Σ wᵢ varᵢ``, each model weighted by how well it ranks this study's completed trials
-(Kendall's τ, clipped at 0; this study's own model by its leave-one-out predictions).
+model works on its *own* study's normal scores (quantiles), so a task with higher accuracies
+does not dominate; each is weighted by how well it ranks this study's completed trials (Kendall's
+τ, clipped at 0; this study's own model by its leave-one-out predictions), and the probability is
+the weighted mean of the models' probabilities.
 """
 
 from __future__ import annotations
@@ -23,24 +24,11 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
-from scipy.special import ndtr
 
-from hpsearch.pruners._gp import RankGaussianProcess, normal_scores
+from hpsearch.pruners._linear import RankLinearModel, normal_scores, score_among
 
 _STANDARD = NormalDist()
-# History sizes at which a study's step models refit their hyperparameters (about x1.25 apart);
-# in between, the posterior is conditioned on every row under the last fit's hyperparameters, a
-# deterministic function of the history (its first ``size`` trials) at the cost of a Cholesky.
-_LADDER = (2, 3, 4, 5, 6, 8, 10, 12, 15, 19, 24, 30, 38, 48, 60, 75, 94, 118, 148, 185, 231)
-# The residual kernel's bandwidth: Silverman's rule, ``1.06 σ n^(-1/5)``, at least 0.05.
-_BANDWIDTH, _MIN_BANDWIDTH = 1.06, 0.05
-_PRIOR_MODELS: dict[tuple[str, int], RankGaussianProcess] = {}  # fitted once per process
-
-
-def _fit_size(n: int) -> int:
-    if n >= _LADDER[-1]:
-        return n
-    return max(m for m in _LADDER if m <= n)
+_PRIOR_MODELS: dict[tuple[str, int], RankLinearModel] = {}  # fitted once per process
 
 
 def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
@@ -54,59 +42,92 @@ def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
 
 
 @dataclass(frozen=True)
-class StudyRows:
-    """A study's completed trials as the model sees them: transformed HP signals (n, d), FT
-    accuracy after each epoch (n, E; NaN where not reported) and the objective (n,), larger
-    better, in the order of the trial numbers."""
+class Query:
+    """What the model knows of the trial it judges: its HP ``signals``, its ``curve_signals``
+    and, after FT epoch ``step`` (0: the gate), its FT accuracy there (larger better)."""
 
     signals: np.ndarray
+    curve_signals: np.ndarray
+    step: int = 0
+    accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class StudyRows:
+    """A study's finished trials as the model sees them, in the order of their numbers:
+    transformed HP signals (n, d), curve signals (n, c), FT accuracy after each epoch (n, E;
+    NaN where not reported) and the objective (n,; NaN for a pruned trial), larger better."""
+
+    signals: np.ndarray
+    curve_signals: np.ndarray
     curves: np.ndarray
     values: np.ndarray
 
-    def __len__(self) -> int:
-        return len(self.values)
+    @property
+    def complete(self) -> np.ndarray:
+        return np.isfinite(self.values)
 
-    def inputs(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """The rows that have ``step`` (0: the gate) and their objectives."""
+    def __len__(self) -> int:
+        """The completed trials."""
+        return int(np.count_nonzero(self.complete))
+
+    def pool(self, step: int) -> np.ndarray:
+        """The raw inputs at ``step`` of every trial that reached it: (m, k) columns."""
         if step == 0:
-            return self.signals, self.values
+            return self.signals
         if step > self.curves.shape[1]:
-            return self.signals[:0], self.values[:0]
+            return np.empty((0, 1 + self.curve_signals.shape[1]))
         acc = self.curves[:, step - 1]
         keep = np.isfinite(acc)
-        return np.hstack([self.signals[keep], acc[keep, None]]), self.values[keep]
+        return np.hstack([acc[keep, None], self.curve_signals[keep]])
+
+    def ranked_inputs(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """The completed trials' inputs at ``step``, each column ranked (normal scores) among
+        every trial that reached the step, and their objectives."""
+        reached = np.ones(len(self.values), dtype=bool)
+        if step > 0:
+            if step > self.curves.shape[1]:
+                return np.empty((0, self.pool(step).shape[1])), self.values[:0]
+            reached = np.isfinite(self.curves[:, step - 1])
+        pool = self.pool(step)
+        scored = np.column_stack([normal_scores(col) for col in pool.T]) if len(pool) else pool
+        done = self.complete[reached]
+        return scored[done], self.values[reached][done]
+
+    def ranked_query(self, query: Query) -> np.ndarray:
+        """The query's inputs at its step, each ranked among this study's pool."""
+        if query.step == 0:
+            raw = query.signals
+        else:
+            raw = np.r_[query.accuracy, query.curve_signals]
+        pool = self.pool(query.step)
+        return np.array([score_among(float(v), pool[:, j]) for j, v in enumerate(raw)])
 
     def digest(self) -> str:
         h = hashlib.sha1()
-        for a in (self.signals, self.curves, self.values):
+        for a in (self.signals, self.curve_signals, self.curves, self.values):
             h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
             h.update(str(a.shape).encode())
         return h.hexdigest()
 
 
-def trial_inputs(signals: np.ndarray, step: int, accuracy: float | None) -> np.ndarray:
-    """One trial's input at ``step``: its signals, and its FT accuracy after epoch ``step``."""
-    return signals if step == 0 else np.r_[signals, accuracy]
-
-
-def prior_model(rows: StudyRows, step: int) -> RankGaussianProcess | None:
+def prior_model(rows: StudyRows, step: int) -> RankLinearModel | None:
     """The prior study's model at ``step``, fitted once per process (a replay builds a pruner
-    per order); None when fewer than 3 of its trials have the step."""
+    per order); None when fewer than 3 of its completed trials have the step."""
     key = (rows.digest(), step)
     if key not in _PRIOR_MODELS:
-        x, y = rows.inputs(step)
+        x, y = rows.ranked_inputs(step)
         if len(y) < 3:
             return None
-        _PRIOR_MODELS[key] = RankGaussianProcess(x, y)
+        _PRIOR_MODELS[key] = RankLinearModel(x, y)
     return _PRIOR_MODELS[key]
 
 
 @dataclass(frozen=True)
 class _Step:
-    models: list[RankGaussianProcess | None]
+    models: list[RankLinearModel | None]  # this study's first
     weights: np.ndarray
     threshold: float
-    residuals: list[np.ndarray | None]
 
 
 @dataclass(frozen=True)
@@ -121,104 +142,67 @@ class Prediction:
 
 
 class OutcomeModel:
-    """Every step's prediction for the trials of one study, given its completed ``history``
-    and the ``priors``; fits are made lazily per step and kept (see ``_LADDER``) in
-    ``theta_cache``, a dict the caller keeps between histories."""
+    """Every step's prediction for the trials of one study, given its finished trials
+    (``history``) and the ``priors``; each step's models are fitted on first use and kept."""
 
     def __init__(
-        self,
-        history: StudyRows,
-        priors: tuple[StudyRows, ...],
-        top_k: int,
-        n_startup_trials: int,
-        theta_cache: dict[tuple[int, str], np.ndarray],
+        self, history: StudyRows, priors: tuple[StudyRows, ...], top_k: int, n_startup_trials: int
     ) -> None:
         self.history = history
         self.priors = priors
         self.top_k = top_k
         self.n_startup_trials = n_startup_trials
-        self._thetas = theta_cache
         self._steps: dict[int, _Step] = {}
-
-    def _own(self, x: np.ndarray, y: np.ndarray) -> RankGaussianProcess:
-        m = _fit_size(len(y))
-        key_rows = StudyRows(x[:m], x[:m, :0], y[:m])
-        key = (x.shape[1], key_rows.digest())
-        theta = self._thetas.get(key)
-        if theta is None:
-            gp = RankGaussianProcess(x[:m], y[:m])
-            self._thetas[key] = gp.theta
-            if m == len(y):
-                return gp
-            theta = gp.theta
-        return RankGaussianProcess(x, y, theta=theta)
 
     def _step(self, step: int) -> _Step:
         """The models at ``step`` (this study's first; None where there is none), their weights
-        (sum 1, or all 0 when none may decide), the threshold score and each model's
-        standardised out-of-sample residuals on this study's completed trials."""
+        (sum 1, or all 0 when none may decide) and the threshold score."""
         if step in self._steps:
             return self._steps[step]
-        x, y = self.history.inputs(step)
+        x, y = self.history.ranked_inputs(step)
         n = len(y)
-        own = self._own(x, y) if n >= self.n_startup_trials and n >= 2 else None
-        models: list[RankGaussianProcess | None] = [own]
+        own = RankLinearModel(x, y) if n >= self.n_startup_trials and n >= 2 else None
+        models: list[RankLinearModel | None] = [own]
         models += [prior_model(p, step) for p in self.priors]
         quality = np.zeros(len(models))
-        residuals: list[np.ndarray | None] = [None] * len(models)
-        scores = None
         if own is not None:
-            loo_mean, loo_std = own.loo()
-            quality[0] = max(kendall_tau(loo_mean, y), 0.0)
-            residuals[0] = (own.scores - loo_mean) / loo_std
-            scores = own.scores
-        elif n >= 3:
-            scores = normal_scores(y)
+            quality[0] = max(kendall_tau(own.loo(), y), 0.0)
         for i, model in enumerate(models[1:], start=1):
             if model is None:
                 continue
             # a prior's quality: how it ranks this study's completed trials; before it has 3,
             # a prior decides alone and unweighted
-            if n >= 3:
-                predicted, spread = model.predict_many(x)
-                quality[i] = max(kendall_tau(predicted, y), 0.0)
-                residuals[i] = (scores - predicted) / spread
-            else:
-                quality[i] = 1.0
+            quality[i] = max(kendall_tau(model.predict_many(x)[0], y), 0.0) if n >= 3 else 1.0
         if quality.sum() == 0 and own is not None:
             quality[0] = 1.0  # no model ranks well: this study's own model still decides
         weights = quality / quality.sum() if quality.sum() > 0 else quality
         k = self.top_k
-        size = n if n >= max(k, 1) else self.n_startup_trials
-        threshold = _STANDARD.inv_cdf((size - k + 0.5) / size)
         if own is not None:
             threshold = float(np.sort(own.scores)[-k])
-        self._steps[step] = _Step(models, weights, threshold, residuals)
+        else:  # the k-th best of n_startup_trials (or of n, once there are k)
+            size = n if n >= max(k, 1) else self.n_startup_trials
+            threshold = _STANDARD.inv_cdf((size - k + 0.5) / size)
+        self._steps[step] = _Step(models, weights, threshold)
         return self._steps[step]
 
-    def predict(self, step: int, x: np.ndarray) -> Prediction | None:
-        """The trial's predicted final normal score at ``step``; None when no model decides."""
-        at = self._step(step)
+    def predict(self, query: Query) -> Prediction | None:
+        """The trial's predicted final normal score; None when no model decides."""
+        at = self._step(query.step)
         if not at.weights.any():
             return None
+        x = self.history.ranked_query(query)
         mean = var = probability = 0.0
-        for model, w, res in zip(at.models, at.weights, at.residuals):
+        for model, w in zip(at.models, at.weights):
             if model is None or w == 0:
                 continue
             m, s = model.predict(x)
             mean += w * m
             var += w * s * s
-            if res is None:  # a prior before this study has 3 trials: its own Gaussian
-                probability += w * (1.0 - _STANDARD.cdf((at.threshold - m) / s))
-                continue
-            # the model's errors on this study's trials, in units of its own predicted spread,
-            # smoothed: P(m + s * error >= threshold)
-            h = max(_BANDWIDTH * float(np.std(res)) * len(res) ** -0.2, _MIN_BANDWIDTH)
-            probability += w * float(np.mean(ndtr((m + s * res - at.threshold) / (s * h))))
+            probability += w * model.probability_above(m, s, at.threshold)
         return Prediction(
             mean, math.sqrt(var), at.threshold, probability, tuple(float(w) for w in at.weights)
         )
 
     def objective_at(self, step: int, score: float) -> float | None:
-        models = self._step(step).models
-        return models[0].objective_at(score) if models[0] is not None else None
+        own = self._step(step).models[0]
+        return own.objective_at(score) if own is not None else None

@@ -551,7 +551,7 @@ HEADER = [
 
 # Each arm's main setting and the values its cost-vs-regret frontier sweeps (replay.frontier).
 FRONTIER: dict[str, tuple[str, tuple[float, ...]]] = {
-    "energy": ("min_prob", (0.003, 0.01, 0.03, 0.1, 0.2, 0.4)),
+    "energy": ("min_prob", (0.01, 0.03, 0.05, 0.08, 0.12, 0.2)),
     "hp_rule": ("hp_quantile", (0.25, 0.4, 0.5, 0.6, 0.75, 0.9)),
     "epoch_rule": ("epoch_quantile", (0.25, 0.4, 0.5, 0.6, 0.75, 0.9)),
     "rules": ("epoch_quantile", (0.25, 0.4, 0.5, 0.6, 0.75, 0.9)),

@@ -9,6 +9,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpsearch.pruners import EnergyPruner
+from hpsearch.pruners._outcome import Query
 from hpsearch.trial import set_attrs
 from hpsearch.trial.gate import gate, judge_epoch
 
@@ -107,21 +108,30 @@ def test_the_last_epoch_is_never_pruned_it_saves_nothing() -> None:
     assert p._step_min_prob(EPOCHS) == 0 and p._step_min_prob(0) == 0.5
 
 
-def test_a_trial_unlike_any_seen_stays_open_in_ft() -> None:
-    """An FT accuracy far outside every completed trial's (the GP knows nothing there): the
-    trial is as likely to end on top as a random one (about 1 in 17 here) and is kept at a
-    min_prob that prunes a hopeless one at that epoch."""
+def test_a_trial_above_every_one_seen_stays_open_in_ft() -> None:
+    """An FT accuracy far above every trial's: it ranks first among all that reached the epoch
+    and is kept at a min_prob that prunes a hopeless one there."""
     study = study_with(pruner(min_prob=0.01), 16)
     far = run(study, attrs(1.0, 50), [25.0] * EPOCHS)
     assert far.state == TrialState.COMPLETE
+
+
+def test_a_trial_below_every_one_seen_is_judged_by_the_fitted_line() -> None:
+    """The completed trials are the survivors; a trial worse than any of them at an FT epoch is
+    ranked among all that reached it and extrapolated along the fit: pruned, not kept as
+    unknown."""
+    study = study_with(pruner(min_prob=0.01), 16, flat=True)
+    low = run(study, attrs(0.5), [0.01] * EPOCHS)
+    assert low.state == TrialState.PRUNED and low.user_attrs["pruned_at"] == "ft_epoch_1"
 
 
 def test_decisions_are_deterministic() -> None:
     def probability(accuracy: float) -> float:
         study = study_with(pruner(), 12)
         model = study.pruner._outcome(study)
-        x = study.pruner._rows(study.trials[:1], 1.0).signals[0]
-        return model.predict(1, np.r_[x, accuracy]).probability
+        rows = study.pruner._rows(study.trials[:1], 1.0)
+        query = Query(rows.signals[0], rows.curve_signals[0], 1, accuracy)
+        return model.predict(query).probability
 
     assert probability(0.5) == probability(0.5)
     assert probability(0.4) < probability(0.8)
