@@ -60,14 +60,17 @@ class EnergyPruner(BasePruner):
     must be surer, and the last epoch is never pruned. With an ``ft_pruner`` (e.g.
     ``MedianPruner``; ``NopPruner()`` for the gate alone) that pruner judges the FT epochs.
 
-    The model fits one ``RankGaussianProcess`` per step on the completed trials (each gives a
-    row at every step), on the normal scores of their final objective's ranks: only the order
-    matters, a diverged trial at chance does not stretch the scale, and the threshold is a score
-    too. The probability is calibrated on the study's own leave-one-out errors; a trial unlike
-    any completed one gets the GP's prior spread, so its probability stays near that of a random
-    trial. Prior studies' models join as in RGPE: each on its own study's ranks (so a task with
-    other accuracies does not dominate), weighted by how well it ranks this study's completed
-    trials; with a prior, the model decides from the first trial.
+    The model fits one ``RankLinearModel`` per step on the completed trials (each gives a row at
+    every step): a Bayesian linear regression of the normal scores of their final objective's
+    ranks on their inputs, each input ranked among *every* finished trial that reached the step
+    (pruned ones too, as the quantile rules compare with all trials seen). Only orders matter: a
+    diverged trial at chance does not stretch the scale, and the threshold is a score too. The
+    probability comes from the fit's Student-t predictive; a trial worse than any completed one
+    is extrapolated along the fit, while an input the completed trials never varied keeps the
+    slope prior's spread, so such a trial stays open. Prior studies' models join as in RGPE:
+    each on its own study's ranks (so a task with other accuracies does not dominate), weighted
+    by how well it ranks this study's completed trials; with a prior, the model decides from the
+    first trial.
 
     A gate-pruned trial is PRUNED with no intermediate value: Optuna's TPE sampler ranks pruned
     trials after every complete one, and those without a step last, so it sees them as the worst
@@ -76,7 +79,8 @@ class EnergyPruner(BasePruner):
     Every decision is kept as a ``GateDecision``; the objective fetches it with
     ``take_decision(trial.number)`` and records it as trial user attrs (``DECISION_ATTRS``),
     since a pruner cannot write on the ``FrozenTrial`` it is given. A decision is a function of
-    the completed trials and the trial's signals alone, so it is reproducible from the study.
+    the finished trials (complete and pruned) and the trial's signals alone, so it is reproducible
+    from the study.
 
     Example:
 
@@ -123,7 +127,11 @@ class EnergyPruner(BasePruner):
         energy_min, energy_max:
             Optional hard band on the energy; ``None`` leaves that side open.
         signals:
-            Names of the user attrs the predictor reads (keys of ``SIGNALS``).
+            Names of the user attrs the model reads at the gate (keys of ``SIGNALS``);
+            ``None``: ``GATE_SIGNALS``.
+        curve_signals:
+            Names of the user attrs it reads after an FT epoch besides the FT accuracy there;
+            ``None``: ``CURVE_SIGNALS`` (the FT learning rate).
         ft_epochs:
             FT epochs of a trial: scales ``min_prob`` by the share still to run and spares the
             last epoch; ``None``: ``min_prob`` at every step.

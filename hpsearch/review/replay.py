@@ -684,7 +684,7 @@ def pruner_settings(cfg: DictConfig) -> dict[str, Any]:
             "energy_max",
             "signals",
             "prior_studies",
-        ] + list(keep[p["ft"]])
+        ] + (["curve_signals"] if p["ft"] == "model" else list(keep[p["ft"]]))
     else:
         keys = list(keep[p["name"]])
     return {k: p[k] for k in dict.fromkeys(keys)}
