@@ -41,7 +41,7 @@ RUN = [  # in this order, in one directory, after the quick start
     "python -m hpsearch hp.epochs=8 ft.lr=0.003 study.n_trials=50 study.name=tau8",
     "python -m hpsearch schedule=lp_ft search_space=none study.n_trials=1 study.name=lp_ft",
     "python -m hpsearch 'study.baselines=[ft_only,lp_ft]'",
-    "python -m hpsearch pruner=energy pruner.ft=median",
+    "python -m hpsearch pruner=energy",
     "python -m hpsearch workers=4 study.n_trials=10",
 ]
 NOT_RUN = {  # command -> why it is only composed here
@@ -237,10 +237,12 @@ def test_search_commands_do_what_their_comments_say(checkout: Path) -> None:
     assert sorted(t.user_attrs["schedule"] for t in baselines) == ["ft_only", "lp_ft"]
     assert {t.number for t in baselines} == {trials[0].number, trials[1].number}  # run first
 
-    trials = new_trials("python -m hpsearch pruner=energy pruner.ft=median", 20)
+    trials = new_trials("python -m hpsearch pruner=energy", 20)
     assert all(t.user_attrs.get("gate_decision") in ("keep", "prune") for t in trials)
     at_gate = [t for t in trials if t.user_attrs["gate_decision"] == "prune"]
     assert all(t.intermediate_values == {} for t in at_gate)  # pruned before FT: no FT epoch
+    after_ft = [t for t in trials if t.user_attrs.get("pruned_at", "").startswith("ft_epoch")]
+    assert all(0 < len(t.intermediate_values) < 8 for t in after_ft)  # cut after an FT epoch
 
     out = run_ok("python -m hpsearch workers=4 study.n_trials=10", checkout)
     assert "starting 4 search workers" in out  # "4 processes, 40 trials, SQLite"
