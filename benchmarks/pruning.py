@@ -677,11 +677,12 @@ def replay_tables(args: argparse.Namespace) -> str:
             table.ft_epochs,
             ", ".join(pruners),
         )
+        budget = rp.resolve_budget(table, r.budget)
         settings, summary = rp.run_replay(
             table,
             pruners,
             int(r.orders),
-            rp.resolve_budget(table, r.budget),
+            budget,
             int(r.seed),
             int(r.processes) or rp.available_cpus(),
         )
@@ -708,7 +709,7 @@ def replay_tables(args: argparse.Namespace) -> str:
             "",
             f"{len(table.trials)} complete trials × {table.ft_epochs} FT epochs; "
             f"objective best {spread['best']:.4f}, median {spread['median']:.4f}, "
-            f"worst {spread['worst']:.4f}. {r.orders} orders × {r.budget} trials "
+            f"worst {spread['worst']:.4f}. {r.orders} orders × {budget} trials "
             f"(seed {r.seed}); replay wall time {settings['wall_s']:.1f} s with "
             f"{settings['processes']} process(es)"
             + (
