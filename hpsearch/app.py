@@ -36,10 +36,10 @@ CONF_DIR = str(conf_dir)
 # other jobs share, a spinning thread burns the time its descheduled partner needs. One policy
 # for every case, by the numbers (benchmarks/pipeline.py --wait-policy, low-data FT epoch of a
 # channels_last ResNet-18 on 2 cores; benchmarks/results/omp_wait_policy.md): one worker (two
-# threads) took 5.7x the wall time with OpenMP's default as with PASSIVE while another job held
-# one core, 8.2-8.8x with busy loops added; on cores nothing else used, the default was about
-# 12% faster (0.88x +- 0.19). workers=2 (one thread each there) measured alike (1.01-1.05x),
-# and keeps the policy for machines where cores / N is several threads.
+# threads) took 1.8-8.8x the wall time with OpenMP's default as with PASSIVE while other work
+# held a core (busy loops, another job, both); on idle cores the default was 13% faster
+# (0.87x +- 0.01). workers=2 (one thread each there) measured alike (1.00-1.05x), and keeps
+# the policy for machines where cores / N is several threads.
 OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 

@@ -22,7 +22,7 @@ def test_defaults_fill_only_what_is_unset() -> None:
 
 
 def test_every_worker_of_workers_n_gets_the_policy() -> None:
-    """workers=2 on 2 cores: one OpenMP thread each, where the policy measured alike (1.01x);
+    """workers=2 on 2 cores: one OpenMP thread each, where the policies measured alike (1.00-1.05x);
     the policy stays for machines where cores / N is more than one thread."""
     from hpsearch.app import compose_config, set_openmp_defaults
     from hpsearch.study.launcher import worker_env
