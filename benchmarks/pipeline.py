@@ -15,6 +15,13 @@ Prints, measured in one run:
     ``today`` (target for ``new`` by wall time: >= 1.25x on the CPU); ``--threads 1 2`` adds
     the new defaults at those thread counts;
   - the validation accuracy of one full trial with tau = 4 (``--skip-trial`` leaves it out);
+  - with ``--wait-policy`` (and nothing else): OpenMP's default wait policy against PASSIVE,
+    both in channels_last, as workers run: for each ``--workers`` N, N processes of a policy
+    (each with the environment ``workers=N`` gives it) run an FT epoch at once, the policies in
+    ABBA order; for each ``--load`` L, with L busy-loop processes of this script's own running
+    alongside (0: the machine as it is). Per case: the FT epoch's wall and CPU time per policy
+    with a 95% interval, the paired ratio default/PASSIVE, and the 1-min load average around
+    each measurement;
   - with ``--compare-trial``: one fixed-seed trial, run as a worker runs it, in NCHW, in
     channels_last and in NCHW at another thread count, and how far each metric moved.
 
@@ -23,6 +30,9 @@ Prints, measured in one run:
     # the arms alone, in the low-data regime (100 images per class), 6 repetitions:
     python benchmarks/pipeline.py --data-root ... --weights ... --only-arms --reps 6 \
         --override data.train_per_class=100
+    # the wait policy, one worker and workers=2, idle and with 2 busy loops:
+    python benchmarks/pipeline.py --data-root ... --weights ... --wait-policy --workers 1 2 \
+        --load 0 2 --reps 8 --override data.train_per_class=100
 """
 
 from __future__ import annotations
@@ -36,7 +46,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +65,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from hpsearch.data.features import CachedOutputs, FrozenOutputs  # noqa: E402
 from hpsearch.models import build_transfer_net, eval_mode  # noqa: E402
+from hpsearch.study.launcher import worker_env  # noqa: E402
 from hpsearch.trial import Workspace  # noqa: E402
 from hpsearch.trial.ft import Finetuner, accuracy  # noqa: E402
 from hpsearch.trial.hp import head_probe  # noqa: E402
@@ -176,17 +188,30 @@ def serve_epochs(cfg) -> None:
             return
 
 
-class Arm:
-    """A child process of this script in ``--serve`` mode, with the arm's settings."""
+def arm_env(settings: dict[str, Any], base: dict[str, str] | None = None) -> dict[str, str]:
+    """``base`` (this process's environment) with the arm's OpenMP settings; None unsets one."""
+    env = dict(os.environ if base is None else base)
+    for key, value in settings.items():
+        if key.startswith("OMP_"):
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = str(value)
+    return env
 
-    def __init__(self, name: str, settings: dict[str, Any], argv: list[str]) -> None:
-        env = dict(os.environ)
-        for key, value in settings.items():
-            if key.startswith("OMP_"):
-                if value is None:
-                    env.pop(key, None)
-                else:
-                    env[key] = str(value)
+
+class Arm:
+    """A child process of this script in ``--serve`` mode, with the arm's settings (in the
+    environment ``env``, default: this process's with the arm's OpenMP settings)."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: dict[str, Any],
+        argv: list[str],
+        env: dict[str, str] | None = None,
+    ) -> None:
+        env = arm_env(settings) if env is None else env
         cmd = [
             sys.executable,
             __file__,
@@ -208,10 +233,16 @@ class Arm:
             )
         return json.loads(line)
 
-    def ask(self, what: str) -> dict[str, Any]:
+    def send(self, what: str) -> None:
         self.proc.stdin.write(what + "\n")
         self.proc.stdin.flush()
+
+    def receive(self) -> dict[str, Any]:
         return self._read()
+
+    def ask(self, what: str) -> dict[str, Any]:
+        self.send(what)
+        return self.receive()
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -310,6 +341,149 @@ def arm_comparison(
                         f"{kind} time: {fmt(r, 'x')}"
                     )
     return result
+
+
+# OpenMP's wait policies compared as workers run (None: unset, OpenMP's own), both in the
+# layout a ResNet gets by default on the CPU (channels_last).
+WAIT_POLICIES = {"default": None, "PASSIVE": "PASSIVE"}
+
+
+def workers_envs(cfg, policy: str | None, workers: int) -> list[dict[str, str]]:
+    """The environment of each process of ``python -m hpsearch workers=N`` with this policy: one
+    worker is the command itself (torch's default thread count); N > 1 are the launcher's
+    workers, each with its ``worker_env`` (``OMP_NUM_THREADS`` = cores / N unless set)."""
+    env = arm_env({"OMP_WAIT_POLICY": policy})
+    if workers == 1:
+        return [env]
+    launcher_cfg = cfg.copy()
+    launcher_cfg.workers = workers
+    return [worker_env(launcher_cfg, index, env) for index in range(workers)]
+
+
+@contextmanager
+def background_load(n: int) -> Iterator[list[subprocess.Popen]]:
+    """``n`` busy-loop processes (each keeps one core busy) while the block runs."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (Linux's /proc/stat; nan
+    elsewhere): all processes', ours and other jobs' alike."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return math.nan
+    ticks = [int(v) for v in first[1:9]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def concurrent_epochs(groups: dict[str, list[Any]], reps: int) -> dict[str, list[dict]]:
+    """``reps`` measurements of each group of warm processes, groups in ABBA order; one
+    measurement starts an FT epoch in every process of the group at once and waits for all of
+    them: each process's wall and CPU time, the 1-min load average before and after, and the
+    cores kept busy by everything else meanwhile (other jobs, busy loops: the machine's busy
+    CPU time less the group's, over the measurement's wall time)."""
+
+    def once(arms: list[Any]) -> dict[str, Any]:
+        load_before, busy_before, start = os.getloadavg()[0], busy_cpu_seconds(), time.monotonic()
+        for arm in arms:
+            arm.send("ft")
+        got = [arm.receive() for arm in arms]
+        elapsed, busy = time.monotonic() - start, busy_cpu_seconds() - busy_before
+        return {
+            "wall": [m["wall"] for m in got],
+            "cpu": [m["cpu"] for m in got],
+            "load_before": load_before,
+            "load_after": os.getloadavg()[0],
+            "other_cores": max(0.0, busy - sum(m["cpu"] for m in got)) / elapsed,
+        }
+
+    return interleaved(
+        {name: (lambda arms=arms: once(arms)) for name, arms in groups.items()}, reps
+    )
+
+
+def wait_policy_case(runs: dict[str, list[dict]], label: str) -> dict[str, Any]:
+    """One case's numbers (per policy: the FT epoch's wall and CPU time, the mean over the
+    processes of a measurement) and the paired ratio default/PASSIVE, printed and returned."""
+    loads = [m[k] for ms in runs.values() for m in ms for k in ("load_before", "load_after")]
+    others = [m["other_cores"] for ms in runs.values() for m in ms]
+    print(
+        f"  {label}; 1-min load average {min(loads):.1f}–{max(loads):.1f}; cores busy with "
+        f"other work {statistics.fmean(others):.2f} (spread {min(others):.2f}–{max(others):.2f}):"
+    )
+    case: dict[str, Any] = {
+        "load_average": [min(loads), max(loads)],
+        "other_cores": interval(others),
+        "policies": {},
+    }
+    for name, ms in runs.items():
+        walls = [statistics.fmean(m["wall"]) for m in ms]
+        cpus = [statistics.fmean(m["cpu"]) for m in ms]
+        other = statistics.fmean(m["other_cores"] for m in ms)
+        print(
+            f"    {name:>7}: FT epoch wall {fmt(interval(walls), ' s')}; CPU "
+            f"{fmt(interval(cpus), ' s')}; other work {other:.2f} cores"
+        )
+        case["policies"][name] = {
+            "ft_wall_s": walls,
+            "ft_cpu_s": cpus,
+            "wall": interval(walls),
+            "cpu": interval(cpus),
+            "measurements": ms,
+        }
+    first, second = list(case["policies"])
+    ratio = paired_ratio(
+        case["policies"][first]["ft_wall_s"], case["policies"][second]["ft_wall_s"]
+    )
+    print(f"    {first}/{second} by wall time: {fmt(ratio, 'x')}")
+    case[f"ratio_wall_{first}_over_{second}"] = ratio
+    return case
+
+
+def wait_policy_comparison(
+    cfg, child_argv: list[str], workers: list[int], loads: list[int], reps: int
+) -> dict[str, Any]:
+    """OpenMP's default wait policy against PASSIVE for each number of workers (warm processes,
+    started once per N) and each background load: ``wait_policy_case`` per (N, load)."""
+    print(
+        f"FT epoch per policy (channels_last), {reps} repetitions interleaved (ABBA); N workers: "
+        "N processes of a policy run an epoch at once (wall and CPU: the mean over them):"
+    )
+    cases: list[dict[str, Any]] = []
+    for n in workers:
+        groups: dict[str, list[Arm]] = {name: [] for name in WAIT_POLICIES}
+        try:
+            for name, policy in WAIT_POLICIES.items():
+                settings = {"channels_last": "auto", "OMP_WAIT_POLICY": policy}
+                for index, env in enumerate(workers_envs(cfg, policy, n)):
+                    groups[name].append(Arm(f"{name}/{index}", settings, child_argv, env))
+            threads = groups["default"][0].info["threads"]
+            images = groups["default"][0].info["train"]
+            for load in loads:
+                start = time.perf_counter()
+                with background_load(load):
+                    runs = concurrent_epochs(groups, reps)
+                where = "idle (no load of ours)" if load == 0 else f"loaded ({load} busy loops)"
+                label = (
+                    f"{where}, {n} worker{'s' if n > 1 else ''} ({threads} torch threads each, "
+                    f"{images} images an epoch), {time.perf_counter() - start:.0f} s"
+                )
+                case = wait_policy_case(runs, label)
+                cases.append(
+                    {"workers": n, "threads": threads, "load": load, "train_images": images, **case}
+                )
+        finally:
+            for arm in (a for group in groups.values() for a in group):
+                arm.close()
+    return {"reps": reps, "cases": cases}
 
 
 # The metrics of a trial compared across layouts (all of them are float or lists of floats).
@@ -426,10 +600,31 @@ def main() -> None:
         default=[],
         help="extra config overrides, e.g. data.train_per_class=100",
     )
+    parser.add_argument(
+        "--wait-policy",
+        action="store_true",
+        help="only OpenMP's default wait policy vs PASSIVE, for each --workers and --load",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="with --wait-policy: N processes run FT epochs at once, as workers=N starts them",
+    )
+    parser.add_argument(
+        "--load",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="with --wait-policy: busy-loop processes running alongside (0: none of ours)",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reps < 0 or any(n < 1 for n in args.threads):
         parser.error("--reps must be >= 0 and --threads >= 1")
+    if any(n < 1 for n in args.workers) or any(n < 0 for n in args.load):
+        parser.error("--workers must be >= 1 and --load >= 0")
 
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="hpsearch-bench-")
     cfg = compose_config(
@@ -459,6 +654,25 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "overrides": list(args.override),
     }
+    child_argv = [
+        "--data-root",
+        args.data_root,
+        "--weights",
+        args.weights,
+        "--device",
+        args.device,
+        "--cache-dir",
+        cache_dir,
+        "--override",
+        *args.override,
+    ]
+    if args.wait_policy:  # this comparison alone
+        numbers["wait_policy"] = wait_policy_comparison(
+            cfg, child_argv, args.workers, args.load, max(args.reps, 1)
+        )
+        if args.json:
+            Path(args.json).write_text(json.dumps(numbers, indent=2))
+        return
     if not args.only_arms:
         ws = Workspace(cfg)
         t_data, task = timed(lambda: ws.task(cfg), ws.device)
@@ -473,18 +687,6 @@ def main() -> None:
         arms = {name: ARMS[name] for name in args.arms}
         for n in args.threads:
             arms[f"new/{n} threads"] = {**ARMS["new"], "OMP_NUM_THREADS": n}
-        child_argv = [
-            "--data-root",
-            args.data_root,
-            "--weights",
-            args.weights,
-            "--device",
-            args.device,
-            "--cache-dir",
-            cache_dir,
-            "--override",
-            *args.override,
-        ]
         numbers["arms"] = arm_comparison(arms, child_argv, args.reps)
     if args.compare_trial:
         print(

@@ -33,9 +33,13 @@ from hpsearch.secrets import (
 CONF_DIR = str(conf_dir)
 # OpenMP settings for CPU training, set before torch loads OpenMP unless the environment has
 # them: threads waiting at the end of a parallel region sleep instead of spinning. On cores that
-# other jobs share, a spinning thread burns the time its descheduled partner needs: an FT epoch
-# of a ResNet-18 took 6x the CPU time and ~10x the wall time (2 cores at load 7-17;
-# benchmarks/pipeline.py, arms today vs passive).
+# other jobs share, a spinning thread burns the time its descheduled partner needs. One policy
+# for every case, by the numbers (benchmarks/pipeline.py --wait-policy, low-data FT epoch of a
+# channels_last ResNet-18 on 2 cores; benchmarks/results/omp_wait_policy.md): one worker (two
+# threads) took 1.8-8.8x the wall time with OpenMP's default as with PASSIVE while other work
+# held a core (busy loops, another job, both); on idle cores the default was 13% faster
+# (0.87x +- 0.01). workers=2 (one thread each there) measured alike (1.00-1.05x), and keeps
+# the policy for machines where cores / N is several threads.
 OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
