@@ -193,7 +193,7 @@ def test_replay_with_a_prior_and_the_frontier(tmp_path: Path) -> None:
     energy = tables[str(b)]["settings"]["pruners"]["energy"]
     assert energy["prior_studies"] == ["a__a"]
     assert "epoch_rule epoch_quantile=0.9" in tables[str(a)]["pruners"]
-    assert "energy min_prob=0.4" in tables[str(a)]["pruners"]
+    assert "energy min_prob=0.2" in tables[str(a)]["pruners"]
     assert (tmp_path / "out" / "transfer_a.png").stat().st_size > 0
 
 

@@ -151,8 +151,8 @@ def test_the_frontier_replays_each_arm_over_its_main_setting() -> None:
         }
     )
     assert arms["epoch_rule epoch_quantile=0.9"].pruner.epoch_quantile == 0.9
-    assert arms["energy+median min_prob=0.1"].pruner.min_prob == 0.1
-    assert arms["energy+median min_prob=0.1"].pruner.ft == "median"
+    assert arms["energy+median min_prob=0.12"].pruner.min_prob == 0.12
+    assert arms["energy+median min_prob=0.12"].pruner.ft == "median"
     assert not [a for a in arms if a.startswith("none ")]  # no main setting
     point = {"mean": 0.5, "low": 0.4, "high": 0.6}
     summary = {name: {"ft_epochs_vs_none": point, "regret_points": point} for name in arms}

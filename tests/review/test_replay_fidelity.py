@@ -40,9 +40,9 @@ TINY = [
 # Settings under which each pruner decides often on 12 trials (asserted below).
 PRUNERS = {
     "median": ["pruner=median", "pruner.n_startup_trials=3", "pruner.n_warmup_steps=0"],
-    # top_k=1 and an eager min_prob, whatever conf/pruner/energy.yaml's defaults: on this table the
-    # gate prunes some trials and keeps others (with the median pruner's FT prunes, the gate's
-    # history stays at 3 trials and its probabilities near 0.2)
+    # top_k=1 and a min_prob of their own, whatever conf/pruner/energy.yaml's defaults: on this
+    # table the gate prunes some trials and keeps others (with the median pruner's FT prunes,
+    # energy+median's history stays small: at 0.1 its gate prunes all but one after startup)
     "energy": [
         "pruner=energy",
         "pruner.n_startup_trials=3",
@@ -54,7 +54,7 @@ PRUNERS = {
         "pruner.ft=median",
         "pruner.n_startup_trials=3",
         "pruner.top_k=1",
-        "pruner.min_prob=0.2",
+        "pruner.min_prob=0.05",
         "pruner.n_warmup_steps=0",
     ],
 }
