@@ -26,19 +26,10 @@ from statistics import NormalDist
 import numpy as np
 
 from hpsearch.pruners._linear import RankLinearModel, normal_scores, score_among
+from hpsearch.stats import kendall_tau
 
 _STANDARD = NormalDist()
 _PRIOR_MODELS: dict[tuple[str, int], RankLinearModel] = {}  # fitted once per process
-
-
-def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
-    """Kendall's τ-b of two arrays (0 when undefined)."""
-    dx = np.sign(x[:, None] - x[None, :])
-    dy = np.sign(y[:, None] - y[None, :])
-    iu = np.triu_indices(len(x), 1)
-    dx, dy = dx[iu], dy[iu]
-    denom = math.sqrt(float(np.count_nonzero(dx)) * float(np.count_nonzero(dy)))
-    return float((dx * dy).sum()) / denom if denom > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -166,13 +157,14 @@ class OutcomeModel:
         models += [prior_model(p, step) for p in self.priors]
         quality = np.zeros(len(models))
         if own is not None:
-            quality[0] = max(kendall_tau(own.loo(), y), 0.0)
+            quality[0] = max(kendall_tau(own.loo(), y) or 0.0, 0.0)
         for i, model in enumerate(models[1:], start=1):
             if model is None:
                 continue
             # a prior's quality: how it ranks this study's completed trials; before it has 3,
             # a prior decides alone and unweighted
-            quality[i] = max(kendall_tau(model.predict_many(x)[0], y), 0.0) if n >= 3 else 1.0
+            tau = kendall_tau(model.predict_many(x)[0], y) if n >= 3 else 1.0
+            quality[i] = max(tau or 0.0, 0.0)
         if quality.sum() == 0 and own is not None:
             quality[0] = 1.0  # no model ranks well: this study's own model still decides
         weights = quality / quality.sum() if quality.sum() > 0 else quality
