@@ -62,24 +62,26 @@ class StudyRows:
         """The completed trials."""
         return int(np.count_nonzero(self.complete))
 
+    def _reached(self, step: int) -> np.ndarray:
+        """Which trials reached ``step`` (0, the gate: all of them)."""
+        if step == 0:
+            return np.ones(len(self.values), dtype=bool)
+        if step > self.curves.shape[1]:
+            return np.zeros(len(self.values), dtype=bool)
+        return np.isfinite(self.curves[:, step - 1])
+
     def pool(self, step: int) -> np.ndarray:
         """The raw inputs at ``step`` of every trial that reached it: (m, k) columns."""
         if step == 0:
             return self.signals
-        if step > self.curves.shape[1]:
-            return np.empty((0, 1 + self.curve_signals.shape[1]))
-        acc = self.curves[:, step - 1]
-        keep = np.isfinite(acc)
-        return np.hstack([acc[keep, None], self.curve_signals[keep]])
+        reached = self._reached(step)
+        acc = self.curves[reached, step - 1] if reached.any() else np.empty(0)
+        return np.column_stack([acc, self.curve_signals[reached]])
 
     def ranked_inputs(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """The completed trials' inputs at ``step``, each column ranked (normal scores) among
         every trial that reached the step, and their objectives."""
-        reached = np.ones(len(self.values), dtype=bool)
-        if step > 0:
-            if step > self.curves.shape[1]:
-                return np.empty((0, self.pool(step).shape[1])), self.values[:0]
-            reached = np.isfinite(self.curves[:, step - 1])
+        reached = self._reached(step)
         pool = self.pool(step)
         scored = np.column_stack([normal_scores(col) for col in pool.T]) if len(pool) else pool
         done = self.complete[reached]
