@@ -335,7 +335,7 @@ class EnergyPruner(BasePruner):
         sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         history = self._rows(finished, sign)
-        key = history.digest()
+        key = history.digest
         if self._model is None or self._model[0] != key:
             model = OutcomeModel(history, self._priors, self._top_k, self._n_startup_trials)
             self._model = (key, model)

@@ -18,6 +18,7 @@ the weighted mean of the models' probabilities.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -96,7 +97,9 @@ class StudyRows:
         pool = self.pool(query.step)
         return np.array([score_among(float(v), pool[:, j]) for j, v in enumerate(raw)])
 
+    @functools.cached_property
     def digest(self) -> str:
+        """The rows' content hash, computed once (a prior's is looked up at every decision)."""
         h = hashlib.sha1()
         for a in (self.signals, self.curve_signals, self.curves, self.values):
             h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
@@ -107,7 +110,7 @@ class StudyRows:
 def prior_model(rows: StudyRows, step: int) -> RankLinearModel | None:
     """The prior study's model at ``step``, fitted once per process (a replay builds a pruner
     per order); None when fewer than 3 of its completed trials have the step."""
-    key = (rows.digest(), step)
+    key = (rows.digest, step)
     if key not in _PRIOR_MODELS:
         x, y = rows.ranked_inputs(step)
         if len(y) < 3:
