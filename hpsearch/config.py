@@ -215,6 +215,9 @@ class PrunerConfig:
     signals: list[str] | None = None  # user attrs it reads; None: hpsearch.pruners.GATE_SIGNALS
     # user attrs it reads after an FT epoch besides the FT accuracy; None: CURVE_SIGNALS (ft_lr)
     curve_signals: list[str] | None = None
+    # searched categorical params it reads at the gate (each as how the completed trials of the
+    # same choice ended); None: hpsearch.pruners.GATE_PARAMS (backbone.name, when searched)
+    params: list[str] | None = None
     # Earlier studies on related data (same objective and direction) whose completed trials the
     # gate's predictor is fitted on too; in prior_storage, or in storage.url when that is null.
     prior_studies: list[str] = field(default_factory=list)
@@ -340,6 +343,7 @@ def _check_choices(cfg: DictConfig) -> None:
     _one_of(cfg, "pruner.ft", FT_PRUNERS)
     if cfg.pruner.name == "energy":
         _check_prior_studies(cfg)
+        _check_gate_params(cfg)
     _check_replay(cfg.replay)
 
 
@@ -606,6 +610,24 @@ def _check_prior_studies(cfg: DictConfig) -> None:
         "pruner.prior_studies",
         names,
         f"a list of earlier studies, not this one (study.name={cfg.study.name})",
+    )
+
+
+def _check_gate_params(cfg: DictConfig) -> None:
+    """``pruner.params``: the gate encodes each by its choices, so one the study searches must be
+    a categorical (a float or int parameter would give every trial its own choice)."""
+    params = cfg.pruner.params
+    if params is None:
+        return
+    names = [str(n) for n in params]
+    space = cfg.search_space or {}
+    numeric = [n for n in names if n in space and space[n].get("type") != "categorical"]
+    _require(
+        all(names) and len(set(names)) == len(names) and not numeric,
+        "pruner.params",
+        names,
+        "a list of distinct parameter names, each a categorical of search_space where searched"
+        + (f" ({', '.join(numeric)} is not)" if numeric else ""),
     )
 
 

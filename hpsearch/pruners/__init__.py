@@ -20,11 +20,12 @@ from hpsearch.pruners._decision import (
 )
 from hpsearch.pruners._energy import EnergyPruner
 from hpsearch.pruners._rules import QuantileRulePruner
-from hpsearch.pruners._signals import CURVE_SIGNALS, GATE_SIGNALS, HP_SIGNALS, SIGNALS
+from hpsearch.pruners._signals import CURVE_SIGNALS, GATE_PARAMS, GATE_SIGNALS, HP_SIGNALS, SIGNALS
 
 __all__ = [
     "CURVE_SIGNALS",
     "DECISION_ATTRS",
+    "GATE_PARAMS",
     "GATE_SIGNALS",
     "HP_SIGNALS",
     "SIGNALS",

@@ -13,8 +13,8 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.pruners._decision import GateAction, GateDecision, InvalidSignalError
-from hpsearch.pruners._outcome import OutcomeModel, Query, StudyRows
-from hpsearch.pruners._signals import CURVE_SIGNALS, GATE_SIGNALS, SIGNALS
+from hpsearch.pruners._outcome import OutcomeModel, Query, StudyRows, choice_columns
+from hpsearch.pruners._signals import CURVE_SIGNALS, GATE_PARAMS, GATE_SIGNALS, SIGNALS
 
 
 def _signal_vector(
@@ -132,6 +132,11 @@ class EnergyPruner(BasePruner):
         curve_signals:
             Names of the user attrs it reads after an FT epoch besides the FT accuracy there;
             ``None``: ``CURVE_SIGNALS`` (the FT learning rate).
+        params:
+            Searched categorical parameters it reads at the gate besides the signals, each as
+            the mean rank score of the completed trials that made the same choice
+            (``choice_columns``); ``None``: ``GATE_PARAMS`` (``backbone.name``). A parameter the
+            study does not search changes nothing.
         ft_epochs:
             FT epochs of a trial: scales ``min_prob`` by the share still to run and spares the
             last epoch; ``None``: ``min_prob`` at every step.
@@ -154,6 +159,7 @@ class EnergyPruner(BasePruner):
         energy_max: float | None = None,
         signals: Sequence[str] | None = None,
         curve_signals: Sequence[str] | None = None,
+        params: Sequence[str] | None = None,
         prior_trials: Mapping[str, Sequence[FrozenTrial]] | None = None,
     ) -> None:
         if n_startup_trials < 2:
@@ -191,6 +197,9 @@ class EnergyPruner(BasePruner):
         self._energy_min, self._energy_max = energy_min, energy_max
         self._signals = tuple(signals)
         self._curve_signals = tuple(curve_signals)
+        self._params = tuple(GATE_PARAMS if params is None else params)
+        if not all(isinstance(name, str) and name for name in self._params):
+            raise ValueError(f"params must be parameter names but got {list(self._params)}.")
         self._decisions: dict[int, GateDecision] = {}
         self._model: tuple[str, OutcomeModel] | None = None  # the last history and its model
         self._priors = tuple(
@@ -220,10 +229,18 @@ class EnergyPruner(BasePruner):
         prediction = self._outcome(study).predict(query)
         return prediction is not None and prediction.probability < self._step_min_prob(step)
 
-    def _query(self, values: np.ndarray, step: int = 0, accuracy: float | None = None) -> Query:
-        """``values``: the signals, then the curve signals."""
+    def _query(
+        self,
+        values: np.ndarray,
+        step: int = 0,
+        accuracy: float | None = None,
+        choices: np.ndarray | None = None,
+    ) -> Query:
+        """``values``: the signals, then the curve signals; ``choices``: the encoded params the
+        gate reads (``StudyRows.choice_scores``)."""
         d = len(self._signals)
-        return Query(values[:d], values[d:], step, accuracy)
+        signals = values[:d] if choices is None else np.r_[values[:d], choices]
+        return Query(signals, values[d:], step, accuracy)
 
     def _step_min_prob(self, step: int) -> float:
         """``min_prob`` at ``step``, scaled by the share of the FT epochs still to run: pruning
@@ -244,13 +261,24 @@ class EnergyPruner(BasePruner):
             return screened
         model = self._outcome(study)
         n = len(model.history)
-        prediction = model.predict(self._query(screened))
+        choices = model.history.choice_scores([trial.params.get(p) for p in self._params])
+        prediction = model.predict(self._query(screened, choices=np.nan_to_num(choices)))
         if prediction is None:
             return GateDecision(
                 trial.number,
                 GateAction.KEEP,
                 f"startup: {n} of {self._n_startup_trials} "
                 "completed trials needed before predicting",
+                history_trials=n,
+            )
+        unseen = [
+            f"{p}={trial.params[p]!r}" for p, c in zip(self._params, choices) if math.isnan(c)
+        ]
+        if unseen:
+            return GateDecision(
+                trial.number,
+                GateAction.KEEP,
+                f"first of its kind: no completed trial with {', '.join(unseen)} to judge it by",
                 history_trials=n,
             )
         sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
@@ -345,7 +373,7 @@ class EnergyPruner(BasePruner):
         """Signals, curve signals, FT curves and objective (times ``sign``: larger is better;
         NaN for a pruned trial) of those of ``trials`` that are complete or pruned with finite
         signals, in the order of their numbers."""
-        rows, curves, values = [], [], []
+        rows, curves, values, choices = [], [], [], []
         reads = self._signals + self._curve_signals
         for t in sorted(trials, key=lambda t: t.number):
             x, bad = _signal_vector(t.user_attrs, reads)
@@ -359,6 +387,7 @@ class EnergyPruner(BasePruner):
                 continue
             rows.append(x)
             curves.append(t.intermediate_values)
+            choices.append(tuple(t.params.get(p) for p in self._params))
         epochs = max((max(c, default=0) for c in curves), default=0)
         if self._ft_epochs is not None:
             epochs = min(epochs, self._ft_epochs)
@@ -369,4 +398,7 @@ class EnergyPruner(BasePruner):
                     curve[i, step - 1] = sign * acc
         table = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(reads))
         d = len(self._signals)
-        return StudyRows(table[:, :d], table[:, d:], curve, np.asarray(values, dtype=np.float64))
+        values = np.asarray(values, dtype=np.float64)
+        encoded, means = choice_columns(choices, values, len(self._params))
+        signals = np.hstack([table[:, :d], encoded])
+        return StudyRows(signals, table[:, d:], curve, values, means)

@@ -21,7 +21,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from dataclasses import dataclass
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
 from statistics import NormalDist
 
 import numpy as np
@@ -54,6 +55,22 @@ class StudyRows:
     curve_signals: np.ndarray
     curves: np.ndarray
     values: np.ndarray
+    # per searched parameter the model reads (``choice_columns``; the last columns of
+    # ``signals``, already scores, so not ranked again): the mean final score of the completed
+    # trials of each choice, what a new trial's choice is encoded as
+    choice_means: tuple[dict[Hashable, float], ...] = field(default=(), compare=False)
+
+    def choice_scores(self, choices: Sequence[Hashable | None]) -> np.ndarray:
+        """A new trial's choices encoded as the rows' are: the mean final score of this study's
+        completed trials that made the same choice; NaN when none did (the model cannot judge
+        it); 0 (the mean of all) for a parameter the trial does not have."""
+        return np.array(
+            [
+                means.get(c, math.nan) if c is not None else 0.0
+                for means, c in zip(self.choice_means, choices)
+            ],
+            dtype=np.float64,
+        )
 
     @property
     def complete(self) -> np.ndarray:
@@ -84,7 +101,12 @@ class StudyRows:
         every trial that reached the step, and their objectives."""
         reached = self._reached(step)
         pool = self.pool(step)
-        scored = np.column_stack([normal_scores(col) for col in pool.T]) if len(pool) else pool
+        ranked = self._ranked_columns(step, pool.shape[1])
+        scored = (
+            np.column_stack([normal_scores(col) if r else col for col, r in zip(pool.T, ranked)])
+            if len(pool)
+            else pool
+        )
         done = self.complete[reached]
         return scored[done], self.values[reached][done]
 
@@ -95,7 +117,18 @@ class StudyRows:
         else:
             raw = np.r_[query.accuracy, query.curve_signals]
         pool = self.pool(query.step)
-        return np.array([score_among(float(v), pool[:, j]) for j, v in enumerate(raw)])
+        ranked = self._ranked_columns(query.step, len(raw))
+        return np.array(
+            [
+                score_among(float(v), pool[:, j]) if r else float(v)
+                for j, (v, r) in enumerate(zip(raw, ranked))
+            ]
+        )
+
+    def _ranked_columns(self, step: int, d: int) -> list[bool]:
+        """Which of the ``d`` inputs at ``step`` are ranked: all but the encoded params."""
+        p = len(self.choice_means) if step == 0 else 0
+        return [True] * (d - p) + [False] * p
 
     @functools.cached_property
     def digest(self) -> str:
@@ -105,6 +138,48 @@ class StudyRows:
             h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
             h.update(str(a.shape).encode())
         return h.hexdigest()
+
+
+def choice_columns(
+    choices: Sequence[Sequence[Hashable | None]], values: np.ndarray, n_params: int
+) -> tuple[np.ndarray, tuple[dict[Hashable, float], ...]]:
+    """Searched categorical parameters (a backbone, a head depth) as inputs of the linear model.
+
+    ``choices`` holds each trial's value of each of the ``n_params`` parameters read (None: the
+    trial has none),
+    ``values`` the objectives (NaN for a pruned trial). A choice is encoded by how the study's
+    completed trials that made it ended: the mean normal score of their objectives, leaving the
+    trial itself out (its own outcome must not be its input), 0 (the mean of all) when no other
+    completed trial made it. One column per parameter whatever its number of choices, so a prior
+    study with other choices fits the same inputs; a parameter the study never searched is a
+    column of zeros, which moves no prediction.
+
+    Returns the (n, p) columns and, per parameter, each choice's mean score over every completed
+    trial (a new trial's encoding).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n, p = len(values), n_params
+    complete = np.isfinite(values)
+    scores = np.zeros(n)
+    scores[complete] = normal_scores(values[complete])
+    columns = np.zeros((n, p))
+    means: list[dict[Hashable, float]] = []
+    for j in range(p):
+        column = [row[j] for row in choices]
+        sums: dict[Hashable, float] = {}
+        counts: dict[Hashable, int] = {}
+        for c, s, done in zip(column, scores, complete):
+            if c is not None and done:
+                sums[c] = sums.get(c, 0.0) + s
+                counts[c] = counts.get(c, 0) + 1
+        for i, (c, s, done) in enumerate(zip(column, scores, complete)):
+            if c is None:
+                continue
+            k = counts.get(c, 0) - int(done)
+            if k > 0:
+                columns[i, j] = (sums[c] - (s if done else 0.0)) / k
+        means.append({c: sums[c] / counts[c] for c in sums})
+    return columns, tuple(means)
 
 
 def prior_model(rows: StudyRows, step: int) -> RankLinearModel | None:

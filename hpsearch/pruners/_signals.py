@@ -34,3 +34,6 @@ GATE_SIGNALS = ("energy", "hp_val_acc", "ft_lr")
 # What the model reads after an FT epoch besides the FT accuracy there: the FT learning rate (a
 # small one starts slowly and ends high). Chosen by replay too.
 CURVE_SIGNALS = ("ft_lr",)
+# The searched parameters the gate reads besides the signals: the backbone, when a study searches
+# it (its choices differ far more than any schedule setting; conf/experiment/split_cifar_backbones).
+GATE_PARAMS = ("backbone.name",)

@@ -683,6 +683,7 @@ def pruner_settings(cfg: DictConfig) -> dict[str, Any]:
             "energy_min",
             "energy_max",
             "signals",
+            "params",
             "prior_studies",
         ] + (["curve_signals"] if p["ft"] == "model" else list(keep[p["ft"]]))
     else:

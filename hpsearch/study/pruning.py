@@ -95,6 +95,7 @@ def _energy_pruner(
             energy_max=p.energy_max,
             signals=tuple(p.signals) if p.signals is not None else None,
             curve_signals=tuple(p.curve_signals) if p.curve_signals is not None else None,
+            params=tuple(p.params) if p.params is not None else None,
             prior_trials=prior,
         )
     except ValueError as err:  # its message starts with the argument's name
