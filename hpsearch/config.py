@@ -216,7 +216,7 @@ class PrunerConfig:
     # user attrs it reads after an FT epoch besides the FT accuracy; None: CURVE_SIGNALS (ft_lr)
     curve_signals: list[str] | None = None
     # searched categorical params it reads at the gate (each as how the completed trials of the
-    # same choice ended); None: hpsearch.pruners.GATE_PARAMS (backbone.name, when searched)
+    # same choice ended), e.g. [backbone.name]; None: hpsearch.pruners.GATE_PARAMS (none)
     params: list[str] | None = None
     # Earlier studies on related data (same objective and direction) whose completed trials the
     # gate's predictor is fitted on too; in prior_storage, or in storage.url when that is null.

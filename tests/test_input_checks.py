@@ -31,6 +31,14 @@ IMAGES = ["data=imagefolder", "data.root=/nowhere", "backbone=resnet18", "backbo
         (["pruner.min_prob=1.5"], "pruner.min_prob must be in (0, 1) but got 1.5"),
         (["pruner=median", "pruner.min_prob=0"], "pruner.min_prob must be in (0, 1) but got 0.0"),
         (["pruner.reduction_factor=1"], "pruner.reduction_factor=1 is invalid"),
+        (
+            ["pruner=energy", "pruner.params=[hp.lr]"],
+            "each a categorical of search_space where searched (hp.lr is not)",
+        ),
+        (
+            ["pruner=energy", "pruner.params=[a,a]"],
+            "pruner.params=['a', 'a'] is invalid: must be a list of distinct",
+        ),
         (["ft.epochs=0"], "ft.epochs=0 is invalid: must be >= 1: the objective"),
     ],
 )

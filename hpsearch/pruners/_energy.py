@@ -135,8 +135,8 @@ class EnergyPruner(BasePruner):
         params:
             Searched categorical parameters it reads at the gate besides the signals, each as
             the mean rank score of the completed trials that made the same choice
-            (``choice_columns``); ``None``: ``GATE_PARAMS`` (``backbone.name``). A parameter the
-            study does not search changes nothing.
+            (``choice_columns``), e.g. ``("backbone.name",)``; ``None``: ``GATE_PARAMS`` (none).
+            A parameter the study does not search changes nothing.
         ft_epochs:
             FT epochs of a trial: scales ``min_prob`` by the share still to run and spares the
             last epoch; ``None``: ``min_prob`` at every step.

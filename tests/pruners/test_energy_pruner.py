@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from hpsearch.app import compose_config
 from hpsearch.errors import ConfigError
-from hpsearch.pruners import GATE_PARAMS, GATE_SIGNALS, EnergyPruner, InvalidSignalError
+from hpsearch.pruners import GATE_SIGNALS, EnergyPruner, InvalidSignalError
 from hpsearch.study.pruning import make_pruner
 from hpsearch.trial import set_attrs
 from hpsearch.trial.gate import gate
@@ -399,7 +399,7 @@ def test_config_reads_the_prior_studies_from_their_storage(tmp_path) -> None:
     )
     pruner = make_pruner(cfg)
     assert len(pruner._priors) == 1  # the empty study has no trial to learn from
-    assert pruner._priors[0].signals.shape == (8, len(GATE_SIGNALS) + len(GATE_PARAMS))
+    assert pruner._priors[0].signals.shape == (8, len(GATE_SIGNALS))
     same = compose_config(
         ["pruner=energy", "pruner.prior_studies=[earlier]", f"storage.url={url}"]
     )  # prior_storage null: storage.url

@@ -78,7 +78,10 @@ def gate_of(study: optuna.Study, backbone: str | None) -> optuna.trial.FrozenTri
 
 
 def pruner(**kwargs) -> EnergyPruner:
-    return EnergyPruner(n_startup_trials=5, min_prob=0.01, ft_epochs=1, **kwargs)
+    """An energy pruner that reads the backbone unless ``params`` says otherwise."""
+    return EnergyPruner(
+        **{"n_startup_trials": 5, "min_prob": 0.01, "ft_epochs": 1, "params": (PARAM,), **kwargs}
+    )
 
 
 def test_the_gate_prunes_a_backbone_whose_trials_all_ended_low() -> None:
@@ -90,8 +93,9 @@ def test_the_gate_prunes_a_backbone_whose_trials_all_ended_low() -> None:
     new = gate_of(study, "new")
     assert new.state == TrialState.COMPLETE
     assert new.user_attrs["gate_reason"].startswith("first of its kind: no completed trial with")
-    # without the parameter the flat signals say nothing, and the same trial is kept
-    blind = study_of(pruner(params=()), searched=True)
+    # without the parameter (the default) the flat signals say nothing, and the same trial is kept
+    blind = study_of(pruner(params=None), searched=True)
+    assert blind.pruner._params == ()
     assert gate_of(blind, "bad").state == TrialState.COMPLETE
 
 
