@@ -146,25 +146,23 @@ def choice_columns(
     """Searched categorical parameters (a backbone, a head depth) as inputs of the linear model.
 
     ``choices`` holds each trial's value of each of the ``n_params`` parameters read (None: the
-    trial has none),
-    ``values`` the objectives (NaN for a pruned trial). A choice is encoded by how the study's
-    completed trials that made it ended: the mean normal score of their objectives, leaving the
-    trial itself out (its own outcome must not be its input), 0 (the mean of all) when no other
-    completed trial made it. One column per parameter whatever its number of choices, so a prior
-    study with other choices fits the same inputs; a parameter the study never searched is a
-    column of zeros, which moves no prediction.
+    trial has none), ``values`` the objectives (NaN for a pruned trial). A choice is encoded by
+    how the study's completed trials that made it ended: the mean normal score of their
+    objectives, leaving the trial itself out (its own outcome must not be its input), 0 (the
+    mean of all) when no other completed trial made it. One column per parameter whatever its
+    number of choices, so a prior study with other choices fits the same inputs; a parameter the
+    study never searched is a column of zeros, which moves no prediction.
 
-    Returns the (n, p) columns and, per parameter, each choice's mean score over every completed
-    trial (a new trial's encoding).
+    Returns the (n, n_params) columns and, per parameter, each choice's mean score over every
+    completed trial (a new trial's encoding).
     """
     values = np.asarray(values, dtype=np.float64)
-    n, p = len(values), n_params
     complete = np.isfinite(values)
-    scores = np.zeros(n)
+    scores = np.zeros(len(values))
     scores[complete] = normal_scores(values[complete])
-    columns = np.zeros((n, p))
+    columns = np.zeros((len(values), n_params))
     means: list[dict[Hashable, float]] = []
-    for j in range(p):
+    for j in range(n_params):
         column = [row[j] for row in choices]
         sums: dict[Hashable, float] = {}
         counts: dict[Hashable, int] = {}
